@@ -122,8 +122,8 @@ class SafetensorsFuzz : public ::testing::Test {
         const int64_t numel = t.numel();
         const bool size_ok = numel >= 0 && static_cast<size_t>(numel) * lorq::dtype_size(t.dtype) == t.nbytes();
         if (!in_bounds || !size_ok) {
-          ADD_FAILURE() << what << ": accepted tensor '" << t.name << "' [" << t.begin << ", " << t.end
-                        << ") numel " << numel << " with data section of " << data_size << " bytes";
+          ADD_FAILURE() << what << ": accepted tensor '" << t.name << "' [" << t.begin << ", " << t.end << ") numel "
+                        << numel << " with data section of " << data_size << " bytes";
           return true;
         }
         if (prev != nullptr && t.begin < prev->begin) ADD_FAILURE() << what << ": tensors() not sorted";
@@ -225,9 +225,22 @@ TEST_F(SafetensorsFuzz, ByteFlipsInPrefixAndHeader) {
 TEST_F(SafetensorsFuzz, HeaderEdits) {
   std::mt19937_64 rng(0x5eed0002);
   const std::vector<std::string> dtypes = {"F32", "F16", "BF16", "I8", "U8", "I32", "I64", "F64", "BOOL", "", "f32"};
-  const std::vector<std::string> numbers = {"0",  "1",   "-1", "18446744073709551615", "9223372036854775807",
-                                            "9223372036854775808", "4294967296", "1e3", "0.5", "-0", "2.0",
-                                            "1e400", "null", "\"3\"", "[]", "{}"};
+  const std::vector<std::string> numbers = {"0",
+                                            "1",
+                                            "-1",
+                                            "18446744073709551615",
+                                            "9223372036854775807",
+                                            "9223372036854775808",
+                                            "4294967296",
+                                            "1e3",
+                                            "0.5",
+                                            "-0",
+                                            "2.0",
+                                            "1e400",
+                                            "null",
+                                            "\"3\"",
+                                            "[]",
+                                            "{}"};
   auto positions_of = [](const std::string& h, const std::string& chars) {
     std::vector<size_t> pos;
     for (size_t i = 0; i < h.size(); ++i) {

@@ -7,7 +7,7 @@
 #include <filesystem>
 #include <string>
 
-namespace lorq::testing {
+namespace lorq::testdata {
 
 inline std::string shared_path(const std::string& rel) {
   const char* env = std::getenv("LORQ_SHARED_DIR");
@@ -21,13 +21,13 @@ inline bool shared_required() {
   return env && std::string(env) == "1";
 }
 
-}  // namespace lorq::testing
+}  // namespace lorq::testdata
 
 // Skips (or fails under LORQ_REQUIRE_SHARED=1) when a ../shared file is missing.
 #define LORQ_REQUIRE_SHARED_FILE(path)                                                           \
   do {                                                                                           \
     if (!std::filesystem::exists(path)) {                                                        \
-      if (lorq::testing::shared_required()) FAIL() << "required shared data missing: " << (path); \
+      if (lorq::testdata::shared_required()) FAIL() << "required shared data missing: " << (path); \
       GTEST_SKIP() << "shared data not found, skipping: " << (path);                            \
     }                                                                                            \
   } while (0)

@@ -18,7 +18,7 @@ using namespace lorq;
 namespace fs = std::filesystem;
 
 TEST(Demo, ShippedImagesAreTheGeneratorsOutput) {
-  const std::string dir = testing::source_path("datasets/demo-shapes");
+  const std::string dir = testdata::source_path("datasets/demo-shapes");
   ImageSet set = open_labels_csv(dir + "/labels.csv");
   ASSERT_GE(set.size(), 120u);
   for (size_t i = 0; i < set.size(); i += 37) {

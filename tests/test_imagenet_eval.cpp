@@ -10,8 +10,8 @@
 using namespace lorq;
 
 TEST(ImageNetEval, DeiTTinyMatchesReferenceAccuracy) {
-  const std::string model_dir = testing::shared_path("models/deit_tiny_patch16_224");
-  const std::string data = testing::shared_path("datasets/imagenet-sample-500");
+  const std::string model_dir = testdata::shared_path("models/deit_tiny_patch16_224");
+  const std::string data = testdata::shared_path("datasets/imagenet-sample-500");
   LORQ_REQUIRE_SHARED_FILE(model_dir + "/model.safetensors");
   LORQ_REQUIRE_SHARED_FILE(data + "/labels.csv");
   init_threads();

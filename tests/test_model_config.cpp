@@ -7,7 +7,7 @@
 using namespace lorq;
 
 TEST(ModelConfig, ReadsTimmConfig) {
-  const std::string path = testing::shared_path("models/deit_tiny_patch16_224/config.json");
+  const std::string path = testdata::shared_path("models/deit_tiny_patch16_224/config.json");
   LORQ_REQUIRE_SHARED_FILE(path);
   ModelConfig c = read_model_config(path);
   EXPECT_EQ(c.architecture, "deit_tiny_patch16_224");

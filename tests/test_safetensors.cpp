@@ -1,6 +1,4 @@
 // Tests for the safetensors reader/writer and the half/bfloat16 conversions (core/src/safetensors.cpp).
-#include "lorq/safetensors.h"
-
 #include <gtest/gtest.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -19,6 +17,7 @@
 #include <vector>
 
 #include "lorq/error.h"
+#include "lorq/safetensors.h"
 
 namespace fs = std::filesystem;
 using lorq::DType;
@@ -92,9 +91,8 @@ float bits_float(uint32_t u) {
 // dtype helpers
 
 TEST(SafetensorsDType, NamesSizesAndParsing) {
-  const std::vector<std::pair<DType, size_t>> all = {{DType::F32, 4}, {DType::F16, 2}, {DType::BF16, 2},
-                                                     {DType::I8, 1},  {DType::U8, 1},  {DType::I32, 4},
-                                                     {DType::I64, 8}};
+  const std::vector<std::pair<DType, size_t>> all = {{DType::F32, 4}, {DType::F16, 2}, {DType::BF16, 2}, {DType::I8, 1},
+                                                     {DType::U8, 1},  {DType::I32, 4}, {DType::I64, 8}};
   for (const auto& [dt, size] : all) {
     EXPECT_EQ(lorq::dtype_size(dt), size);
     DType parsed = DType::U8;
@@ -217,13 +215,9 @@ void check_encode(uint16_t (*encode)(float), float f, const std::vector<double>&
   }
 }
 
-TEST(SafetensorsHalf, F16DecodeAllPatterns) {
-  check_decode_all(lorq::f16_to_float, ref_f16_decode, "f16");
-}
+TEST(SafetensorsHalf, F16DecodeAllPatterns) { check_decode_all(lorq::f16_to_float, ref_f16_decode, "f16"); }
 
-TEST(SafetensorsHalf, BF16DecodeAllPatterns) {
-  check_decode_all(lorq::bf16_to_float, ref_bf16_decode, "bf16");
-}
+TEST(SafetensorsHalf, BF16DecodeAllPatterns) { check_decode_all(lorq::bf16_to_float, ref_bf16_decode, "bf16"); }
 
 TEST(SafetensorsHalf, EncodeDecodeRoundTripAllPatterns) {
   for (uint32_t c = 0; c < 65536; ++c) {
@@ -288,8 +282,8 @@ TEST(SafetensorsHalf, F16EncodeIsNearestTiesToEven) {
   EXPECT_EQ(lorq::float_to_f16(1.0f), 0x3c00);
   EXPECT_EQ(lorq::float_to_f16(-2.0f), 0xc000);
   EXPECT_EQ(lorq::float_to_f16(std::ldexp(1.0f, -24)), 0x0001);
-  EXPECT_EQ(lorq::float_to_f16(std::ldexp(1.0f, -25)), 0x0000);       // tie to even zero
-  EXPECT_EQ(lorq::float_to_f16(std::ldexp(3.0f, -25)), 0x0002);       // tie 1.5 ulp -> 2
+  EXPECT_EQ(lorq::float_to_f16(std::ldexp(1.0f, -25)), 0x0000);                     // tie to even zero
+  EXPECT_EQ(lorq::float_to_f16(std::ldexp(3.0f, -25)), 0x0002);                     // tie 1.5 ulp -> 2
   EXPECT_EQ(lorq::float_to_f16(std::ldexp(1.0f, -14) * (1023.5f / 1024)), 0x0400);  // carries into normal
 }
 
@@ -479,11 +473,10 @@ TEST_F(SafetensorsTest, FindAtAndMove) {
 
 TEST_F(SafetensorsTest, ReaderAcceptsHolesUnalignedAndEmptyTensorsAnywhere) {
   // Hand-made header: unaligned F32 at offset 1, a hole, an empty tensor inside another one, holes at the end.
-  const std::string header =
-      R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[1,9]},)"
-      R"("z":{"dtype":"U8","shape":[0],"data_offsets":[4,4]},)"
-      R"("b":{"dtype":"I8","shape":[1,1],"data_offsets":[12,13],"extra":"ignored"},)"
-      R"("__metadata__":{"k":"v"}})";
+  const std::string header = R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[1,9]},)"
+                             R"("z":{"dtype":"U8","shape":[0],"data_offsets":[4,4]},)"
+                             R"("b":{"dtype":"I8","shape":[1,1],"data_offsets":[12,13],"extra":"ignored"},)"
+                             R"("__metadata__":{"k":"v"}})";
   std::string bytes = make_file_bytes(header, 16);
   const size_t data_start = 8 + header.size();
   const float x = 0.75f, y = -1e-3f;
@@ -564,18 +557,18 @@ std::vector<RejectCase> reject_cases() {
       {"ScalarMismatch", one(entry(R"("F32")", "[]", "[0,8]")), "shape/offset mismatch"},
       {"OffsetsPastEnd", one(ok, 7), "past the end of the data section"},
       {"EmptyTensorPastEnd", one(entry(R"("F32")", "[0]", "[65,65]")), "past the end of the data section"},
-      {"Overlap",
-       make_file_bytes(R"({"a":)" + ok + R"(,"b":)" + entry(R"("F32")", "[2]", "[4,12]") + "}", 16), "overlap"},
-      {"OverlapSame",
-       make_file_bytes(R"({"a":)" + ok + R"(,"b":)" + entry(R"("U8")", "[8]", "[0,8]") + "}", 16), "overlap"},
+      {"Overlap", make_file_bytes(R"({"a":)" + ok + R"(,"b":)" + entry(R"("F32")", "[2]", "[4,12]") + "}", 16),
+       "overlap"},
+      {"OverlapSame", make_file_bytes(R"({"a":)" + ok + R"(,"b":)" + entry(R"("U8")", "[8]", "[0,8]") + "}", 16),
+       "overlap"},
       {"OverlapInside",
-       make_file_bytes(R"({"a":)" + entry(R"("U8")", "[16]", "[0,16]") + R"(,"b":)" + entry(R"("U8")", "[2]", "[4,6]") +
-                           "}",
-                       16),
+       make_file_bytes(
+           R"({"a":)" + entry(R"("U8")", "[16]", "[0,16]") + R"(,"b":)" + entry(R"("U8")", "[2]", "[4,6]") + "}", 16),
        "overlap"},
       {"DuplicateName", make_file_bytes(R"({"a":)" + ok + R"(,"a":)" + entry(R"("F32")", "[2]", "[8,16]") + "}", 16),
        "duplicate tensor name 'a'"},
-      {"DuplicateMetadata", make_file_bytes(R"({"__metadata__":{},"__metadata__":{}})", 0), "duplicate key '__metadata__'"},
+      {"DuplicateMetadata", make_file_bytes(R"({"__metadata__":{},"__metadata__":{}})", 0),
+       "duplicate key '__metadata__'"},
       {"DuplicateMetadataKey", make_file_bytes(R"({"__metadata__":{"k":"1","k":"2"}})", 0), "duplicate key 'k'"},
       {"MetadataNotObject", make_file_bytes(R"({"__metadata__":"x"})", 0), "__metadata__"},
       {"MetadataArray", make_file_bytes(R"({"__metadata__":["x"]})", 0), "__metadata__"},
@@ -604,7 +597,7 @@ INSTANTIATE_TEST_SUITE_P(Cases, SafetensorsReject, ::testing::ValuesIn(reject_ca
                          [](const ::testing::TestParamInfo<RejectCase>& info) { return info.param.name; });
 
 TEST_F(SafetensorsTest, DeepNestingAndHugeTokensAreRejectedCleanly) {
-  const size_t depth = 1'000'000;
+  const size_t depth = 200'000;
   const std::string path = file("deep.safetensors");
   write_bytes(path, make_file_bytes(std::string(depth, '[') + std::string(depth, ']'), 0));
   EXPECT_THROW(SafetensorsFile::open(path), lorq::Error);

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 
 #include "lorq/error.h"
 #include "lorq/model.h"
@@ -172,8 +173,15 @@ TEST(VisionTransformer, SaveAndLoadRoundTrip) {
   const std::string dir = ::testing::TempDir() + "/vit_roundtrip";
   std::filesystem::create_directories(dir);
   write_tensors(dir + "/model.safetensors", m->named_tensors());
-  auto loaded = load_model(dir);  // no config.json: everything inferred from shapes
-  EXPECT_EQ(loaded->config().embed_dim, 48);
+  {
+    auto inferred = load_model(dir);  // no config.json: everything inferred from shapes, heads = dim / 64
+    EXPECT_EQ(inferred->config().embed_dim, 48);
+    EXPECT_EQ(inferred->config().num_heads, 1);
+    EXPECT_EQ(inferred->config().num_classes, 5);
+  }
+  std::ofstream(dir + "/config.json") << model_config_to_json(m->config());
+  auto loaded = load_model(dir);
+  EXPECT_EQ(loaded->config().num_heads, 3);
   EXPECT_EQ(loaded->config().depth, 2);
   at::Tensor x = at::randn({2, 3, 32, 32});
   EXPECT_TRUE(at::equal(loaded->forward(x), m->forward(x)));
@@ -196,7 +204,7 @@ TEST(VisionTransformer, SaveAndLoadRoundTrip) {
 }
 
 TEST(VisionTransformer, GoldenDeiTTinyLogits) {
-  const std::string dir = testing::shared_path("models/deit_tiny_patch16_224");
+  const std::string dir = testdata::shared_path("models/deit_tiny_patch16_224");
   LORQ_REQUIRE_SHARED_FILE(dir + "/golden.safetensors");
   c10::NoGradGuard ng;
   auto model = load_model(dir);

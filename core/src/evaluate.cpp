@@ -10,14 +10,11 @@
 #include <thread>
 
 #include "lorq/error.h"
+#include "lorq/parallel_ops.h"
 
 namespace lorq {
 
-void init_threads() {
-  if (std::getenv("OMP_NUM_THREADS")) return;
-  const unsigned n = std::thread::hardware_concurrency();
-  if (n > 0) at::set_num_threads(static_cast<int>(n));
-}
+void init_threads() { configure_threads(); }
 
 EvalResult evaluate(Model& model, const ImageSet& set, const EvalOptions& options, const JobControl& job) {
   c10::NoGradGuard no_grad;

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 
 #include "lorq/error.h"
+#include "lorq/parallel_ops.h"
 
 namespace lorq {
 
@@ -84,7 +85,7 @@ at::Tensor Model::linear(const std::string& name, const at::Tensor& x, const at:
     auto it = overrides_.find(name);
     if (it != overrides_.end()) y = it->second(x, w, b);
   }
-  if (!y.defined()) y = at::linear(x, w, b);
+  if (!y.defined()) y = parallel_linear(x, w, b);
   if (observer_ && observed_.count(name)) observer_(name, x, y);
   return y;
 }

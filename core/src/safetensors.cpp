@@ -154,7 +154,8 @@ TensorInfo parse_entry(const std::string& path, const std::string& name, const n
   if (!shape.is_array()) throw Error(path, where + "shape is not an array");
   for (const nlohmann::json& d : shape) {
     int64_t dim;
-    if (!json_nonneg_int(d, &dim)) throw Error(path, where + "shape " + shape.dump() + " has a dim that is not a non-negative integer");
+    if (!json_nonneg_int(d, &dim))
+      throw Error(path, where + "shape " + shape.dump() + " has a dim that is not a non-negative integer");
     t.shape.push_back(dim);
   }
   int64_t numel;
@@ -274,8 +275,8 @@ uint16_t float_to_f16(float f) {
     return static_cast<uint16_t>(sign | 0x7e00u | ((a >> 13) & 0x3ffu));  // quiet NaN, keep top payload bits
   }
   if (a >= 0x477ff000u) return sign | 0x7c00u;  // >= 65520 (half-way past 65504, odd) rounds to inf
-  if (a >= 0x38800000u) {                      // normal half range (>= 2^-14)
-    a += 0xfffu + ((a >> 13) & 1u);            // round to nearest, ties to even
+  if (a >= 0x38800000u) {                       // normal half range (>= 2^-14)
+    a += 0xfffu + ((a >> 13) & 1u);             // round to nearest, ties to even
     return static_cast<uint16_t>(sign | ((a - 0x38000000u) >> 13));
   }
   if (a <= 0x33000000u) return sign;  // <= 2^-25: rounds to zero (2^-25 is a tie, zero is even)

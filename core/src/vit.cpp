@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "lorq/error.h"
+#include "lorq/parallel_ops.h"
 
 namespace lorq {
 
@@ -101,8 +102,8 @@ at::Tensor VisionTransformer::attention(Block& b, const at::Tensor& x) {
   at::Tensor qkv = linear(b.qkv.name, x, b.qkv.weight, b.qkv.bias).reshape({B, N, 3, H, hd}).permute({2, 0, 3, 1, 4});
   at::Tensor q = qkv[0], k = qkv[1], v = qkv[2];
   const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
-  at::Tensor attn = at::softmax(at::matmul(q * scale, k.transpose(-2, -1)), -1);
-  at::Tensor out = at::matmul(attn, v).transpose(1, 2).reshape({B, N, D});
+  at::Tensor attn = at::softmax(parallel_matmul(q * scale, k.transpose(-2, -1)), -1);
+  at::Tensor out = parallel_matmul(attn, v).transpose(1, 2).reshape({B, N, D});
   return linear(b.proj.name, out, b.proj.weight, b.proj.bias);
 }
 

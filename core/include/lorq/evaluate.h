@@ -41,8 +41,7 @@ struct Prediction {
 };
 std::vector<Prediction> top_k(const at::Tensor& logits_row, int k, const ModelConfig& config);
 
-// Sets LibTorch's intra-op threads to the machine's core count (it defaults to one here) unless the user set
-// OMP_NUM_THREADS. Front ends call it once at start-up.
+// Thread set-up for the engine (see parallel_ops.h): front ends call it once at start-up.
 void init_threads();
 
 }  // namespace lorq
