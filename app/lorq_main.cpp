@@ -142,9 +142,9 @@ int cmd_demo_data(int argc, char** argv) {
 }
 
 int cmd_demo_train(int argc, char** argv) {
-  Args a(argc, argv, 2, {"--out", "--steps", "--batch", "--lr", "--dim", "--depth", "--seed"}, {});
+  Args a(argc, argv, 2, {"--out", "--steps", "--batch", "--lr", "--dim", "--depth", "--seed", "--patch"}, {});
   if (a.help()) {
-    std::puts("usage: lorq demo-train --out DIR [--steps N] [--batch B] [--lr LR] [--dim D] [--depth L] [--seed S]\n\n"
+    std::puts("usage: lorq demo-train --out DIR [--steps N] [--batch B] [--lr LR] [--dim D] [--depth L] [--patch P] [--seed S]\n\n"
               "Trains the tiny demo ViT (64x64, patch 8) on freshly generated shapes and writes\n"
               "model.safetensors + config.json; reports accuracy on held-out generated images.");
     return 0;
@@ -156,6 +156,8 @@ int cmd_demo_train(int argc, char** argv) {
   o.lr = a.get_double("--lr", o.lr, 1e-6, 1.0);
   o.embed_dim = static_cast<int>(a.get_int("--dim", o.embed_dim, 16, 1024));
   o.depth = static_cast<int>(a.get_int("--depth", o.depth, 1, 48));
+  o.patch_size = static_cast<int>(a.get_int("--patch", o.patch_size, 2, 64));
+  if (o.image_size % o.patch_size) throw UsageError("--patch must divide the image size 64");
   o.seed = static_cast<uint64_t>(a.get_int("--seed", o.seed, 0, 1LL << 40));
   ProgressBar bar("steps");
   JobControl job;

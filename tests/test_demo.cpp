@@ -43,22 +43,24 @@ TEST(Demo, ShippedModelIsAccurateOnHeldOutImages) {
 }
 
 TEST(Demo, TrainerLearnsAndWritesALoadableModel) {
-  // A short run of the real trainer: the loss must fall well below chance and the output must load back.
+  // A short run of the real trainer (a small model, 200 steps): it must learn clearly above chance (16.7%) and the
+  // output must load back. Measured here: loss 1.73, held-out top-1 25.7% on 300 images.
   DemoTrainOptions o;
   o.out_dir = ::testing::TempDir() + "/demo_train";
   o.embed_dim = 64;
   o.depth = 2;
-  o.steps = 60;
-  o.batch = 32;
-  o.heldout_count = 120;
+  o.steps = 200;
+  o.batch = 64;
+  o.lr = 3e-3;
   std::atomic<bool> cancel{false};
   int64_t last = 0;
   JobControl job;
   job.cancel = &cancel;
   job.progress = [&](const Progress& p) { last = p.done; };
   DemoTrainResult r = train_demo_model(o, job);
-  EXPECT_EQ(last, 60);
-  EXPECT_LT(r.final_loss, std::log(6.0));  // chance-level cross-entropy
+  EXPECT_EQ(last, 200);
+  EXPECT_LT(r.final_loss, std::log(6.0) - 0.03);  // below chance-level cross-entropy
+  EXPECT_GT(r.heldout_top1, 22.0);
   auto m = load_model(o.out_dir);
   EXPECT_EQ(m->config().num_classes, 6);
   EXPECT_EQ(m->config().img_size, 64);

@@ -19,9 +19,10 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent) {
   auto* central = new QWidget(this);
   auto* layout = new QVBoxLayout(central);
   modelLabel_ = new QLabel("No model loaded", central);
-  layers_ = new QTableWidget(0, 6, central);
-  layers_->setHorizontalHeaderLabels({"Layer", "Shape", "Parameters", "fp32 MB", "Low rank", "Block"});
-  layers_->horizontalHeader()->setSectionResizeMode(0, QHeaderView::Stretch);
+  layers_ = new QTableWidget(0, 7, central);
+  layers_->setHorizontalHeaderLabels({"#", "Layer", "Shape", "Parameters", "fp32 MB", "Low rank", "Block"});
+  layers_->horizontalHeader()->setSectionResizeMode(1, QHeaderView::Stretch);
+  layers_->verticalHeader()->hide();
   layers_->setEditTriggers(QAbstractItemView::NoEditTriggers);
   layers_->setSelectionBehavior(QAbstractItemView::SelectRows);
   layers_->setSortingEnabled(true);
@@ -94,14 +95,16 @@ bool MainWindow::openModel(const QString& path, bool quiet) {
       item->setData(Qt::DisplayRole, v);
       return item;
     };
-    layers_->setItem(i, 0, new QTableWidgetItem(QString::fromStdString(l.name)));
-    layers_->setItem(i, 1, new QTableWidgetItem(QString("%1 x %2").arg(l.out_features).arg(l.in_features)));
-    layers_->setItem(i, 2, num(static_cast<double>(l.params)));
-    layers_->setItem(i, 3, num(l.fp32_mb));
-    layers_->setItem(i, 4, new QTableWidgetItem(l.low_rank_allowed ? "yes" : "no"));
-    layers_->setItem(i, 5, num(l.stage));
+    layers_->setItem(i, 0, num(i));
+    layers_->setItem(i, 1, new QTableWidgetItem(QString::fromStdString(l.name)));
+    layers_->setItem(i, 2, new QTableWidgetItem(QString("%1 x %2").arg(l.out_features).arg(l.in_features)));
+    layers_->setItem(i, 3, num(static_cast<double>(l.params)));
+    layers_->setItem(i, 4, num(l.fp32_mb));
+    layers_->setItem(i, 5, new QTableWidgetItem(l.low_rank_allowed ? "yes" : "no"));
+    layers_->setItem(i, 6, num(l.stage));
   }
   layers_->setSortingEnabled(true);
+  layers_->sortByColumn(0, Qt::AscendingOrder);  // network order until the user sorts otherwise
   statusBar()->showMessage("Loaded " + path);
   return true;
 }

@@ -13,6 +13,7 @@
 #include "lorq/error.h"
 #include "lorq/evaluate.h"
 #include "lorq/images.h"
+#include "lorq/parallel_ops.h"
 #include "lorq/shapes_dataset.h"
 #include "lorq/tensor_io.h"
 #include "lorq/vit.h"
@@ -97,6 +98,7 @@ DemoTrainResult train_demo_model(const DemoTrainOptions& o, const JobControl& jo
   torch::optim::AdamW opt(groups, torch::optim::AdamWOptions(o.lr));
 
   const Preprocessing& pp = config.preprocessing;
+  BlasThreadsScope blas_threads;
   const auto start = std::chrono::steady_clock::now();
   const int64_t warmup = std::max<int64_t>(1, o.steps / 20);
   const uint64_t train_seed = o.seed * 1000003ULL + 17;  // never the held-out seed

@@ -54,10 +54,26 @@ at::Tensor parallel_matmul(const at::Tensor& a, const at::Tensor& b) {
   return out;
 }
 
-int configure_threads() {
-  // OpenBLAS is whatever libblas.so.3 resolves to; look the setter up instead of linking it.
+namespace {
+// OpenBLAS is whatever libblas.so.3 resolves to; look the setter up instead of linking it.
+void set_blas_threads(int n) {
   using SetThreads = void (*)(int);
-  if (auto set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) set(1);
+  if (auto set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) set(n);
+}
+}  // namespace
+
+BlasThreadsScope::BlasThreadsScope() : torch_threads_(at::get_num_threads()) {
+  set_blas_threads(torch_threads_);
+  at::set_num_threads(1);
+}
+
+BlasThreadsScope::~BlasThreadsScope() {
+  set_blas_threads(1);
+  at::set_num_threads(torch_threads_);
+}
+
+int configure_threads() {
+  set_blas_threads(1);
   if (!std::getenv("OMP_NUM_THREADS")) {
     const unsigned n = std::thread::hardware_concurrency();
     if (n > 0) at::set_num_threads(static_cast<int>(n));

@@ -19,4 +19,17 @@ at::Tensor parallel_matmul(const at::Tensor& a, const at::Tensor& b);
 // and pins OpenBLAS to one thread (see above). Returns the number of threads in use.
 int configure_threads();
 
+// While alive, runs GEMMs on OpenBLAS's own threads and LibTorch's ops on one thread: the better split for
+// autograd (training), whose differentiable GEMMs cannot use parallel_linear. Restores the engine's split after.
+class BlasThreadsScope {
+ public:
+  BlasThreadsScope();
+  ~BlasThreadsScope();
+  BlasThreadsScope(const BlasThreadsScope&) = delete;
+  BlasThreadsScope& operator=(const BlasThreadsScope&) = delete;
+
+ private:
+  int torch_threads_;
+};
+
 }  // namespace lorq
