@@ -1,0 +1,52 @@
+#pragma once
+// Calibration (spec §3) and the global error of one option (spec §6): a seeded subset of images, the float
+// model's logits on them, and every stage's input, cached so that one layer's effect is measured by re-running
+// only the stages from that layer on.
+#include <ATen/core/Tensor.h>
+
+#include <string>
+#include <vector>
+
+#include "lorq/candidates.h"
+#include "lorq/images.h"
+#include "lorq/model.h"
+#include "lorq/progress.h"
+
+namespace lorq {
+
+struct CalibrationSettings {
+  int images = 32;    // calibration images drawn from the set (fewer are used, with a warning, if fewer decode)
+  uint64_t seed = 0;  // the draw is a seeded permutation of the set
+  int batch = 32;
+};
+
+struct Calibration {
+  std::vector<std::string> files;      // the images used, in order
+  std::vector<std::string> warnings;   // e.g. images that failed to decode
+  at::Tensor images;                   // [N, C, H, W] preprocessed
+  at::Tensor reference_logits;         // [N, classes] of the float model
+  std::vector<at::Tensor> stage_inputs;  // stage_inputs[s]: input of stage s, [N, tokens, dim]
+};
+
+Calibration calibrate(Model& model, const ImageSet& set, const CalibrationSettings& settings,
+                      const JobControl& job = {});
+
+// Network-output noise-to-signal ratio Σ mean((y − y_ref)²) / Σ mean(y_ref²) over the calibration batches with only
+// `layer` replaced by W̃ (float model elsewhere), re-running only the stages from the layer's own.
+double output_nsr(Model& model, const Calibration& calib, const std::string& layer, const at::Tensor& W_tilde,
+                  int batch = 32);
+
+struct GlobalErrorSettings {
+  int anchors = 5;  // per factor-bit pair: measured ranks (spec §6.2: K = 5); others are interpolated in Λ
+  int batch = 32;
+};
+
+// Fills option.error (and .measured) for every option of every layer: Q options and each bit pair's anchor ranks
+// are measured, the ranks between two anchors interpolated linearly in Λ. Progress counts layers.
+void measure_global_errors(Model& model, const Calibration& calib, std::vector<LayerCandidates>& layers,
+                           const GlobalErrorSettings& settings, const JobControl& job = {});
+
+// The anchor positions round_half_even(i·(L−1)/(K−1)), i = 0..K−1 (all positions when L ≤ K).
+std::vector<size_t> anchor_positions(size_t L, size_t K);
+
+}  // namespace lorq
