@@ -6,6 +6,7 @@
 #include <chrono>
 
 #include "lorq/error.h"
+#include "lorq/parallel_ops.h"
 
 namespace lorq {
 
@@ -67,6 +68,7 @@ std::map<std::string, at::Tensor> label_free_hessian(Model& model, const at::Ten
   if (images.dim() != 4 || images.size(0) == 0) throw Error("label_free_hessian: expected a [K, C, H, W] image batch");
   if (o.projections < 1) throw Error("label_free_hessian: projections must be at least 1");
   const auto start = std::chrono::steady_clock::now();
+  BlasThreadsScope blas_threads;  // autograd GEMMs: give OpenBLAS the threads (see parallel_ops.h)
   at::Generator gen = at::detail::createCPUGenerator(o.seed);
   const int64_t K = images.size(0);
   const int64_t classes = model.config().num_classes;
