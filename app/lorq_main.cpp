@@ -2,11 +2,13 @@
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
 
+#include <cmath>
 #include <cstdio>
 #include <iostream>
 #include <map>
 
 #include "args.h"
+#include "lorq/compress.h"
 #include "lorq/demo.h"
 #include "lorq/error.h"
 #include "lorq/evaluate.h"
@@ -31,6 +33,7 @@ const char* kUsage =
     "  inspect      list a model's compressible layers\n"
     "  eval         top-1/top-5 of a model on an image set\n"
     "  predict      top-5 classes for images\n"
+    "  compress     MLoRQ weight compression under a memory budget (work in progress: no export yet)\n"
     "  demo-data    generate the procedural shapes image set\n"
     "  demo-train   train the tiny demo ViT on generated shapes\n"
     "\n"
@@ -47,7 +50,9 @@ void warn_skipped(const std::vector<std::string>& list, const char* what) {
 int cmd_inspect(int argc, char** argv) {
   Args a(argc, argv, 2, {"--model"}, {});
   if (a.help()) {
-    std::puts("usage: lorq inspect --model DIR|FILE\n\nPrints the compressible layers (name, shape, parameters, fp32 MB) and totals.");
+    std::puts(
+        "usage: lorq inspect --model DIR|FILE\n\nPrints the compressible layers (name, shape, parameters, fp32 MB) and "
+        "totals.");
     return 0;
   }
   auto model = load_model(a.require("--model"));
@@ -103,7 +108,8 @@ int cmd_eval(int argc, char** argv) {
 int cmd_predict(int argc, char** argv) {
   Args a(argc, argv, 2, {"--model", "--top"}, {});
   if (a.help() || a.positional().empty()) {
-    std::puts("usage: lorq predict --model M [--top K] IMAGE...\n\nPrints the top-K (default 5) classes with probabilities.");
+    std::puts(
+        "usage: lorq predict --model M [--top K] IMAGE...\n\nPrints the top-K (default 5) classes with probabilities.");
     return a.help() ? 0 : 2;
   }
   auto model = load_model(a.require("--model"));
@@ -128,8 +134,9 @@ int cmd_predict(int argc, char** argv) {
 int cmd_demo_data(int argc, char** argv) {
   Args a(argc, argv, 2, {"--out", "--count", "--seed", "--size"}, {});
   if (a.help()) {
-    std::puts("usage: lorq demo-data --out DIR [--count N] [--seed S] [--size PX]\n\n"
-              "Writes the procedural shapes set: images/, masks/ and labels.csv (class and box per image).");
+    std::puts(
+        "usage: lorq demo-data --out DIR [--count N] [--seed S] [--size PX]\n\n"
+        "Writes the procedural shapes set: images/, masks/ and labels.csv (class and box per image).");
     return 0;
   }
   ShapesDatasetSpec s;
@@ -144,9 +151,11 @@ int cmd_demo_data(int argc, char** argv) {
 int cmd_demo_train(int argc, char** argv) {
   Args a(argc, argv, 2, {"--out", "--steps", "--batch", "--lr", "--dim", "--depth", "--seed", "--patch"}, {});
   if (a.help()) {
-    std::puts("usage: lorq demo-train --out DIR [--steps N] [--batch B] [--lr LR] [--dim D] [--depth L] [--patch P] [--seed S]\n\n"
-              "Trains the tiny demo ViT (64x64, patch 8) on freshly generated shapes and writes\n"
-              "model.safetensors + config.json; reports accuracy on held-out generated images.");
+    std::puts(
+        "usage: lorq demo-train --out DIR [--steps N] [--batch B] [--lr LR] [--dim D] [--depth L] [--patch P] [--seed "
+        "S]\n\n"
+        "Trains the tiny demo ViT (64x64, patch 8) on freshly generated shapes and writes\n"
+        "model.safetensors + config.json; reports accuracy on held-out generated images.");
     return 0;
   }
   DemoTrainOptions o;
@@ -169,6 +178,93 @@ int cmd_demo_train(int argc, char** argv) {
   return 0;
 }
 
+void print_eval(const char* name, const EvalResult& r) {
+  std::printf("%-22s top-1 %6.2f%%  top-5 %6.2f%%  (%lld images)\n", name, r.top1_pct(), r.top5_pct(),
+              (long long)r.labeled);
+}
+
+int cmd_compress(int argc, char** argv) {
+  Args a(argc, argv, 2,
+         {"--model", "--calib", "--calib-labels", "--avg-bits", "--images", "--lfh-images", "--projections",
+          "--anchors", "--eval", "--labels", "--limit", "--seed"},
+         {"--uniform", "--estimate"});
+  if (a.help()) {
+    std::puts(
+        "usage: lorq compress --model M --calib DIR --avg-bits B [--images N] [--lfh-images N] [--projections P]\n"
+        "                     [--anchors K] [--estimate] [--eval DIR [--labels CSV] [--limit N]] [--uniform] [--seed "
+        "S]\n\n"
+        "Mixed low-rank + quantization under a budget of B average bits per compressed weight (spec §2.5).\n"
+        "Prints per layer the chosen option, bytes and predicted error, and with --eval the measured top-1/top-5\n"
+        "of the float and compressed models (and, with --uniform, of uniform per-row Q(round(B))).\n"
+        "--estimate: global errors from the label-free Hessian instead of re-running the network (much faster).");
+    return 0;
+  }
+  const std::string model_path = a.require("--model");
+  auto model = load_model(model_path);
+  CompressSettings s;
+  s.calibration.images = static_cast<int>(a.get_int("--images", 32, 1, 100000));
+  s.calibration.seed = static_cast<uint64_t>(a.get_int("--seed", 0, 0, 1LL << 40));
+  s.lfh_images = static_cast<int>(a.get_int("--lfh-images", 8, 1, 100000));
+  s.lfh.projections = static_cast<int>(a.get_int("--projections", 32, 1, 10000));
+  s.global_error.anchors = static_cast<int>(a.get_int("--anchors", 5, 2, 1000));
+  s.global_error.estimate = a.has("--estimate");
+  const double avg_bits = a.get_double("--avg-bits", 0, 0.01, 32);
+  if (!a.has("--avg-bits")) throw UsageError("--avg-bits is required");
+  ImageSet calib = open_image_set(a.require("--calib"), a.get("--calib-labels"), model->config().label_names);
+  warn_skipped(calib.skipped, "non-image files");
+
+  ProgressBar bar("units");
+  std::string stage;
+  JobControl job;
+  job.progress = [&](const Progress& p) {
+    if (p.stage != stage) {
+      bar.finish();
+      stage = p.stage;
+    }
+    bar.update(p);
+  };
+  CompressionAnalysis analysis = analyze_model(*model, calib, s, job);
+  bar.finish();
+  for (const auto& w : analysis.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
+  for (const auto& [name, sec] : analysis.stage_seconds) std::printf("stage %-14s %8.1f s\n", name.c_str(), sec);
+
+  const int64_t budget = static_cast<int64_t>(std::floor(avg_bits * analysis.compressible_params / 8.0));
+  Allocation alloc = allocate(analysis, budget);
+  std::printf("\n%-26s %-22s %12s %14s\n", "layer", "choice", "bytes", "pred. error");
+  for (size_t i = 0; i < analysis.layers.size(); ++i) {
+    const LayerOption& o = analysis.layers[i].options[alloc.choice[i]];
+    std::printf("%-26s %-22s %12lld %14.4g\n", analysis.layers[i].layer.c_str(), o.label().c_str(), (long long)o.bytes,
+                o.error);
+  }
+  std::printf("total: %lld of %lld budget bytes (%.3f average bits, %.2fx vs fp32), predicted error %.4g\n",
+              (long long)alloc.bytes, (long long)budget, 8.0 * alloc.bytes / analysis.compressible_params,
+              32.0 * analysis.compressible_params / (8.0 * alloc.bytes), alloc.predicted_error);
+
+  if (a.has("--eval")) {
+    ImageSet eval_set = open_image_set(a.get("--eval"), a.get("--labels"), model->config().label_names);
+    EvalOptions eo;
+    eo.limit = a.get_int("--limit", 0, 0, 1LL << 40);
+    EvalResult fr = evaluate(*model, eval_set, eo, job);
+    bar.finish();
+    auto compressed = load_model(model_path);
+    apply_allocation(*compressed, analysis, alloc);
+    EvalResult cr = evaluate(*compressed, eval_set, eo, job);
+    bar.finish();
+    print_eval("float", fr);
+    print_eval("mixed (MLoRQ)", cr);
+    if (a.has("--uniform")) {
+      const int bits = static_cast<int>(std::lround(avg_bits));
+      auto uniform = load_model(model_path);
+      Allocation u = uniform_allocation(analysis, bits);
+      apply_allocation(*uniform, analysis, u);
+      EvalResult ur = evaluate(*uniform, eval_set, eo, job);
+      bar.finish();
+      print_eval(("uniform Q" + std::to_string(bits)).c_str(), ur);
+    }
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -178,8 +274,9 @@ int main(int argc, char** argv) {
   }
   init_threads();
   const std::map<std::string, int (*)(int, char**)> commands = {
-      {"inspect", cmd_inspect},   {"eval", cmd_eval},           {"predict", cmd_predict},
-      {"demo-data", cmd_demo_data}, {"demo-train", cmd_demo_train},
+      {"inspect", cmd_inspect},       {"eval", cmd_eval},
+      {"predict", cmd_predict},       {"demo-data", cmd_demo_data},
+      {"demo-train", cmd_demo_train}, {"compress", cmd_compress},
   };
   auto it = commands.find(argv[1]);
   if (it == commands.end()) {

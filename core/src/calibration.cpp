@@ -70,9 +70,8 @@ double output_nsr(Model& model, const Calibration& calib, const std::string& lay
   c10::NoGradGuard no_grad;
   const LinearLayerInfo& info = model.layer(layer);
   const at::Tensor Wt = W_tilde.reshape({info.out_features, info.in_features}).to(at::kFloat).contiguous();
-  model.set_linear_override(layer, [&Wt](const at::Tensor& x, const at::Tensor&, const at::Tensor& b) {
-    return at::linear(x, Wt, b);
-  });
+  model.set_linear_override(
+      layer, [&Wt](const at::Tensor& x, const at::Tensor&, const at::Tensor& b) { return at::linear(x, Wt, b); });
   double noise = 0, signal = 0;
   try {
     const int64_t N = calib.reference_logits.size(0);
@@ -111,18 +110,35 @@ std::vector<size_t> anchor_positions(size_t L, size_t K) {
   return out;
 }
 
+double estimated_nsr(const at::Tensor& W, const at::Tensor& W_tilde, const at::Tensor& lfh, const Calibration& calib) {
+  const double signal = calib.reference_logits.to(at::kDouble).pow(2).mean().item<double>();
+  const double classes = static_cast<double>(calib.reference_logits.size(1));
+  const double noise =
+      (lfh.to(at::kDouble) * (W.to(at::kDouble) - W_tilde.to(at::kDouble)).pow(2)).sum().item<double>();
+  return signal > 0 ? noise / (classes * signal) : 0.0;
+}
+
 void measure_global_errors(Model& model, const Calibration& calib, std::vector<LayerCandidates>& layers,
-                           const GlobalErrorSettings& s, const JobControl& job) {
+                           const GlobalErrorSettings& s, const JobControl& job,
+                           const std::map<std::string, at::Tensor>* lfh) {
+  if (s.estimate && !lfh) throw Error("global error estimate: no label-free Hessian given");
+  c10::NoGradGuard no_grad;
   const auto start = std::chrono::steady_clock::now();
   int64_t done = 0;
   for (LayerCandidates& lc : layers) {
     job.check();
     const at::Tensor W = model.weight(lc.layer);
+    const bool estimate = s.estimate && lc.low_rank_allowed && lfh->count(lc.layer);
+    auto error_of = [&](const LayerOption& o) {
+      const at::Tensor Wt = compressed_weight(lc, o, W);
+      return estimate ? estimated_nsr(W, Wt, lfh->at(lc.layer), calib)
+                      : output_nsr(model, calib, lc.layer, Wt, s.batch);
+    };
     std::map<std::pair<int, int>, std::vector<size_t>> groups;  // bit pair -> option indices by rank
     for (size_t i = 0; i < lc.options.size(); ++i) {
       LayerOption& o = lc.options[i];
       if (o.kind == OptionKind::Quant) {
-        o.error = output_nsr(model, calib, lc.layer, compressed_weight(lc, o, W), s.batch);
+        o.error = error_of(o);
         o.measured = true;
       } else {
         groups[{o.bits_a, o.bits_b}].push_back(i);
@@ -133,7 +149,7 @@ void measure_global_errors(Model& model, const Calibration& calib, std::vector<L
       const std::vector<size_t> anchors = anchor_positions(idx.size(), static_cast<size_t>(s.anchors));
       for (size_t a : anchors) {
         LayerOption& o = lc.options[idx[a]];
-        o.error = output_nsr(model, calib, lc.layer, compressed_weight(lc, o, W), s.batch);
+        o.error = error_of(o);
         o.measured = true;
       }
       // Between two anchors, interpolate linearly in the local loss Λ (not in rank).

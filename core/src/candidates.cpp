@@ -44,9 +44,9 @@ at::Tensor low_rank_local_losses(const at::Tensor& W, const at::Tensor& A_q, con
   const at::Tensor h = row_weight.to(at::kDouble);
   const double mn = double(W.size(0)) * W.size(1);
   const double base = (W64.pow(2).sum(1) * h).sum().item<double>();
-  at::Tensor P = at::mm(W64, B.t());                               // [m, k]: W_c·b_i
+  at::Tensor P = at::mm(W64, B.t());                                  // [m, k]: W_c·b_i
   at::Tensor cross = at::cumsum((A * P * h.unsqueeze(1)).sum(0), 0);  // [k]
-  at::Tensor M = at::mm(A.t() * h.unsqueeze(0), A);                // [k, k]: Σ_c h_c a_ci a_cj
+  at::Tensor M = at::mm(A.t() * h.unsqueeze(0), A);                   // [k, k]: Σ_c h_c a_ci a_cj
   at::Tensor E = M * at::mm(B, B.t());
   at::Tensor block = at::cumsum(at::cumsum(E, 0), 1).diagonal();  // Σ_{i,j≤r} E_ij
   return ((base - 2 * cross + block) / mn).clamp_min(0);

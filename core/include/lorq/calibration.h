@@ -4,6 +4,7 @@
 // only the stages from that layer on.
 #include <ATen/core/Tensor.h>
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -21,10 +22,10 @@ struct CalibrationSettings {
 };
 
 struct Calibration {
-  std::vector<std::string> files;      // the images used, in order
-  std::vector<std::string> warnings;   // e.g. images that failed to decode
-  at::Tensor images;                   // [N, C, H, W] preprocessed
-  at::Tensor reference_logits;         // [N, classes] of the float model
+  std::vector<std::string> files;        // the images used, in order
+  std::vector<std::string> warnings;     // e.g. images that failed to decode
+  at::Tensor images;                     // [N, C, H, W] preprocessed
+  at::Tensor reference_logits;           // [N, classes] of the float model
   std::vector<at::Tensor> stage_inputs;  // stage_inputs[s]: input of stage s, [N, tokens, dim]
 };
 
@@ -39,12 +40,21 @@ double output_nsr(Model& model, const Calibration& calib, const std::string& lay
 struct GlobalErrorSettings {
   int anchors = 5;  // per factor-bit pair: measured ranks (spec §6.2: K = 5); others are interpolated in Λ
   int batch = 32;
+  // Instead of re-running the network, estimate each anchor's output NSR from the label-free Hessian:
+  // E‖y − y_ref‖² ≈ Σ H ⊙ (W − W̃)² (Gauss-Newton), so e ≈ Σ H ⊙ δ² / (classes · mean(y_ref²)). No extra forward
+  // passes; layers without a real LFH (convolutions) are still measured.
+  bool estimate = false;
 };
 
 // Fills option.error (and .measured) for every option of every layer: Q options and each bit pair's anchor ranks
-// are measured, the ranks between two anchors interpolated linearly in Λ. Progress counts layers.
+// are measured (or estimated), the ranks between two anchors interpolated linearly in Λ. `lfh` is needed when
+// settings.estimate is set. Progress counts layers.
 void measure_global_errors(Model& model, const Calibration& calib, std::vector<LayerCandidates>& layers,
-                           const GlobalErrorSettings& settings, const JobControl& job = {});
+                           const GlobalErrorSettings& settings, const JobControl& job = {},
+                           const std::map<std::string, at::Tensor>* lfh = nullptr);
+
+// The Gauss-Newton estimate of one option's output NSR (see GlobalErrorSettings::estimate).
+double estimated_nsr(const at::Tensor& W, const at::Tensor& W_tilde, const at::Tensor& lfh, const Calibration& calib);
 
 // The anchor positions round_half_even(i·(L−1)/(K−1)), i = 0..K−1 (all positions when L ≤ K).
 std::vector<size_t> anchor_positions(size_t L, size_t K);

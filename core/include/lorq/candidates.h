@@ -39,12 +39,12 @@ struct LayerCandidates {
   std::string layer;
   int64_t out_features = 0, in_features = 0;
   bool low_rank_allowed = true;
-  std::vector<LayerOption> options;          // the Pareto front plus every Q(b), in the spec's order
+  std::vector<LayerOption> options;             // the Pareto front plus every Q(b), in the spec's order
   std::map<int, RowQuantParams> weight_params;  // Q(b): per-row ranges of W, by bits
-  LowRankFactors factors;                    // A [m, k], B [k, n] (empty when low rank is not allowed)
-  std::map<int, RowQuantParams> a_params;    // per-row ranges of the full A, by bits (reused for every r, §5.2)
-  std::map<int, RowQuantParams> b_params;    // per-row ranges of the full B, by bits
-  int64_t candidates_considered = 0;         // before Pareto filtering
+  LowRankFactors factors;                       // A [m, k], B [k, n] (empty when low rank is not allowed)
+  std::map<int, RowQuantParams> a_params;       // per-row ranges of the full A, by bits (reused for every r, §5.2)
+  std::map<int, RowQuantParams> b_params;       // per-row ranges of the full B, by bits
+  int64_t candidates_considered = 0;            // before Pareto filtering
 };
 
 // Builds every option of one layer. W [m, n]; H its LFH (or undefined for H ≡ 1).

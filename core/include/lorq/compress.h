@@ -1,0 +1,51 @@
+#pragma once
+// The weight-compression pipeline of MLoRQ (spec §3-§7, §9): calibration -> sensitivity (LFH) -> per-layer
+// candidates and Pareto fronts -> global errors -> exact budget allocation -> apply.
+#include <string>
+#include <vector>
+
+#include "lorq/budget_allocator.h"
+#include "lorq/calibration.h"
+#include "lorq/candidates.h"
+#include "lorq/model.h"
+#include "lorq/sensitivity.h"
+
+namespace lorq {
+
+struct CompressSettings {
+  CalibrationSettings calibration;  // images for the float reference and the global error
+  int lfh_images = 8;               // the first calibration images, for the LFH
+  LfhOptions lfh;
+  CandidateSettings candidates;
+  GlobalErrorSettings global_error;
+};
+
+// Everything that depends on (model, images, settings) but not on the budget: re-allocating is then instant.
+struct CompressionAnalysis {
+  std::vector<LayerCandidates> layers;  // in the model's layer order
+  int64_t compressible_params = 0;
+  std::vector<std::string> warnings;
+  std::vector<std::pair<std::string, double>> stage_seconds;  // stage name, wall time
+};
+
+CompressionAnalysis analyze_model(Model& model, const ImageSet& calibration_images, const CompressSettings& settings,
+                                  const JobControl& job = {});
+
+struct Allocation {
+  int64_t budget_bytes = 0;
+  std::vector<int> choice;  // per layer: index into its options
+  int64_t bytes = 0;
+  double predicted_error = 0;  // Σ of the chosen options' global errors
+};
+
+// The exact optimum under the budget (bytes of compressed weights). Throws lorq::Error naming both limits when the
+// budget is outside [smallest, largest] achievable size.
+Allocation allocate(const CompressionAnalysis& analysis, int64_t budget_bytes);
+BudgetAllocator make_allocator(const CompressionAnalysis& analysis);
+// Every layer at Q(bits): the uniform per-row baseline at the same memory as an average of `bits`.
+Allocation uniform_allocation(const CompressionAnalysis& analysis, int bits);
+
+// Replaces every compressed layer's weight by its chosen W̃ (fake quantization / the factor product).
+void apply_allocation(Model& model, const CompressionAnalysis& analysis, const Allocation& allocation);
+
+}  // namespace lorq
