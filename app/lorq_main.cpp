@@ -3,6 +3,7 @@
 #include <c10/core/GradMode.h>
 
 #include <cmath>
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
 #include <map>
@@ -34,6 +35,7 @@ const char* kUsage =
     "  eval         top-1/top-5 of a model on an image set\n"
     "  predict      top-5 classes for images\n"
     "  compress     MLoRQ weight compression under a memory budget (work in progress: no export yet)\n"
+    "  fronts       one layer's Pareto front (options, sizes, errors)\n"
     "  demo-data    generate the procedural shapes image set\n"
     "  demo-train   train the tiny demo ViT on generated shapes\n"
     "\n"
@@ -265,6 +267,51 @@ int cmd_compress(int argc, char** argv) {
   return 0;
 }
 
+int cmd_fronts(int argc, char** argv) {
+  Args a(argc, argv, 2, {"--model", "--calib", "--layer", "--images", "--lfh-images", "--projections", "--anchors"},
+         {"--estimate"});
+  if (a.help()) {
+    std::puts(
+        "usage: lorq fronts --model M --calib DIR --layer NAME [--images N] [--lfh-images N] [--projections P]\n"
+        "                   [--anchors K] [--estimate]\n\n"
+        "Prints one layer's Pareto front: every option with its bytes, average bits, local loss and global error.");
+    return 0;
+  }
+  auto model = load_model(a.require("--model"));
+  const std::string layer = a.require("--layer");
+  const LinearLayerInfo& info = model->layer(layer);
+  ImageSet calib_set = open_image_set(a.require("--calib"), "", model->config().label_names);
+  CalibrationSettings cs;
+  cs.images = static_cast<int>(a.get_int("--images", 32, 1, 100000));
+  LfhOptions lo;
+  lo.projections = static_cast<int>(a.get_int("--projections", 32, 1, 10000));
+  GlobalErrorSettings gs;
+  gs.anchors = static_cast<int>(a.get_int("--anchors", 5, 2, 1000));
+  gs.estimate = a.has("--estimate");
+  ProgressBar bar("units");
+  JobControl job;
+  job.progress = [&](const Progress& p) { bar.update(p); };
+  Calibration calib = calibrate(*model, calib_set, cs, job);
+  bar.finish();
+  const int64_t lfh_n = std::min<int64_t>(a.get_int("--lfh-images", 8, 1, 100000), calib.images.size(0));
+  auto H = label_free_hessian(*model, calib.images.slice(0, 0, lfh_n), lo, job);
+  bar.finish();
+  std::vector<LayerCandidates> layers{
+      build_layer_candidates(layer, model->weight(layer), H.at(layer), info.low_rank_allowed)};
+  measure_global_errors(*model, calib, layers, gs, job, &H);
+  bar.finish();
+  std::vector<LayerOption> opts = layers[0].options;
+  std::sort(opts.begin(), opts.end(), [](const LayerOption& x, const LayerOption& y) { return x.bytes < y.bytes; });
+  std::printf("%s (%lldx%lld): %zu options on the front of %lld considered\n", layer.c_str(),
+              (long long)info.out_features, (long long)info.in_features, opts.size(),
+              (long long)layers[0].candidates_considered);
+  std::printf("%-22s %10s %8s %12s %12s %s\n", "option", "bytes", "bits/w", "local loss", "global err", "");
+  for (const LayerOption& o : opts)
+    std::printf("%-22s %10lld %8.3f %12.4g %12.4g %s\n", o.label().c_str(), (long long)o.bytes,
+                8.0 * o.bytes / info.params(), o.local_loss, o.error, o.measured ? "measured" : "interpolated");
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -276,7 +323,7 @@ int main(int argc, char** argv) {
   const std::map<std::string, int (*)(int, char**)> commands = {
       {"inspect", cmd_inspect},       {"eval", cmd_eval},
       {"predict", cmd_predict},       {"demo-data", cmd_demo_data},
-      {"demo-train", cmd_demo_train}, {"compress", cmd_compress},
+      {"demo-train", cmd_demo_train}, {"compress", cmd_compress}, {"fronts", cmd_fronts},
   };
   auto it = commands.find(argv[1]);
   if (it == commands.end()) {
