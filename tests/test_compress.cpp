@@ -1,0 +1,79 @@
+// The weight pipeline end to end on the embedded demo (fast settings): budget met, allocation optimal against the
+// uniform baseline at the same memory, the applied model measured on real (generated, held-out) images.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include "lorq/api.h"
+#include "lorq/compress.h"
+#include "lorq/error.h"
+#include "lorq/evaluate.h"
+
+using namespace lorq;
+
+class CompressDemo : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    init_threads();
+    demo_ = new api::DemoPaths(api::find_demo());
+    ASSERT_FALSE(demo_->model_dir.empty());
+    auto model = load_model(demo_->model_dir);
+    set_ = new ImageSet(open_labels_csv(demo_->labels_csv));
+    CompressSettings s;
+    s.calibration.images = 16;
+    s.lfh_images = 4;
+    s.lfh.projections = 16;
+    s.global_error.anchors = 3;
+    analysis_ = new CompressionAnalysis(analyze_model(*model, *set_, s));
+  }
+  static void TearDownTestSuite() {
+    delete analysis_;
+    delete set_;
+    delete demo_;
+  }
+  static double top1_with(const Allocation* alloc) {
+    auto m = load_model(demo_->model_dir);
+    if (alloc) apply_allocation(*m, *analysis_, *alloc);
+    return evaluate(*m, *set_, {}).top1_pct();
+  }
+  static api::DemoPaths* demo_;
+  static ImageSet* set_;
+  static CompressionAnalysis* analysis_;
+};
+api::DemoPaths* CompressDemo::demo_ = nullptr;
+ImageSet* CompressDemo::set_ = nullptr;
+CompressionAnalysis* CompressDemo::analysis_ = nullptr;
+
+TEST_F(CompressDemo, EveryOptionHasAnErrorAndStagesAreTimed) {
+  ASSERT_EQ(analysis_->layers.size(), 26u);
+  for (const auto& l : analysis_->layers)
+    for (const auto& o : l.options) EXPECT_GE(o.error, 0) << l.layer << " " << o.label();
+  EXPECT_EQ(analysis_->stage_seconds.size(), 4u);
+}
+
+TEST_F(CompressDemo, BudgetIsMetAndBeatsUniformAtTheSameMemory) {
+  for (int bits : {3, 4}) {
+    const Allocation u = uniform_allocation(*analysis_, bits);
+    const Allocation mixed = allocate(*analysis_, u.bytes);
+    EXPECT_LE(mixed.bytes, u.bytes);
+    // The uniform choice is feasible at this budget, so the exact optimum cannot predict more error.
+    EXPECT_LE(mixed.predicted_error, u.predicted_error * (1 + 1e-12));
+  }
+}
+
+TEST_F(CompressDemo, EightBitsKeepsFloatAccuracy) {
+  const int64_t budget = analysis_->compressible_params;  // 8 bits per weight
+  const Allocation a = allocate(*analysis_, budget);
+  EXPECT_LE(a.bytes, budget);
+  const double f = top1_with(nullptr), c = top1_with(&a);
+  std::printf("demo: float top-1 %.2f%%, 8-bit mixed %.2f%%\n", f, c);
+  EXPECT_NEAR(c, f, 1.0);
+}
+
+TEST_F(CompressDemo, BudgetOutsideTheAchievableRangeNamesTheLimits) {
+  try {
+    allocate(*analysis_, 10);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("below the smallest achievable size"), std::string::npos) << e.what();
+  }
+}
