@@ -2,8 +2,8 @@
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
 
-#include <cmath>
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <iostream>
 #include <map>
@@ -13,6 +13,7 @@
 #include "lorq/demo.h"
 #include "lorq/error.h"
 #include "lorq/evaluate.h"
+#include "lorq/export.h"
 #include "lorq/images.h"
 #include "lorq/model.h"
 #include "lorq/shapes_dataset.h"
@@ -34,7 +35,7 @@ const char* kUsage =
     "  inspect      list a model's compressible layers\n"
     "  eval         top-1/top-5 of a model on an image set\n"
     "  predict      top-5 classes for images\n"
-    "  compress     MLoRQ weight compression under a memory budget (work in progress: no export yet)\n"
+    "  compress     MLoRQ weight compression under a memory budget (work in progress)\n"
     "  fronts       one layer's Pareto front (options, sizes, errors)\n"
     "  demo-data    generate the procedural shapes image set\n"
     "  demo-train   train the tiny demo ViT on generated shapes\n"
@@ -188,7 +189,7 @@ void print_eval(const char* name, const EvalResult& r) {
 int cmd_compress(int argc, char** argv) {
   Args a(argc, argv, 2,
          {"--model", "--calib", "--calib-labels", "--avg-bits", "--images", "--lfh-images", "--projections",
-          "--anchors", "--eval", "--labels", "--limit", "--seed"},
+          "--anchors", "--eval", "--labels", "--limit", "--seed", "--out"},
          {"--uniform", "--estimate"});
   if (a.help()) {
     std::puts(
@@ -198,7 +199,8 @@ int cmd_compress(int argc, char** argv) {
         "Mixed low-rank + quantization under a budget of B average bits per compressed weight (spec §2.5).\n"
         "Prints per layer the chosen option, bytes and predicted error, and with --eval the measured top-1/top-5\n"
         "of the float and compressed models (and, with --uniform, of uniform per-row Q(round(B))).\n"
-        "--estimate: global errors from the label-free Hessian instead of re-running the network (much faster).");
+        "--estimate: global errors from the label-free Hessian instead of re-running the network (much faster).\n"
+        "--out: export lorq-config.json + compressed.safetensors (+ config.json); 'lorq eval --model DIR' loads it.");
     return 0;
   }
   const std::string model_path = a.require("--model");
@@ -242,6 +244,10 @@ int cmd_compress(int argc, char** argv) {
               (long long)alloc.bytes, (long long)budget, 8.0 * alloc.bytes / analysis.compressible_params,
               32.0 * analysis.compressible_params / (8.0 * alloc.bytes), alloc.predicted_error);
 
+  if (a.has("--out")) {
+    export_compressed(a.get("--out"), *model, model_path, analysis, alloc);
+    std::printf("exported to %s (lorq-config.json, compressed.safetensors, config.json)\n", a.get("--out").c_str());
+  }
   if (a.has("--eval")) {
     ImageSet eval_set = open_image_set(a.get("--eval"), a.get("--labels"), model->config().label_names);
     EvalOptions eo;
@@ -323,7 +329,8 @@ int main(int argc, char** argv) {
   const std::map<std::string, int (*)(int, char**)> commands = {
       {"inspect", cmd_inspect},       {"eval", cmd_eval},
       {"predict", cmd_predict},       {"demo-data", cmd_demo_data},
-      {"demo-train", cmd_demo_train}, {"compress", cmd_compress}, {"fronts", cmd_fronts},
+      {"demo-train", cmd_demo_train}, {"compress", cmd_compress},
+      {"fronts", cmd_fronts},
   };
   auto it = commands.find(argv[1]);
   if (it == commands.end()) {

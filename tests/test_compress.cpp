@@ -3,10 +3,16 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
 #include "lorq/api.h"
 #include "lorq/compress.h"
 #include "lorq/error.h"
 #include "lorq/evaluate.h"
+#include "lorq/export.h"
+#include "lorq/tensor_io.h"
 
 using namespace lorq;
 
@@ -76,4 +82,62 @@ TEST_F(CompressDemo, BudgetOutsideTheAchievableRangeNamesTheLimits) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("below the smallest achievable size"), std::string::npos) << e.what();
   }
+}
+
+TEST_F(CompressDemo, ExportRoundTripsExactly) {
+  // A tight budget so the choice mixes quantization and low rank.
+  const Allocation a = allocate(*analysis_, uniform_allocation(*analysis_, 3).bytes);
+  bool has_low_rank = false, has_quant = false;
+  for (size_t i = 0; i < a.choice.size(); ++i) {
+    const auto kind = analysis_->layers[i].options[a.choice[i]].kind;
+    (kind == OptionKind::LowRank ? has_low_rank : has_quant) = true;
+  }
+  EXPECT_TRUE(has_quant);
+  auto float_model = load_model(demo_->model_dir);
+  const std::string out = ::testing::TempDir() + "/lorq_export_roundtrip";
+  std::filesystem::remove_all(out);
+  export_compressed(out, *float_model, demo_->model_dir, *analysis_, a);
+  for (const char* f : {"lorq-config.json", "compressed.safetensors", "config.json"})
+    EXPECT_TRUE(std::filesystem::exists(out + "/" + f)) << f;
+  EXPECT_FALSE(std::filesystem::exists(out + "/lorq-config.json.tmp"));
+
+  auto in_memory = load_model(demo_->model_dir);
+  apply_allocation(*in_memory, *analysis_, a);
+  auto loaded = load_model(out);
+  at::Tensor x = at::randn({5, 3, 64, 64});
+  EXPECT_TRUE(at::equal(loaded->forward(x), in_memory->forward(x))) << "low rank used: " << has_low_rank;
+  for (const auto& [key, t] : in_memory->named_tensors()) EXPECT_TRUE(at::equal(loaded->tensor(key), t)) << key;
+
+  // The codes are integers in range and the config records every layer.
+  SafetensorsFile f = SafetensorsFile::open(out + "/compressed.safetensors");
+  EXPECT_EQ(f.metadata().at("format"), "lorq-compressed");
+  std::ifstream cfg(out + "/lorq-config.json");
+  std::stringstream ss;
+  ss << cfg.rdbuf();
+  EXPECT_NE(ss.str().find("\"blocks.5.mlp.fc2\""), std::string::npos);
+  EXPECT_NE(ss.str().find("\"version\": 1"), std::string::npos);
+  std::filesystem::remove_all(out);
+}
+
+TEST_F(CompressDemo, CorruptExportIsAClearError) {
+  const Allocation a = uniform_allocation(*analysis_, 4);
+  auto float_model = load_model(demo_->model_dir);
+  const std::string out = ::testing::TempDir() + "/lorq_export_corrupt";
+  std::filesystem::remove_all(out);
+  export_compressed(out, *float_model, demo_->model_dir, *analysis_, a);
+  // Drop one scale tensor: loading must name the file and the group.
+  SafetensorsFile f = SafetensorsFile::open(out + "/compressed.safetensors");
+  std::vector<std::pair<std::string, at::Tensor>> kept;
+  for (const auto& info : f.tensors())
+    if (info.name != "blocks.2.mlp.fc1.weight.scale") kept.emplace_back(info.name, read_tensor(f, info));
+  std::map<std::string, std::string> meta = f.metadata();
+  write_tensors(out + "/compressed.safetensors", kept, meta);
+  try {
+    load_model(out);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("blocks.2.mlp.fc1.weight"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("compressed.safetensors"), std::string::npos) << e.what();
+  }
+  std::filesystem::remove_all(out);
 }

@@ -142,8 +142,10 @@ at::Tensor compressed_weight(const LayerCandidates& c, const LayerOption& o, con
     if (it == c.weight_params.end()) throw Error(c.layer + ": no quantizer for " + o.label());
     return fake_quantize_rows(W.to(at::kFloat).reshape({c.out_features, c.in_features}), it->second);
   }
-  const at::Tensor Aq = fake_quantize_rows(c.factors.A, c.a_params.at(o.bits_a)).slice(1, 0, o.rank);
-  const at::Tensor Bq = fake_quantize_rows(c.factors.B, c.b_params.at(o.bits_b)).slice(0, 0, o.rank);
+  // Contiguous factors: the export decodes to exactly these [m, r] and [r, n] matrices, and the same product
+  // must follow bit for bit.
+  const at::Tensor Aq = fake_quantize_rows(c.factors.A, c.a_params.at(o.bits_a)).slice(1, 0, o.rank).contiguous();
+  const at::Tensor Bq = fake_quantize_rows(c.factors.B, c.b_params.at(o.bits_b)).slice(0, 0, o.rank).contiguous();
   return at::mm(Aq, Bq);
 }
 

@@ -2,6 +2,7 @@
 #include <ATen/ATen.h>
 
 #include "lorq/error.h"
+#include "lorq/export.h"
 #include "lorq/model.h"
 #include "lorq/tensor_io.h"
 #include "lorq/vit.h"
@@ -15,11 +16,13 @@ std::unique_ptr<Model> load_model(const std::string& path) {
   if (!files.config.empty()) config = read_model_config(files.config);
   config.source = files.config.empty() ? files.weights : files.config;
 
+  std::map<std::string, at::Tensor> tensors = read_all_tensors(file, /*to_float=*/false);
+  // A lorq export stores integer codes; decode them to the exact weights the compressed model used.
+  decode_compressed_tensors(tensors, file.metadata(), files.weights);
+  for (auto& [name, t] : tensors) t = t.to(at::kFloat);
   std::map<std::string, std::vector<int64_t>> shapes;
-  for (const TensorInfo& t : file.tensors()) shapes[t.name] = t.shape;
+  for (const auto& [name, t] : tensors) shapes[name] = t.sizes().vec();
   complete_model_config(config, shapes, files.weights);
-
-  std::map<std::string, at::Tensor> tensors = read_all_tensors(file, /*to_float=*/true);
   return std::make_unique<VisionTransformer>(std::move(config), std::move(tensors), files.weights);
 }
 

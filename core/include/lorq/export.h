@@ -1,0 +1,33 @@
+#pragma once
+// Export of a compressed model (spec §9): an output folder holding
+//   lorq-config.json        versioned: source model + checksum, budget, every layer's choice, totals;
+//   compressed.safetensors  integer codes (one byte per code, bit width in the metadata), per-row scales and
+//                           zero-points, the two factors of low-rank layers, and every uncompressed tensor;
+//   config.json             the model config, so `lorq eval --model OUTDIR` loads it back.
+// Each file is written under a temporary name and renamed into place.
+#include <ATen/core/Tensor.h>
+
+#include <map>
+#include <string>
+
+#include "lorq/compress.h"
+#include "lorq/model.h"
+
+namespace lorq {
+
+constexpr int kExportFormatVersion = 1;
+
+// `model` must hold the float weights (the analysis' source). `source_path` is recorded with its checksum.
+void export_compressed(const std::string& out_dir, const Model& model, const std::string& source_path,
+                       const CompressionAnalysis& analysis, const Allocation& allocation);
+
+// Replaces the code/scale/zero-point groups of a compressed checkpoint by the float weights they decode to
+// (exactly what the in-memory compressed model uses). Tensors of ordinary checkpoints pass through unchanged.
+// Throws lorq::Error naming `source` on an inconsistent group.
+void decode_compressed_tensors(std::map<std::string, at::Tensor>& tensors,
+                               const std::map<std::string, std::string>& metadata, const std::string& source);
+
+// FNV-1a 64-bit checksum of a file, as 16 hex digits (identifies the source model in the export).
+std::string file_checksum(const std::string& path);
+
+}  // namespace lorq

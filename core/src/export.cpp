@@ -1,0 +1,186 @@
+#include "lorq/export.h"
+
+#include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "lorq/error.h"
+#include "lorq/quantizer.h"
+#include "lorq/tensor_io.h"
+
+namespace fs = std::filesystem;
+
+namespace lorq {
+
+std::string file_checksum(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(path, "cannot open the file for its checksum");
+  uint64_t h = 1469598103934665603ULL;
+  std::vector<char> buf(1 << 20);
+  while (in) {
+    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    for (std::streamsize i = 0; i < in.gcount(); ++i) {
+      h ^= static_cast<unsigned char>(buf[i]);
+      h *= 1099511628211ULL;
+    }
+  }
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
+  return hex;
+}
+
+namespace {
+
+void write_text_atomically(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary);
+    out << text;
+    if (!out) throw Error(tmp, "cannot write the file");
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) {
+    fs::remove(tmp, ec);
+    throw Error(path, "cannot write the file (" + ec.message() + ")");
+  }
+}
+
+// Adds "<prefix>.codes|.scale|.zero_point" for a per-row quantized tensor; the bit width goes to the metadata.
+void add_quantized(std::vector<std::pair<std::string, at::Tensor>>& out, std::map<std::string, std::string>& meta,
+                   const std::string& prefix, const at::Tensor& w, const RowQuantParams& p) {
+  out.emplace_back(prefix + ".codes", quantize_rows_to_codes(w, p));
+  out.emplace_back(prefix + ".scale", p.scale.to(at::kFloat).contiguous());
+  out.emplace_back(prefix + ".zero_point", p.zero_point.to(at::kFloat).contiguous());
+  meta[prefix + ".bits"] = std::to_string(p.bits);
+}
+
+RowQuantParams slice_rows(const RowQuantParams& p, int64_t rows) {
+  return {p.scale.slice(0, 0, rows), p.zero_point.slice(0, 0, rows), p.bits};
+}
+
+}  // namespace
+
+void export_compressed(const std::string& out_dir, const Model& model, const std::string& source_path,
+                       const CompressionAnalysis& a, const Allocation& alloc) {
+  c10::NoGradGuard no_grad;
+  if (alloc.choice.size() != a.layers.size()) throw Error("export: one choice per layer is needed");
+  std::error_code ec;
+  fs::create_directories(out_dir, ec);
+  if (ec) throw Error(out_dir, "cannot create the output folder (" + ec.message() + ")");
+
+  const ModelFiles files = locate_model_files(source_path);
+  nlohmann::json layers = nlohmann::json::array();
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  std::map<std::string, std::string> meta = {{"format", "lorq-compressed"},
+                                             {"lorq_format_version", std::to_string(kExportFormatVersion)}};
+  std::set<std::string> replaced;
+  int64_t total_bytes = 0;
+  double total_error = 0;
+  for (size_t i = 0; i < a.layers.size(); ++i) {
+    const LayerCandidates& l = a.layers[i];
+    const LayerOption& o = l.options.at(alloc.choice[i]);
+    const at::Tensor W = model.weight(l.layer);
+    if (o.kind == OptionKind::Quant) {
+      add_quantized(tensors, meta, l.layer + ".weight", W, l.weight_params.at(o.bits));
+    } else {
+      const at::Tensor A = l.factors.A.slice(1, 0, o.rank).contiguous();
+      const at::Tensor B = l.factors.B.slice(0, 0, o.rank).contiguous();
+      add_quantized(tensors, meta, l.layer + ".lowrank_a", A, l.a_params.at(o.bits_a));
+      add_quantized(tensors, meta, l.layer + ".lowrank_b", B, slice_rows(l.b_params.at(o.bits_b), o.rank));
+    }
+    replaced.insert(l.layer + ".weight");
+    total_bytes += o.bytes;
+    total_error += o.error;
+    layers.push_back({{"name", l.layer},
+                      {"shape", {l.out_features, l.in_features}},
+                      {"checkpoint_shape", model.layer(l.layer).weight_shape},
+                      {"kind", o.kind == OptionKind::Quant ? "quant" : "low_rank"},
+                      {"bits", o.bits},
+                      {"rank", o.rank},
+                      {"bits_a", o.bits_a},
+                      {"bits_b", o.bits_b},
+                      {"bytes", o.bytes},
+                      {"local_loss", o.local_loss},
+                      {"predicted_error", o.error},
+                      {"error_measured", o.measured}});
+    meta[l.layer + ".checkpoint_shape"] = nlohmann::json(model.layer(l.layer).weight_shape).dump();
+  }
+  for (const auto& [key, t] : model.named_tensors())
+    if (!replaced.count(key)) tensors.emplace_back(key, t);
+
+  nlohmann::json cfg = {
+      {"format", "lorq-config"},
+      {"version", kExportFormatVersion},
+      {"source_model", {{"path", files.weights}, {"checksum_fnv1a64", file_checksum(files.weights)}}},
+      {"budget", {{"bytes", alloc.budget_bytes}, {"avg_bits", 8.0 * alloc.budget_bytes / a.compressible_params}}},
+      {"layers", layers},
+      {"totals",
+       {{"bytes", total_bytes},
+        {"avg_bits", 8.0 * total_bytes / a.compressible_params},
+        {"compressible_params", a.compressible_params},
+        {"fp32_bytes", 4 * a.compressible_params},
+        {"predicted_error", total_error}}},
+  };
+  write_tensors(out_dir + "/compressed.safetensors", tensors, meta);
+  write_text_atomically(out_dir + "/config.json", model_config_to_json(model.config()) + "\n");
+  write_text_atomically(out_dir + "/lorq-config.json", cfg.dump(1) + "\n");
+}
+
+void decode_compressed_tensors(std::map<std::string, at::Tensor>& t, const std::map<std::string, std::string>& meta,
+                               const std::string& source) {
+  auto take = [&](const std::string& prefix, RowQuantParams* p) -> at::Tensor {
+    auto need = [&](const std::string& key) {
+      auto it = t.find(key);
+      if (it == t.end()) throw Error(source, "compressed group '" + prefix + "' lacks '" + key + "'");
+      at::Tensor v = it->second;
+      t.erase(it);
+      return v;
+    };
+    at::Tensor codes = need(prefix + ".codes");
+    p->scale = need(prefix + ".scale").to(at::kFloat);
+    p->zero_point = need(prefix + ".zero_point").to(at::kFloat);
+    auto bits = meta.find(prefix + ".bits");
+    if (bits == meta.end()) throw Error(source, "no bit width recorded for '" + prefix + "'");
+    p->bits = std::stoi(bits->second);
+    if (codes.dim() != 2 || p->scale.numel() != codes.size(0) || p->zero_point.numel() != codes.size(0))
+      throw Error(source, "'" + prefix + "': codes, scales and zero-points disagree in shape");
+    return codes;
+  };
+  auto shape_of = [&](const std::string& layer, at::IntArrayRef fallback) {
+    auto it = meta.find(layer + ".checkpoint_shape");
+    if (it == meta.end()) return fallback.vec();
+    try {
+      return nlohmann::json::parse(it->second).get<std::vector<int64_t>>();
+    } catch (const std::exception&) {
+      throw Error(source, "bad checkpoint_shape for '" + layer + "'");
+    }
+  };
+  std::vector<std::string> keys;
+  for (const auto& [k, v] : t) keys.push_back(k);
+  const std::string wc = ".weight.codes", ac = ".lowrank_a.codes";
+  for (const std::string& k : keys) {
+    if (k.size() > wc.size() && k.compare(k.size() - wc.size(), wc.size(), wc) == 0) {
+      const std::string layer = k.substr(0, k.size() - wc.size());
+      RowQuantParams p;
+      at::Tensor codes = take(layer + ".weight", &p);
+      at::Tensor w = dequantize_codes(codes, p);
+      t[layer + ".weight"] = w.reshape(shape_of(layer, w.sizes()));
+    } else if (k.size() > ac.size() && k.compare(k.size() - ac.size(), ac.size(), ac) == 0) {
+      const std::string layer = k.substr(0, k.size() - ac.size());
+      RowQuantParams pa, pb;
+      at::Tensor A = dequantize_codes(take(layer + ".lowrank_a", &pa), pa);
+      at::Tensor B = dequantize_codes(take(layer + ".lowrank_b", &pb), pb);
+      if (A.size(1) != B.size(0)) throw Error(source, "'" + layer + "': the factors' ranks disagree");
+      at::Tensor w = at::mm(A, B);
+      t[layer + ".weight"] = w.reshape(shape_of(layer, w.sizes()));
+    }
+  }
+}
+
+}  // namespace lorq
