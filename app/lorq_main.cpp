@@ -16,6 +16,7 @@
 #include "lorq/export.h"
 #include "lorq/images.h"
 #include "lorq/model.h"
+#include "lorq/session_cache.h"
 #include "lorq/shapes_dataset.h"
 #include "progress_bar.h"
 
@@ -189,7 +190,7 @@ void print_eval(const char* name, const EvalResult& r) {
 int cmd_compress(int argc, char** argv) {
   Args a(argc, argv, 2,
          {"--model", "--calib", "--calib-labels", "--avg-bits", "--images", "--lfh-images", "--projections",
-          "--anchors", "--eval", "--labels", "--limit", "--seed", "--out"},
+          "--anchors", "--eval", "--labels", "--limit", "--seed", "--out", "--cache"},
          {"--uniform", "--estimate"});
   if (a.help()) {
     std::puts(
@@ -200,7 +201,8 @@ int cmd_compress(int argc, char** argv) {
         "Prints per layer the chosen option, bytes and predicted error, and with --eval the measured top-1/top-5\n"
         "of the float and compressed models (and, with --uniform, of uniform per-row Q(round(B))).\n"
         "--estimate: global errors from the label-free Hessian instead of re-running the network (much faster).\n"
-        "--out: export lorq-config.json + compressed.safetensors (+ config.json); 'lorq eval --model DIR' loads it.");
+        "--out: export lorq-config.json + compressed.safetensors (+ config.json); 'lorq eval --model DIR' loads it.\n"
+        "--cache: keep the analysis (LFH, candidates, errors) in DIR; a re-run with another budget is instant.");
     return 0;
   }
   const std::string model_path = a.require("--model");
@@ -227,7 +229,9 @@ int cmd_compress(int argc, char** argv) {
     }
     bar.update(p);
   };
-  CompressionAnalysis analysis = analyze_model(*model, calib, s, job);
+  CompressionAnalysis analysis = a.has("--cache")
+                                     ? analyze_model_cached(*model, model_path, calib, s, a.get("--cache"), job)
+                                     : analyze_model(*model, calib, s, job);
   bar.finish();
   for (const auto& w : analysis.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
   for (const auto& [name, sec] : analysis.stage_seconds) std::printf("stage %-14s %8.1f s\n", name.c_str(), sec);

@@ -12,6 +12,7 @@
 #include "lorq/error.h"
 #include "lorq/evaluate.h"
 #include "lorq/export.h"
+#include "lorq/session_cache.h"
 #include "lorq/tensor_io.h"
 
 using namespace lorq;
@@ -140,4 +141,59 @@ TEST_F(CompressDemo, CorruptExportIsAClearError) {
     EXPECT_NE(std::string(e.what()).find("compressed.safetensors"), std::string::npos) << e.what();
   }
   std::filesystem::remove_all(out);
+}
+
+TEST(SessionCache, ReusesCompletedStagesAndIgnoresBadFiles) {
+  init_threads();
+  const api::DemoPaths demo = api::find_demo();
+  auto model = load_model(demo.model_dir);
+  ImageSet set = open_labels_csv(demo.labels_csv);
+  CompressSettings s;
+  s.calibration.images = 8;
+  s.lfh_images = 2;
+  s.lfh.projections = 8;
+  s.global_error.anchors = 2;
+  const std::string dir = ::testing::TempDir() + "/lorq_session_cache";
+  std::filesystem::remove_all(dir);
+
+  // Cancel in the global-error stage: the LFH and candidates are kept, nothing of the errors.
+  std::atomic<bool> cancel{false};
+  JobControl job;
+  job.cancel = &cancel;
+  job.progress = [&](const Progress& p) {
+    if (p.stage == "global error") cancel = true;
+  };
+  EXPECT_THROW(analyze_model_cached(*model, demo.model_dir, set, s, dir, job), Cancelled);
+  SessionCache cache(dir, demo.model_dir, set, s);
+  std::map<std::string, at::Tensor> lfh;
+  EXPECT_TRUE(cache.load_lfh(&lfh, nullptr));
+  CompressionAnalysis partial;
+  EXPECT_TRUE(cache.load_analysis(false, &partial, nullptr));
+  EXPECT_FALSE(cache.load_analysis(true, &partial, nullptr));
+
+  // Resume: completes, and a third run loads everything (identical options and errors).
+  CompressionAnalysis first = analyze_model_cached(*model, demo.model_dir, set, s, dir);
+  CompressionAnalysis again = analyze_model_cached(*model, demo.model_dir, set, s, dir);
+  ASSERT_EQ(first.layers.size(), again.layers.size());
+  EXPECT_NE(again.warnings.back().find("loaded the complete analysis"), std::string::npos);
+  for (size_t i = 0; i < first.layers.size(); ++i) {
+    ASSERT_EQ(first.layers[i].options.size(), again.layers[i].options.size());
+    for (size_t k = 0; k < first.layers[i].options.size(); ++k)
+      EXPECT_EQ(first.layers[i].options[k].error, again.layers[i].options[k].error);
+  }
+  const int64_t budget = uniform_allocation(first, 4).bytes;
+  EXPECT_EQ(allocate(first, budget).choice, allocate(again, budget).choice);
+
+  // Another setting is another key; a corrupted file is ignored with a warning.
+  CompressSettings other = s;
+  other.global_error.anchors = 3;
+  EXPECT_NE(SessionCache(dir, demo.model_dir, set, other).key(), cache.key());
+  for (const auto& e : std::filesystem::directory_iterator(dir))
+    if (e.path().string().find("analysis.safetensors") != std::string::npos)
+      std::ofstream(e.path().string(), std::ios::trunc) << "garbage";
+  std::vector<std::string> warnings;
+  EXPECT_FALSE(cache.load_analysis(true, &partial, &warnings));
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_NE(warnings[0].find("ignored the cached analysis"), std::string::npos);
+  std::filesystem::remove_all(dir);
 }

@@ -6,6 +6,7 @@
 #include <chrono>
 
 #include "lorq/error.h"
+#include "lorq/session_cache.h"
 
 namespace lorq {
 
@@ -16,20 +17,31 @@ double since(std::chrono::steady_clock::time_point t) {
 }  // namespace
 
 CompressionAnalysis analyze_model(Model& model, const ImageSet& images, const CompressSettings& s,
-                                  const JobControl& job) {
+                                  const JobControl& job, const SessionCache* cache) {
+  std::vector<std::string> warnings;
   CompressionAnalysis a;
+  if (cache && cache->load_analysis(true, &a, &warnings)) {
+    a.warnings = warnings;
+    a.warnings.push_back("loaded the complete analysis from the session cache " + cache->dir());
+    return a;
+  }
   auto t = std::chrono::steady_clock::now();
   Calibration calib = calibrate(model, images, s.calibration, job);
-  a.warnings = calib.warnings;
-  a.stage_seconds.emplace_back("calibration", since(t));
+  warnings.insert(warnings.end(), calib.warnings.begin(), calib.warnings.end());
+  std::vector<std::pair<std::string, double>> stages{{"calibration", since(t)}};
+
+  std::map<std::string, at::Tensor> H;
+  t = std::chrono::steady_clock::now();
+  if (!cache || !cache->load_lfh(&H, &warnings)) {
+    const int64_t n = std::min<int64_t>(s.lfh_images, calib.images.size(0));
+    H = label_free_hessian(model, calib.images.slice(0, 0, n), s.lfh, job);
+    if (cache) cache->save_lfh(H);
+  }
+  stages.emplace_back("sensitivity", since(t));
 
   t = std::chrono::steady_clock::now();
-  const int64_t lfh_n = std::min<int64_t>(s.lfh_images, calib.images.size(0));
-  auto H = label_free_hessian(model, calib.images.slice(0, 0, lfh_n), s.lfh, job);
-  a.stage_seconds.emplace_back("sensitivity", since(t));
-
-  t = std::chrono::steady_clock::now();
-  {
+  if (!cache || !cache->load_analysis(false, &a, &warnings)) {
+    a = CompressionAnalysis();
     c10::NoGradGuard no_grad;
     const auto& layers = model.linear_layers();
     for (size_t i = 0; i < layers.size(); ++i) {
@@ -40,12 +52,16 @@ CompressionAnalysis analyze_model(Model& model, const ImageSet& images, const Co
       a.compressible_params += l.params();
       job.report({"candidates", int64_t(i + 1), int64_t(layers.size()), since(t), l.name});
     }
+    if (cache) cache->save_analysis(a, false);
   }
-  a.stage_seconds.emplace_back("candidates", since(t));
+  stages.emplace_back("candidates", since(t));
 
   t = std::chrono::steady_clock::now();
   measure_global_errors(model, calib, a.layers, s.global_error, job, &H);
-  a.stage_seconds.emplace_back("global error", since(t));
+  stages.emplace_back("global error", since(t));
+  a.stage_seconds = stages;
+  a.warnings = warnings;
+  if (cache) cache->save_analysis(a, true);
   return a;
 }
 

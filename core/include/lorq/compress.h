@@ -28,8 +28,10 @@ struct CompressionAnalysis {
   std::vector<std::pair<std::string, double>> stage_seconds;  // stage name, wall time
 };
 
+class SessionCache;
+// With a cache, every stage already cached is loaded instead of computed, and each completed stage is saved.
 CompressionAnalysis analyze_model(Model& model, const ImageSet& calibration_images, const CompressSettings& settings,
-                                  const JobControl& job = {});
+                                  const JobControl& job = {}, const SessionCache* cache = nullptr);
 
 struct Allocation {
   int64_t budget_bytes = 0;
