@@ -197,3 +197,32 @@ TEST(SessionCache, ReusesCompletedStagesAndIgnoresBadFiles) {
   EXPECT_NE(warnings[0].find("ignored the cached analysis"), std::string::npos);
   std::filesystem::remove_all(dir);
 }
+
+TEST_F(CompressDemo, ConstraintsAreHonoured) {
+  const int64_t budget = uniform_allocation(*analysis_, 4).bytes;
+  Constraints c;
+  c["blocks.0.mlp.fc1"].excluded = true;
+  c["blocks.1.mlp.fc1"].min_bits = 6;
+  c["blocks.2.mlp.fc1"].max_rank = 0;
+  const auto& l3 = analysis_->layers[4];  // pin one more layer to its first option
+  c[l3.layer].pinned_option = 0;
+  const Allocation a = allocate(*analysis_, budget, c);
+  EXPECT_LE(a.bytes, budget);
+  for (size_t i = 0; i < analysis_->layers.size(); ++i) {
+    const auto& l = analysis_->layers[i];
+    const LayerOption& o = l.options[a.choice[i]];
+    if (l.layer == "blocks.0.mlp.fc1") EXPECT_TRUE(o.kind == OptionKind::Quant && o.bits == 8) << o.label();
+    if (l.layer == "blocks.1.mlp.fc1")
+      EXPECT_TRUE(o.kind == OptionKind::Quant ? o.bits >= 6 : (o.bits_a >= 6 && o.bits_b >= 6)) << o.label();
+    if (l.layer == "blocks.2.mlp.fc1") EXPECT_EQ(o.kind, OptionKind::Quant) << o.label();
+    if (l.layer == l3.layer) EXPECT_EQ(a.choice[i], 0);
+  }
+  // Constraints cost accuracy, never budget: the predicted error can only grow.
+  EXPECT_GE(a.predicted_error, allocate(*analysis_, budget).predicted_error * (1 - 1e-12));
+  Constraints bad;
+  bad["nope"].excluded = true;
+  EXPECT_THROW(allocate(*analysis_, budget, bad), Error);
+  Constraints impossible;
+  impossible["head"].min_bits = 9;
+  EXPECT_THROW(allocate(*analysis_, budget, impossible), Error);
+}

@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
 
+#include <algorithm>
 #include <chrono>
 
 #include "lorq/error.h"
@@ -65,8 +66,21 @@ CompressionAnalysis analyze_model(Model& model, const ImageSet& images, const Co
   return a;
 }
 
-BudgetAllocator make_allocator(const CompressionAnalysis& a) {
+namespace {
+bool allowed(const LayerOption& o, const LayerConstraint& c) {
+  if (c.excluded) return o.kind == OptionKind::Quant && o.bits == 8;
+  if (o.kind == OptionKind::Quant) return o.bits >= c.min_bits;
+  if (c.max_rank >= 0 && o.rank > c.max_rank) return false;
+  return o.bits_a >= c.min_bits && o.bits_b >= c.min_bits;
+}
+}  // namespace
+
+BudgetAllocator make_allocator(const CompressionAnalysis& a, const Constraints& constraints) {
   std::vector<std::vector<AllocOption>> options;
+  AllocConstraints ac;
+  for (const auto& [name, c] : constraints)
+    if (std::none_of(a.layers.begin(), a.layers.end(), [&](const LayerCandidates& l) { return l.layer == name; }))
+      throw Error("constraint on unknown layer '" + name + "'");
   for (const auto& l : a.layers) {
     std::vector<AllocOption> o;
     for (const auto& opt : l.options) {
@@ -74,12 +88,22 @@ BudgetAllocator make_allocator(const CompressionAnalysis& a) {
       o.push_back({opt.bytes, opt.error});
     }
     options.push_back(std::move(o));
+    auto it = constraints.find(l.layer);
+    const LayerConstraint c = it == constraints.end() ? LayerConstraint() : it->second;
+    if (c.pinned_option >= static_cast<int>(l.options.size()))
+      throw Error(l.layer + ": pinned option " + std::to_string(c.pinned_option) + " does not exist");
+    ac.pinned.push_back(c.pinned_option);
+    std::vector<char> mask(l.options.size());
+    bool any = false;
+    for (size_t i = 0; i < l.options.size(); ++i) any |= (mask[i] = allowed(l.options[i], c));
+    if (!any) throw Error(l.layer + ": no option satisfies the layer's constraints");
+    ac.allowed.push_back(std::move(mask));
   }
-  return BudgetAllocator(std::move(options));
+  return BudgetAllocator(std::move(options), std::move(ac));
 }
 
-Allocation allocate(const CompressionAnalysis& a, int64_t budget) {
-  BudgetAllocator alloc = make_allocator(a);
+Allocation allocate(const CompressionAnalysis& a, int64_t budget, const Constraints& constraints) {
+  BudgetAllocator alloc = make_allocator(a, constraints);
   if (budget < alloc.min_bytes())
     throw Error("budget " + std::to_string(budget) + " bytes is below the smallest achievable size " +
                 std::to_string(alloc.min_bytes()) + " bytes (largest useful: " + std::to_string(alloc.max_bytes()) +

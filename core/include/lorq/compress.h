@@ -1,6 +1,7 @@
 #pragma once
 // The weight-compression pipeline of MLoRQ (spec §3-§7, §9): calibration -> sensitivity (LFH) -> per-layer
 // candidates and Pareto fronts -> global errors -> exact budget allocation -> apply.
+#include <map>
 #include <string>
 #include <vector>
 
@@ -40,10 +41,20 @@ struct Allocation {
   double predicted_error = 0;  // Σ of the chosen options' global errors
 };
 
+// What a user can impose on one layer (the GUI's pins and constraints).
+struct LayerConstraint {
+  int pinned_option = -1;  // index into the layer's options, or -1
+  int min_bits = 0;        // Q(b) needs b >= min_bits; LR needs both factor bit widths >= min_bits
+  int64_t max_rank = -1;   // LR options above this rank are not allowed (-1: no limit; 0: no low rank)
+  bool excluded = false;   // kept at 8-bit quantization
+};
+// Constraints by layer name; layers not named are free.
+using Constraints = std::map<std::string, LayerConstraint>;
+
 // The exact optimum under the budget (bytes of compressed weights). Throws lorq::Error naming both limits when the
 // budget is outside [smallest, largest] achievable size.
-Allocation allocate(const CompressionAnalysis& analysis, int64_t budget_bytes);
-BudgetAllocator make_allocator(const CompressionAnalysis& analysis);
+Allocation allocate(const CompressionAnalysis& analysis, int64_t budget_bytes, const Constraints& constraints = {});
+BudgetAllocator make_allocator(const CompressionAnalysis& analysis, const Constraints& constraints = {});
 // Every layer at Q(bits): the uniform per-row baseline at the same memory as an average of `bits`.
 Allocation uniform_allocation(const CompressionAnalysis& analysis, int bits);
 
