@@ -191,7 +191,7 @@ int cmd_compress(int argc, char** argv) {
   Args a(argc, argv, 2,
          {"--model", "--calib", "--calib-labels", "--avg-bits", "--images", "--lfh-images", "--projections",
           "--anchors", "--eval", "--labels", "--limit", "--seed", "--out", "--cache"},
-         {"--uniform", "--estimate"});
+         {"--uniform", "--estimate", "--lfh-as-coded", "--plain-svd", "--mse", "--swapped-size"});
   if (a.help()) {
     std::puts(
         "usage: lorq compress --model M --calib DIR --avg-bits B [--images N] [--lfh-images N] [--projections P]\n"
@@ -202,7 +202,10 @@ int cmd_compress(int argc, char** argv) {
         "of the float and compressed models (and, with --uniform, of uniform per-row Q(round(B))).\n"
         "--estimate: global errors from the label-free Hessian instead of re-running the network (much faster).\n"
         "--out: export lorq-config.json + compressed.safetensors (+ config.json); 'lorq eval --model DIR' loads it.\n"
-        "--cache: keep the analysis (LFH, candidates, errors) in DIR; a re-run with another budget is instant.");
+        "--cache: keep the analysis (LFH, candidates, errors) in DIR; a re-run with another budget is instant.\n"
+        "Parity options (the reference implementation's behaviour): --lfh-as-coded (never-reset gradient\n"
+        "accumulation), --swapped-size (swapped low-rank size in the filter and Pareto front); ablations:\n"
+        "--plain-svd (no LFH weighting of the SVD), --mse (plain MSE instead of LFH-weighted errors).");
     return 0;
   }
   const std::string model_path = a.require("--model");
@@ -214,6 +217,10 @@ int cmd_compress(int argc, char** argv) {
   s.lfh.projections = static_cast<int>(a.get_int("--projections", 32, 1, 10000));
   s.global_error.anchors = static_cast<int>(a.get_int("--anchors", 5, 2, 1000));
   s.global_error.estimate = a.has("--estimate");
+  s.lfh.as_coded_accumulation = a.has("--lfh-as-coded");
+  s.candidates.weighted_svd = !a.has("--plain-svd");
+  s.candidates.hessian_weighted = !a.has("--mse");
+  s.candidates.swapped_lr_size = a.has("--swapped-size");
   const double avg_bits = a.get_double("--avg-bits", 0, 0.01, 32);
   if (!a.has("--avg-bits")) throw UsageError("--avg-bits is required");
   ImageSet calib = open_image_set(a.require("--calib"), a.get("--calib-labels"), model->config().label_names);
