@@ -1,7 +1,9 @@
 // End to end on the real DeiT-Tiny and the 500 ImageNet sample images (../shared): the budget is met, the export
 // round-trips, 8 average bits keeps float accuracy, and at 4 and 3 average bits the mixed solution beats uniform
 // per-row quantization at the same memory. The accuracies come from running the models on the real images.
-// Fast settings (LFH estimate of the global error, 16 calibration images) keep this test to a few minutes.
+// Default settings except 3 anchors per bit pair (about 4 minutes here). With a smaller LFH and calibration set
+// (4 x 16 projections, 16 images) mixed and uniform Q4 came out even (75.4% vs 75.6%), as did the LFH estimate of
+// the global error: the 4-bit margin needs the default sensitivity and measured errors.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
@@ -24,10 +26,7 @@ class DeiTCompress : public ::testing::Test {
     auto model = load_model(model_dir_);
     set_ = new ImageSet(open_image_set(images_));
     CompressSettings s;
-    s.calibration.images = 16;
-    s.lfh_images = 4;
-    s.lfh.projections = 16;
-    s.global_error.estimate = true;
+    s.global_error.anchors = 3;  // otherwise the defaults: 32 calibration images, LFH on 8 x 32 projections
     analysis_ = new CompressionAnalysis(analyze_model(*model, *set_, s));
     float_top1_ = evaluate(*model, *set_, {}).top1_pct();
   }
