@@ -6,12 +6,12 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
-#include <fstream>
 #include <future>
 
 #include "lorq/demo.h"
 #include "lorq/error.h"
 #include "lorq/evaluate.h"
+#include "lorq/file_util.h"
 #include "lorq/images.h"
 #include "lorq/parallel_ops.h"
 #include "lorq/shapes_dataset.h"
@@ -103,8 +103,8 @@ DemoTrainResult train_demo_model(const DemoTrainOptions& o, const JobControl& jo
   const int64_t warmup = std::max<int64_t>(1, o.steps / 20);
   const uint64_t train_seed = o.seed * 1000003ULL + 17;  // never the held-out seed
   if (train_seed == o.heldout_seed) throw Error("demo-train: the training and held-out seeds collide");
-  std::future<Batch> next = std::async(std::launch::async, make_batch, train_seed, batch_start(0, o.batch), o.batch,
-                                       o.image_size, pp);
+  std::future<Batch> next =
+      std::async(std::launch::async, make_batch, train_seed, batch_start(0, o.batch), o.batch, o.image_size, pp);
   std::vector<double> recent;
   DemoTrainResult r;
   for (int64_t step = 0; step < o.steps; ++step) {
@@ -154,16 +154,11 @@ DemoTrainResult train_demo_model(const DemoTrainOptions& o, const JobControl& jo
   fs::create_directories(o.out_dir, ec);
   if (ec) throw Error(o.out_dir, "cannot create the folder (" + ec.message() + ")");
   write_tensors(o.out_dir + "/model.safetensors", model->named_tensors(),
-                {{"format", "pt"}, {"trained_by", "lorq demo-train"},
-                 {"heldout_top1", std::to_string(r.heldout_top1)}, {"steps", std::to_string(r.steps)}});
-  const std::string cfg = o.out_dir + "/config.json", tmp = cfg + ".tmp";
-  {
-    std::ofstream out(tmp);
-    out << model_config_to_json(config) << "\n";
-    if (!out) throw Error(tmp, "cannot write the config");
-  }
-  fs::rename(tmp, cfg, ec);
-  if (ec) throw Error(cfg, "cannot write the config (" + ec.message() + ")");
+                {{"format", "pt"},
+                 {"trained_by", "lorq demo-train"},
+                 {"heldout_top1", std::to_string(r.heldout_top1)},
+                 {"steps", std::to_string(r.steps)}});
+  write_text_atomically(o.out_dir + "/config.json", model_config_to_json(config) + "\n");
   return r;
 }
 

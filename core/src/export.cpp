@@ -10,6 +10,7 @@
 #include <set>
 
 #include "lorq/error.h"
+#include "lorq/file_util.h"
 #include "lorq/quantizer.h"
 #include "lorq/tensor_io.h"
 
@@ -17,39 +18,7 @@ namespace fs = std::filesystem;
 
 namespace lorq {
 
-std::string file_checksum(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(path, "cannot open the file for its checksum");
-  uint64_t h = 1469598103934665603ULL;
-  std::vector<char> buf(1 << 20);
-  while (in) {
-    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
-    for (std::streamsize i = 0; i < in.gcount(); ++i) {
-      h ^= static_cast<unsigned char>(buf[i]);
-      h *= 1099511628211ULL;
-    }
-  }
-  char hex[17];
-  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
-  return hex;
-}
-
 namespace {
-
-void write_text_atomically(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary);
-    out << text;
-    if (!out) throw Error(tmp, "cannot write the file");
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) {
-    fs::remove(tmp, ec);
-    throw Error(path, "cannot write the file (" + ec.message() + ")");
-  }
-}
 
 // Adds "<prefix>.codes|.scale|.zero_point" for a per-row quantized tensor; the bit width goes to the metadata.
 void add_quantized(std::vector<std::pair<std::string, at::Tensor>>& out, std::map<std::string, std::string>& meta,

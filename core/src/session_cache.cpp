@@ -19,16 +19,7 @@ namespace {
 
 constexpr int kCacheVersion = 1;
 
-std::string fnv_hex(const std::string& text) {
-  uint64_t h = 1469598103934665603ULL;
-  for (unsigned char c : text) {
-    h ^= c;
-    h *= 1099511628211ULL;
-  }
-  char hex[17];
-  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
-  return hex;
-}
+std::string fnv_hex(const std::string& text) { return fnv1a64_hex(text.data(), text.size()); }
 
 json settings_json(const CompressSettings& s) {
   const CandidateSettings& c = s.candidates;

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "lorq/compress.h"
+#include "lorq/file_util.h"
 #include "lorq/model.h"
 
 namespace lorq {
@@ -26,8 +27,5 @@ void export_compressed(const std::string& out_dir, const Model& model, const std
 // Throws lorq::Error naming `source` on an inconsistent group.
 void decode_compressed_tensors(std::map<std::string, at::Tensor>& tensors,
                                const std::map<std::string, std::string>& metadata, const std::string& source);
-
-// FNV-1a 64-bit checksum of a file, as 16 hex digits (identifies the source model in the export).
-std::string file_checksum(const std::string& path);
 
 }  // namespace lorq
