@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <iostream>
 #include <map>
+#include <set>
 
 #include "args.h"
 #include "lorq/compress.h"
@@ -190,11 +191,12 @@ void print_eval(const char* name, const EvalResult& r) {
 int cmd_compress(int argc, char** argv) {
   Args a(argc, argv, 2,
          {"--model", "--calib", "--calib-labels", "--avg-bits", "--images", "--lfh-images", "--projections",
-          "--anchors", "--eval", "--labels", "--limit", "--seed", "--out", "--cache"},
+          "--anchors", "--eval", "--labels", "--limit", "--seed", "--out", "--cache", "--budget-bytes", "--ratio"},
          {"--uniform", "--estimate", "--lfh-as-coded", "--plain-svd", "--mse", "--swapped-size"});
   if (a.help()) {
     std::puts(
-        "usage: lorq compress --model M --calib DIR --avg-bits B [--images N] [--lfh-images N] [--projections P]\n"
+        "usage: lorq compress --model M --calib DIR (--avg-bits B | --budget-bytes N | --ratio R) [--images N] "
+        "[--lfh-images N] [--projections P]\n"
         "                     [--anchors K] [--estimate] [--eval DIR [--labels CSV] [--limit N]] [--uniform] [--seed "
         "S]\n\n"
         "Mixed low-rank + quantization under a budget of B average bits per compressed weight (spec §2.5).\n"
@@ -221,8 +223,8 @@ int cmd_compress(int argc, char** argv) {
   s.candidates.weighted_svd = !a.has("--plain-svd");
   s.candidates.hessian_weighted = !a.has("--mse");
   s.candidates.swapped_lr_size = a.has("--swapped-size");
-  const double avg_bits = a.get_double("--avg-bits", 0, 0.01, 32);
-  if (!a.has("--avg-bits")) throw UsageError("--avg-bits is required");
+  const int budget_flags = a.has("--avg-bits") + a.has("--budget-bytes") + a.has("--ratio");
+  if (budget_flags != 1) throw UsageError("give the budget once: --avg-bits, --budget-bytes or --ratio");
   ImageSet calib = open_image_set(a.require("--calib"), a.get("--calib-labels"), model->config().label_names);
   warn_skipped(calib.skipped, "non-image files");
 
@@ -243,7 +245,15 @@ int cmd_compress(int argc, char** argv) {
   for (const auto& w : analysis.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
   for (const auto& [name, sec] : analysis.stage_seconds) std::printf("stage %-14s %8.1f s\n", name.c_str(), sec);
 
-  const int64_t budget = static_cast<int64_t>(std::floor(avg_bits * analysis.compressible_params / 8.0));
+  // The budget counts compressed-layer weights only (spec §2.5): B average bits = B/8 bytes per weight; a ratio is
+  // against their fp32 size.
+  const int64_t params = analysis.compressible_params;
+  int64_t budget = 0;
+  if (a.has("--avg-bits"))
+    budget = static_cast<int64_t>(std::floor(a.get_double("--avg-bits", 0, 0.01, 32) * params / 8.0));
+  if (a.has("--budget-bytes")) budget = a.get_int("--budget-bytes", 0, 1, 1LL << 50);
+  if (a.has("--ratio")) budget = static_cast<int64_t>(std::floor(4.0 * params / a.get_double("--ratio", 0, 1, 1e6)));
+  const double avg_bits = 8.0 * budget / params;
   Allocation alloc = allocate(analysis, budget);
   std::printf("\n%-26s %-22s %12s %14s\n", "layer", "choice", "bytes", "pred. error");
   for (size_t i = 0; i < analysis.layers.size(); ++i) {
@@ -261,6 +271,15 @@ int cmd_compress(int argc, char** argv) {
   }
   if (a.has("--eval")) {
     ImageSet eval_set = open_image_set(a.get("--eval"), a.get("--labels"), model->config().label_names);
+    // Never score on the images the analysis calibrated on.
+    const std::set<std::string> seen(analysis.calibration_files.begin(), analysis.calibration_files.end());
+    const size_t before = eval_set.items.size();
+    eval_set.items.erase(std::remove_if(eval_set.items.begin(), eval_set.items.end(),
+                                        [&](const ImageItem& i) { return seen.count(i.path) > 0; }),
+                         eval_set.items.end());
+    if (eval_set.items.size() < before)
+      std::printf("evaluating on %zu images (%zu calibration images left out)\n", eval_set.items.size(),
+                  before - eval_set.items.size());
     EvalOptions eo;
     eo.limit = a.get_int("--limit", 0, 0, 1LL << 40);
     EvalResult fr = evaluate(*model, eval_set, eo, job);

@@ -60,6 +60,7 @@ CompressionAnalysis analyze_model(Model& model, const ImageSet& images, const Co
   t = std::chrono::steady_clock::now();
   measure_global_errors(model, calib, a.layers, s.global_error, job, &H);
   stages.emplace_back("global error", since(t));
+  a.calibration_files = calib.files;
   a.stage_seconds = stages;
   a.warnings = warnings;
   if (cache) cache->save_analysis(a, true);
@@ -104,10 +105,18 @@ BudgetAllocator make_allocator(const CompressionAnalysis& a, const Constraints& 
 
 Allocation allocate(const CompressionAnalysis& a, int64_t budget, const Constraints& constraints) {
   BudgetAllocator alloc = make_allocator(a, constraints);
+  int64_t largest = 0;
+  for (const auto& l : a.layers) {
+    int64_t m = 0;
+    for (const auto& o : l.options) m = std::max(m, o.bytes);
+    largest += m;
+  }
+  const std::string limits = " (smallest achievable " + std::to_string(alloc.min_bytes()) + " bytes, largest " +
+                             std::to_string(largest) + " bytes)";
   if (budget < alloc.min_bytes())
-    throw Error("budget " + std::to_string(budget) + " bytes is below the smallest achievable size " +
-                std::to_string(alloc.min_bytes()) + " bytes (largest useful: " + std::to_string(alloc.max_bytes()) +
-                " bytes)");
+    throw Error("budget " + std::to_string(budget) + " bytes is below the smallest achievable size" + limits);
+  if (budget > largest)
+    throw Error("budget " + std::to_string(budget) + " bytes is above the largest achievable size" + limits);
   AllocResult r = alloc.solve(budget);
   return {budget, r.choice, r.bytes, r.error};
 }

@@ -118,7 +118,10 @@ void SessionCache::save_analysis(const CompressionAnalysis& a, bool with_errors)
   }
   json stages = json::array();
   for (const auto& [name, sec] : a.stage_seconds) stages.push_back({name, sec});
-  const json doc = {{"layers", layers}, {"params", a.compressible_params}, {"stages", stages}};
+  const json doc = {{"layers", layers},
+                    {"params", a.compressible_params},
+                    {"stages", stages},
+                    {"calibration_files", a.calibration_files}};
   write_tensors(path(with_errors ? "analysis.safetensors" : "candidates.safetensors"), t,
                 {{"lorq_cache_key", key_}, {"analysis", doc.dump()}});
 }
@@ -136,6 +139,7 @@ bool SessionCache::load_analysis(bool with_errors, CompressionAnalysis* a, std::
     const auto t = read_all_tensors(f, true);
     CompressionAnalysis out;
     out.compressible_params = doc.at("params").get<int64_t>();
+    out.calibration_files = doc.at("calibration_files").get<std::vector<std::string>>();
     for (const json& s : doc.at("stages")) out.stage_seconds.emplace_back(s[0].get<std::string>(), s[1].get<double>());
     for (const json& j : doc.at("layers")) {
       LayerCandidates l;

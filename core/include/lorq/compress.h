@@ -25,6 +25,7 @@ struct CompressSettings {
 struct CompressionAnalysis {
   std::vector<LayerCandidates> layers;  // in the model's layer order
   int64_t compressible_params = 0;
+  std::vector<std::string> calibration_files;  // the images the analysis saw (evaluate on others)
   std::vector<std::string> warnings;
   std::vector<std::pair<std::string, double>> stage_seconds;  // stage name, wall time
 };
@@ -52,7 +53,7 @@ struct LayerConstraint {
 using Constraints = std::map<std::string, LayerConstraint>;
 
 // The exact optimum under the budget (bytes of compressed weights). Throws lorq::Error naming both limits when the
-// budget is outside [smallest, largest] achievable size.
+// budget is outside [smallest, largest] achievable size (largest: every layer at its biggest option).
 Allocation allocate(const CompressionAnalysis& analysis, int64_t budget_bytes, const Constraints& constraints = {});
 BudgetAllocator make_allocator(const CompressionAnalysis& analysis, const Constraints& constraints = {});
 // Every layer at Q(bits): the uniform per-row baseline at the same memory as an average of `bits`.
