@@ -204,6 +204,7 @@ int cmd_compress(int argc, char** argv) {
         "of the float and compressed models (and, with --uniform, of uniform per-row Q(round(B))).\n"
         "--estimate: global errors from the label-free Hessian instead of re-running the network (much faster).\n"
         "--out: export lorq-config.json + compressed.safetensors (+ config.json); 'lorq eval --model DIR' loads it.\n"
+        "--anchors: measured ranks per factor-bit pair (default 3 on CPU; the spec uses 5).\n"
         "--cache: keep the analysis (LFH, candidates, errors) in DIR; a re-run with another budget is instant.\n"
         "Parity options (the reference implementation's behaviour): --lfh-as-coded (never-reset gradient\n"
         "accumulation), --swapped-size (swapped low-rank size in the filter and Pareto front); ablations:\n"
@@ -217,7 +218,7 @@ int cmd_compress(int argc, char** argv) {
   s.calibration.seed = static_cast<uint64_t>(a.get_int("--seed", 0, 0, 1LL << 40));
   s.lfh_images = static_cast<int>(a.get_int("--lfh-images", 8, 1, 100000));
   s.lfh.projections = static_cast<int>(a.get_int("--projections", 32, 1, 10000));
-  s.global_error.anchors = static_cast<int>(a.get_int("--anchors", 5, 2, 1000));
+  s.global_error.anchors = static_cast<int>(a.get_int("--anchors", 3, 2, 1000));
   s.global_error.estimate = a.has("--estimate");
   s.lfh.as_coded_accumulation = a.has("--lfh-as-coded");
   s.candidates.weighted_svd = !a.has("--plain-svd");
@@ -322,7 +323,7 @@ int cmd_fronts(int argc, char** argv) {
   LfhOptions lo;
   lo.projections = static_cast<int>(a.get_int("--projections", 32, 1, 10000));
   GlobalErrorSettings gs;
-  gs.anchors = static_cast<int>(a.get_int("--anchors", 5, 2, 1000));
+  gs.anchors = static_cast<int>(a.get_int("--anchors", 3, 2, 1000));
   gs.estimate = a.has("--estimate");
   ProgressBar bar("units");
   JobControl job;
