@@ -5,13 +5,16 @@
 
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 
 #include "lorq/api.h"
 #include "lorq/compress.h"
+#include "lorq/compressed_layer.h"
 #include "lorq/error.h"
 #include "lorq/evaluate.h"
 #include "lorq/export.h"
+#include "lorq/sensitivity.h"
 #include "lorq/session_cache.h"
 #include "lorq/tensor_io.h"
 
@@ -201,7 +204,7 @@ TEST(SessionCache, ReusesCompletedStagesAndIgnoresBadFiles) {
 TEST_F(CompressDemo, ConstraintsAreHonoured) {
   const int64_t budget = uniform_allocation(*analysis_, 4).bytes;
   Constraints c;
-  c["blocks.0.mlp.fc1"].excluded = true;
+  c["blocks.0.mlp.fc1"].excluded = Exclusion::Q8;
   c["blocks.1.mlp.fc1"].min_bits = 6;
   c["blocks.2.mlp.fc1"].max_rank = 0;
   const auto& l3 = analysis_->layers[4];  // pin one more layer to its first option
@@ -220,9 +223,115 @@ TEST_F(CompressDemo, ConstraintsAreHonoured) {
   // Constraints cost accuracy, never budget: the predicted error can only grow.
   EXPECT_GE(a.predicted_error, allocate(*analysis_, budget).predicted_error * (1 - 1e-12));
   Constraints bad;
-  bad["nope"].excluded = true;
+  bad["nope"].excluded = Exclusion::Q8;
   EXPECT_THROW(allocate(*analysis_, budget, bad), Error);
   Constraints impossible;
   impossible["head"].min_bits = 9;
   EXPECT_THROW(allocate(*analysis_, budget, impossible), Error);
+}
+
+TEST_F(CompressDemo, FloatExclusionAndGroupsAreHonoured) {
+  const int64_t budget = uniform_allocation(*analysis_, 4).bytes;
+  Constraints c;
+  c["blocks.0.attn.qkv"].excluded = Exclusion::Float;
+  std::vector<std::string> fc1;
+  for (int b = 0; b < 6; ++b) fc1.push_back("blocks." + std::to_string(b) + ".mlp.fc1");
+  c.groups.push_back(fc1);
+  const Allocation a = allocate(*analysis_, budget, c);
+  EXPECT_LE(a.bytes, budget);
+  std::set<std::string> fc1_labels;
+  int64_t bytes = 0;
+  for (size_t i = 0; i < analysis_->layers.size(); ++i) {
+    const auto& l = analysis_->layers[i];
+    if (l.layer == "blocks.0.attn.qkv") {
+      ASSERT_EQ(a.choice[i], kKeepFloat);
+      bytes += 4 * l.out_features * l.in_features;
+      continue;
+    }
+    bytes += l.options[a.choice[i]].bytes;
+    if (l.layer.find("mlp.fc1") != std::string::npos) fc1_labels.insert(l.options[a.choice[i]].label());
+  }
+  EXPECT_EQ(bytes, a.bytes);
+  EXPECT_EQ(fc1_labels.size(), 1u);
+
+  // The grouped optimum is the best over the group's common labels, each tried as a pin of all members.
+  double best = std::numeric_limits<double>::infinity();
+  const auto& first = analysis_->layers[std::distance(
+      analysis_->layers.begin(), std::find_if(analysis_->layers.begin(), analysis_->layers.end(),
+                                              [&](const LayerCandidates& l) { return l.layer == fc1[0]; }))];
+  for (const LayerOption& o : first.options) {
+    Constraints pinned;
+    pinned["blocks.0.attn.qkv"].excluded = Exclusion::Float;
+    bool common = true;
+    for (const auto& l : analysis_->layers) {
+      if (l.layer.find("mlp.fc1") == std::string::npos) continue;
+      auto it = std::find_if(l.options.begin(), l.options.end(),
+                             [&](const LayerOption& x) { return x.label() == o.label(); });
+      if (it == l.options.end())
+        common = false;
+      else
+        pinned[l.layer].pinned_option = static_cast<int>(it - l.options.begin());
+    }
+    if (!common) continue;
+    try {
+      best = std::min(best, allocate(*analysis_, budget, pinned).predicted_error);
+    } catch (const Error&) {  // this label does not fit the budget
+    }
+  }
+  EXPECT_NEAR(a.predicted_error, best, 1e-12 * std::max(1.0, best));
+
+  // A float-excluded layer grouped with a quantized one leaves no common option.
+  Constraints clash;
+  clash["blocks.0.attn.qkv"].excluded = Exclusion::Float;
+  clash.groups.push_back({"blocks.0.attn.qkv", "blocks.1.attn.qkv"});
+  EXPECT_THROW(allocate(*analysis_, budget, clash), Error);
+  Constraints unknown;
+  unknown.groups.push_back({"blocks.0.attn.qkv", "nope"});
+  EXPECT_THROW(allocate(*analysis_, budget, unknown), Error);
+
+  // The float layer round-trips through the export unchanged, and the largest budget now counts it as fp32.
+  auto float_model = load_model(demo_->model_dir);
+  const std::string out = ::testing::TempDir() + "/lorq_export_float_layer";
+  std::filesystem::remove_all(out);
+  export_compressed(out, *float_model, demo_->model_dir, *analysis_, a);
+  auto loaded = load_model(out);
+  EXPECT_TRUE(at::equal(loaded->weight("blocks.0.attn.qkv"), float_model->weight("blocks.0.attn.qkv")));
+  auto in_memory = load_model(demo_->model_dir);
+  apply_allocation(*in_memory, *analysis_, a);
+  at::Tensor x = at::randn({3, 3, 64, 64});
+  EXPECT_TRUE(at::equal(loaded->forward(x), in_memory->forward(x)));
+  std::filesystem::remove_all(out);
+  const LayerAllocator with_float(*analysis_, c);
+  EXPECT_GT(with_float.max_bytes(), LayerAllocator(*analysis_).max_bytes());
+}
+
+TEST_F(CompressDemo, RefitKeepsTheChoiceAndRoundTrips) {
+  auto model = load_model(demo_->model_dir);
+  const ImageSet set = open_labels_csv(demo_->labels_csv);
+  at::Tensor images = load_batch(set, 0, 4, model->config().preprocessing).images;
+  LfhOptions lfh;
+  lfh.projections = 16;
+  const auto H = label_free_hessian(*model, images, lfh);
+  const Allocation a = allocate(*analysis_, uniform_allocation(*analysis_, 3).bytes);
+  const auto stage1 = compress_layers(*model, *analysis_, a);
+  const auto refit = refit_layers(*model, *analysis_, a, H);
+  ASSERT_EQ(refit.size(), stage1.size());
+  for (size_t i = 0; i < refit.size(); ++i) {
+    EXPECT_EQ(refit[i].option.label(), stage1[i].option.label());
+    const at::Tensor W = model->weight(refit[i].layer);
+    const at::Tensor Wt = refit[i].dequantized_weight();
+    ASSERT_EQ(Wt.sizes(), W.sizes());
+    // Same relative error scale as stage 1 (a refit never turns a choice into garbage).
+    const double e1 = (stage1[i].dequantized_weight() - W).pow(2).sum().item<double>();
+    const double e2 = (Wt - W).pow(2).sum().item<double>();
+    EXPECT_LT(e2, 3 * e1 + 1e-12) << refit[i].layer << " " << refit[i].option.label();
+  }
+  const std::string out = ::testing::TempDir() + "/lorq_export_refit";
+  std::filesystem::remove_all(out);
+  export_compressed(out, *model, demo_->model_dir, *analysis_, a, refit);
+  auto loaded = load_model(out);
+  apply_compressed_layers(*model, refit);
+  at::Tensor x = at::randn({3, 3, 64, 64});
+  EXPECT_TRUE(at::equal(loaded->forward(x), model->forward(x)));
+  std::filesystem::remove_all(out);
 }

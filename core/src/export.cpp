@@ -22,23 +22,21 @@ namespace {
 
 // Adds "<prefix>.codes|.scale|.zero_point" for a per-row quantized tensor; the bit width goes to the metadata.
 void add_quantized(std::vector<std::pair<std::string, at::Tensor>>& out, std::map<std::string, std::string>& meta,
-                   const std::string& prefix, const at::Tensor& w, const RowQuantParams& p) {
-  out.emplace_back(prefix + ".codes", quantize_rows_to_codes(w, p));
-  out.emplace_back(prefix + ".scale", p.scale.to(at::kFloat).contiguous());
-  out.emplace_back(prefix + ".zero_point", p.zero_point.to(at::kFloat).contiguous());
-  meta[prefix + ".bits"] = std::to_string(p.bits);
-}
-
-RowQuantParams slice_rows(const RowQuantParams& p, int64_t rows) {
-  return {p.scale.slice(0, 0, rows), p.zero_point.slice(0, 0, rows), p.bits};
+                   const std::string& prefix, const QuantizedTensor& q) {
+  out.emplace_back(prefix + ".codes", q.codes.contiguous());
+  out.emplace_back(prefix + ".scale", q.params.scale.to(at::kFloat).contiguous());
+  out.emplace_back(prefix + ".zero_point", q.params.zero_point.to(at::kFloat).contiguous());
+  meta[prefix + ".bits"] = std::to_string(q.params.bits);
 }
 
 }  // namespace
 
 void export_compressed(const std::string& out_dir, const Model& model, const std::string& source_path,
-                       const CompressionAnalysis& a, const Allocation& alloc) {
+                       const CompressionAnalysis& a, const Allocation& alloc,
+                       const std::vector<CompressedLayer>& given) {
   c10::NoGradGuard no_grad;
-  if (alloc.choice.size() != a.layers.size()) throw Error("export: one choice per layer is needed");
+  const std::vector<CompressedLayer> layers_c = given.empty() ? compress_layers(model, a, alloc) : given;
+  if (layers_c.size() != a.layers.size()) throw Error("export: one compressed layer per analysed layer is needed");
   std::error_code ec;
   fs::create_directories(out_dir, ec);
   if (ec) throw Error(out_dir, "cannot create the output folder (" + ec.message() + ")");
@@ -53,31 +51,39 @@ void export_compressed(const std::string& out_dir, const Model& model, const std
   double total_error = 0;
   for (size_t i = 0; i < a.layers.size(); ++i) {
     const LayerCandidates& l = a.layers[i];
-    const LayerOption& o = l.options.at(alloc.choice[i]);
-    const at::Tensor W = model.weight(l.layer);
-    if (o.kind == OptionKind::Quant) {
-      add_quantized(tensors, meta, l.layer + ".weight", W, l.weight_params.at(o.bits));
+    const CompressedLayer& c = layers_c[i];
+    if (c.layer != l.layer) throw Error("export: compressed layer '" + c.layer + "' is out of order");
+    nlohmann::json entry = {{"name", l.layer},
+                            {"shape", {l.out_features, l.in_features}},
+                            {"checkpoint_shape", model.layer(l.layer).weight_shape}};
+    if (c.form == LayerForm::Float) {
+      const int64_t bytes = 4 * l.out_features * l.in_features;
+      entry.update({{"kind", "float"}, {"bytes", bytes}, {"predicted_error", 0.0}});
+      total_bytes += bytes;
+      layers.push_back(entry);
+      continue;
+    }
+    const LayerOption& o = c.option;
+    if (c.form == LayerForm::Quant) {
+      add_quantized(tensors, meta, l.layer + ".weight", c.weight);
     } else {
-      const at::Tensor A = l.factors.A.slice(1, 0, o.rank).contiguous();
-      const at::Tensor B = l.factors.B.slice(0, 0, o.rank).contiguous();
-      add_quantized(tensors, meta, l.layer + ".lowrank_a", A, l.a_params.at(o.bits_a));
-      add_quantized(tensors, meta, l.layer + ".lowrank_b", B, slice_rows(l.b_params.at(o.bits_b), o.rank));
+      add_quantized(tensors, meta, l.layer + ".lowrank_a", c.a);
+      add_quantized(tensors, meta, l.layer + ".lowrank_b", c.b);
     }
     replaced.insert(l.layer + ".weight");
     total_bytes += o.bytes;
     total_error += o.error;
-    layers.push_back({{"name", l.layer},
-                      {"shape", {l.out_features, l.in_features}},
-                      {"checkpoint_shape", model.layer(l.layer).weight_shape},
-                      {"kind", o.kind == OptionKind::Quant ? "quant" : "low_rank"},
-                      {"bits", o.bits},
-                      {"rank", o.rank},
-                      {"bits_a", o.bits_a},
-                      {"bits_b", o.bits_b},
-                      {"bytes", o.bytes},
-                      {"local_loss", o.local_loss},
-                      {"predicted_error", o.error},
-                      {"error_measured", o.measured}});
+    entry.update({{"kind", c.form == LayerForm::Quant ? "quant" : "low_rank"},
+                  {"bits", o.bits},
+                  {"rank", o.rank},
+                  {"bits_a", o.bits_a},
+                  {"bits_b", o.bits_b},
+                  {"bytes", o.bytes},
+                  {"local_loss", o.local_loss},
+                  {"predicted_error", o.error},
+                  {"error_measured", o.measured},
+                  {"rounding", c.rounding_learned ? "learned" : "nearest"}});
+    layers.push_back(entry);
     meta[l.layer + ".checkpoint_shape"] = nlohmann::json(model.layer(l.layer).weight_shape).dump();
   }
   for (const auto& [key, t] : model.named_tensors())

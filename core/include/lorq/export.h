@@ -11,6 +11,7 @@
 #include <string>
 
 #include "lorq/compress.h"
+#include "lorq/compressed_layer.h"
 #include "lorq/file_util.h"
 #include "lorq/model.h"
 
@@ -18,9 +19,12 @@ namespace lorq {
 
 constexpr int kExportFormatVersion = 1;
 
-// `model` must hold the float weights (the analysis' source). `source_path` is recorded with its checksum.
+// `model` holds the uncompressed weights (the analysis' source); `source_path` is recorded with its checksum.
+// `layers`: the final compressed layers (refitted, learned rounding); empty = compress_layers(model, analysis,
+// allocation), the stage-1 quantizers.
 void export_compressed(const std::string& out_dir, const Model& model, const std::string& source_path,
-                       const CompressionAnalysis& analysis, const Allocation& allocation);
+                       const CompressionAnalysis& analysis, const Allocation& allocation,
+                       const std::vector<CompressedLayer>& layers = {});
 
 // Replaces the code/scale/zero-point groups of a compressed checkpoint by the float weights they decode to
 // (exactly what the in-memory compressed model uses). Tensors of ordinary checkpoints pass through unchanged.
