@@ -11,6 +11,8 @@
 
 #include "args.h"
 #include "lorq/compress.h"
+#include "lorq/compressed_layer.h"
+#include "lorq/constraints_io.h"
 #include "lorq/demo.h"
 #include "lorq/error.h"
 #include "lorq/evaluate.h"
@@ -191,12 +193,14 @@ void print_eval(const char* name, const EvalResult& r) {
 int cmd_compress(int argc, char** argv) {
   Args a(argc, argv, 2,
          {"--model", "--calib", "--calib-labels", "--avg-bits", "--images", "--lfh-images", "--projections",
-          "--anchors", "--eval", "--labels", "--limit", "--seed", "--out", "--cache", "--budget-bytes", "--ratio"},
-         {"--uniform", "--estimate", "--lfh-as-coded", "--plain-svd", "--mse", "--swapped-size"});
+          "--anchors", "--eval", "--labels", "--limit", "--seed", "--out", "--cache", "--budget-bytes", "--ratio",
+          "--constraints", "--lfh-batch"},
+         {"--uniform", "--estimate", "--lfh-as-coded", "--plain-svd", "--mse", "--swapped-size", "--refit"});
   if (a.help()) {
     std::puts(
         "usage: lorq compress --model M --calib DIR (--avg-bits B | --budget-bytes N | --ratio R) [--images N] "
         "[--lfh-images N] [--projections P]\n"
+        "                     [--lfh-batch P] [--constraints FILE] [--refit] [--out DIR] [--cache DIR]\n"
         "                     [--anchors K] [--estimate] [--eval DIR [--labels CSV] [--limit N]] [--uniform] [--seed "
         "S]\n\n"
         "Mixed low-rank + quantization under a budget of B average bits per compressed weight (spec §2.5).\n"
@@ -206,6 +210,11 @@ int cmd_compress(int argc, char** argv) {
         "--out: export lorq-config.json + compressed.safetensors (+ config.json); 'lorq eval --model DIR' loads it.\n"
         "--anchors: measured ranks per factor-bit pair (default 3 on CPU; the spec uses 5).\n"
         "--cache: keep the analysis (LFH, candidates, errors) in DIR; a re-run with another budget is instant.\n"
+        "--constraints: JSON pins / minimum bits / maximum rank / exclusions (q8 or float) / layer groups, e.g.\n"
+        "  {\"layers\": {\"head\": {\"exclude\": \"float\"}, \"blocks.0.attn.qkv\": {\"pin\": \"Q8\"}},\n"
+        "   \"groups\": [[\"blocks.0.mlp.fc1\", \"blocks.1.mlp.fc1\"]]}\n"
+        "--refit: the final per-layer compression of spec §9 (low-rank factor ranges refitted for the chosen rank).\n"
+        "--lfh-batch: projections back-propagated together (default 32; lower it to save memory on big models).\n"
         "Parity options (the reference implementation's behaviour): --lfh-as-coded (never-reset gradient\n"
         "accumulation), --swapped-size (swapped low-rank size in the filter and Pareto front); ablations:\n"
         "--plain-svd (no LFH weighting of the SVD), --mse (plain MSE instead of LFH-weighted errors).");
@@ -218,6 +227,7 @@ int cmd_compress(int argc, char** argv) {
   s.calibration.seed = static_cast<uint64_t>(a.get_int("--seed", 0, 0, 1LL << 40));
   s.lfh_images = static_cast<int>(a.get_int("--lfh-images", 8, 1, 100000));
   s.lfh.projections = static_cast<int>(a.get_int("--projections", 32, 1, 10000));
+  s.lfh.projection_batch = static_cast<int>(a.get_int("--lfh-batch", 32, 1, 10000));
   s.global_error.anchors = static_cast<int>(a.get_int("--anchors", 3, 2, 1000));
   s.global_error.estimate = a.has("--estimate");
   s.lfh.as_coded_accumulation = a.has("--lfh-as-coded");
@@ -255,19 +265,30 @@ int cmd_compress(int argc, char** argv) {
   if (a.has("--budget-bytes")) budget = a.get_int("--budget-bytes", 0, 1, 1LL << 50);
   if (a.has("--ratio")) budget = static_cast<int64_t>(std::floor(4.0 * params / a.get_double("--ratio", 0, 1, 1e6)));
   const double avg_bits = 8.0 * budget / params;
-  Allocation alloc = allocate(analysis, budget);
+  const Constraints constraints =
+      a.has("--constraints") ? read_constraints(a.get("--constraints"), analysis) : Constraints();
+  Allocation alloc = allocate(analysis, budget, constraints);
   std::printf("\n%-26s %-22s %12s %14s\n", "layer", "choice", "bytes", "pred. error");
   for (size_t i = 0; i < analysis.layers.size(); ++i) {
-    const LayerOption& o = analysis.layers[i].options[alloc.choice[i]];
-    std::printf("%-26s %-22s %12lld %14.4g\n", analysis.layers[i].layer.c_str(), o.label().c_str(), (long long)o.bytes,
-                o.error);
+    const LayerCandidates& l = analysis.layers[i];
+    if (alloc.choice[i] == kKeepFloat) {
+      std::printf("%-26s %-22s %12lld %14.4g\n", l.layer.c_str(), "F32 (kept)",
+                  (long long)(4 * l.out_features * l.in_features), 0.0);
+      continue;
+    }
+    const LayerOption& o = l.options[alloc.choice[i]];
+    std::printf("%-26s %-22s %12lld %14.4g\n", l.layer.c_str(), o.label().c_str(), (long long)o.bytes, o.error);
   }
   std::printf("total: %lld of %lld budget bytes (%.3f average bits, %.2fx vs fp32), predicted error %.4g\n",
               (long long)alloc.bytes, (long long)budget, 8.0 * alloc.bytes / analysis.compressible_params,
               32.0 * analysis.compressible_params / (8.0 * alloc.bytes), alloc.predicted_error);
 
+  // The final compressed layers: the analysis' own quantizers, or refitted for the chosen ranks (spec §9).
+  const std::vector<CompressedLayer> final_layers =
+      a.has("--refit") ? refit_layers(*model, analysis, alloc, analysis.lfh, s.candidates)
+                       : compress_layers(*model, analysis, alloc);
   if (a.has("--out")) {
-    export_compressed(a.get("--out"), *model, model_path, analysis, alloc);
+    export_compressed(a.get("--out"), *model, model_path, analysis, alloc, final_layers);
     std::printf("exported to %s (lorq-config.json, compressed.safetensors, config.json)\n", a.get("--out").c_str());
   }
   if (a.has("--eval")) {
@@ -286,7 +307,7 @@ int cmd_compress(int argc, char** argv) {
     EvalResult fr = evaluate(*model, eval_set, eo, job);
     bar.finish();
     auto compressed = load_model(model_path);
-    apply_allocation(*compressed, analysis, alloc);
+    apply_compressed_layers(*compressed, final_layers);
     EvalResult cr = evaluate(*compressed, eval_set, eo, job);
     bar.finish();
     print_eval("float", fr);

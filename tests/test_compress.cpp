@@ -11,6 +11,7 @@
 #include "lorq/api.h"
 #include "lorq/compress.h"
 #include "lorq/compressed_layer.h"
+#include "lorq/constraints_io.h"
 #include "lorq/error.h"
 #include "lorq/evaluate.h"
 #include "lorq/export.h"
@@ -334,4 +335,37 @@ TEST_F(CompressDemo, RefitKeepsTheChoiceAndRoundTrips) {
   at::Tensor x = at::randn({3, 3, 64, 64});
   EXPECT_TRUE(at::equal(loaded->forward(x), model->forward(x)));
   std::filesystem::remove_all(out);
+}
+
+TEST_F(CompressDemo, ConstraintsJsonRoundTripsAndNamesBadInput) {
+  Constraints c;
+  c["head"].excluded = Exclusion::Float;
+  c["blocks.0.attn.qkv"].pinned_option = 1;
+  c["blocks.1.mlp.fc2"].min_bits = 4;
+  c["blocks.1.mlp.fc2"].max_rank = 12;
+  c["blocks.2.mlp.fc2"].excluded = Exclusion::Q8;
+  c.groups.push_back({"blocks.3.mlp.fc1", "blocks.4.mlp.fc1"});
+  const Constraints back = constraints_from_json(constraints_to_json(c, *analysis_), *analysis_, "mem");
+  ASSERT_EQ(back.layers.size(), c.layers.size());
+  for (const auto& [name, lc] : c.layers) {
+    const LayerConstraint& b = back.layers.at(name);
+    EXPECT_EQ(b.pinned_option, lc.pinned_option) << name;
+    EXPECT_EQ(b.min_bits, lc.min_bits) << name;
+    EXPECT_EQ(b.max_rank, lc.max_rank) << name;
+    EXPECT_EQ(b.excluded, lc.excluded) << name;
+  }
+  EXPECT_EQ(back.groups, c.groups);
+  auto message = [&](const std::string& text) {
+    try {
+      constraints_from_json(text, *analysis_, "my.json");
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_NE(message("{").find("my.json: not valid JSON"), std::string::npos);
+  EXPECT_NE(message(R"({"layers": {"nope": {}}})").find("unknown layer 'nope'"), std::string::npos);
+  EXPECT_NE(message(R"({"layers": {"head": {"pin": "Q5"}}})").find("no option 'Q5'"), std::string::npos);
+  EXPECT_NE(message(R"({"layers": {"head": {"exclude": "fp16"}}})").find("exclude must be"), std::string::npos);
+  EXPECT_NE(message(R"({"groups": [["head", 3]]})").find("bad constraints"), std::string::npos);
 }

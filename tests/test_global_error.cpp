@@ -132,3 +132,27 @@ TEST(GlobalError, AnchorsMeasuredOthersInterpolatedInLocalLoss) {
   }
   EXPECT_GT(interpolated, 0);
 }
+
+TEST(GlobalError, StageInputsBeyondTheMemoryAllowanceAreRecomputedExactly) {
+  auto m = small_model();
+  ImageSet set = shapes(9);
+  CalibrationSettings s;
+  s.images = 9;
+  s.batch = 4;
+  const Calibration full = calibrate(*m, set, s);
+  s.max_stage_bytes = 1;  // room for one stage: only stage 0 is kept
+  const Calibration lean = calibrate(*m, set, s);
+  ASSERT_EQ(lean.stage_inputs.size(), 3u);
+  EXPECT_TRUE(lean.stage_inputs[0].defined());
+  EXPECT_FALSE(lean.stage_inputs[1].defined());
+  EXPECT_FALSE(lean.stage_inputs[2].defined());
+  EXPECT_FALSE(lean.warnings.empty());
+  // In order, out of order and repeated: always the same tensor as the fully cached calibration.
+  for (int st : {1, 2, 2, 1, 0, 2})
+    EXPECT_TRUE(at::equal(lean.stage_input(*m, st), full.stage_input(*m, st))) << "stage " << st;
+  for (const auto& l : m->linear_layers()) {
+    const at::Tensor Wt = m->weight(l.name) * 0.9;
+    EXPECT_EQ(output_nsr(*m, lean, l.name, Wt, 4), output_nsr(*m, full, l.name, Wt, 4)) << l.name;
+  }
+  EXPECT_THROW(lean.stage_input(*m, 3), Error);
+}

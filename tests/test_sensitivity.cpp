@@ -73,6 +73,25 @@ TEST(Sensitivity, BatchedProjectionsMatchOneBackwardPerProjection) {
   EXPECT_FALSE(m->has_linear_override("blocks.0.attn.qkv"));  // hooks removed afterwards
 }
 
+TEST(Sensitivity, ProjectionChunksGiveTheSameEstimate) {
+  auto m = tiny_model(13);
+  at::manual_seed(6);
+  at::Tensor images = at::randn({2, 3, 16, 16});
+  for (bool as_coded : {false, true}) {
+    LfhOptions whole;
+    whole.projections = 7;
+    whole.as_coded_accumulation = as_coded;
+    LfhOptions chunked = whole;
+    chunked.projection_batch = 3;  // chunks of 3, 3, 1
+    auto a = label_free_hessian(*m, images, whole);
+    auto b = label_free_hessian(*m, images, chunked);
+    for (const auto& [name, t] : a) {
+      const double err = (b.at(name) - t).abs().max().item<double>() / (t.abs().max().item<double>() + 1e-30);
+      EXPECT_LT(err, 1e-5) << name << (as_coded ? " (as coded)" : " (clean)");
+    }
+  }
+}
+
 TEST(Sensitivity, EstimatorConvergesToDiagonalOfJtJ) {
   // With the projections set to every basis vector, Σ_c (J_cᵀ)² is exactly diag(JᵀJ): the random estimate with
   // many projections must approach it.

@@ -48,21 +48,64 @@ Calibration calibrate(Model& model, const ImageSet& set, const CalibrationSettin
                          " requested calibration images are usable");
   c.images = at::cat(images);
 
-  // Float reference: every stage's input and the logits.
+  // Float reference: the logits, and the stage inputs that fit the memory allowance (evenly spaced checkpoints).
   const int n = model.num_stages();
+  c.batch = s.batch;
+  c.stage_inputs.assign(n, at::Tensor());
+  std::vector<char> keep(n, 0);
   std::vector<std::vector<at::Tensor>> per_stage(n);
   std::vector<at::Tensor> logits;
   for (int64_t b0 = 0; b0 < decoded; b0 += s.batch) {
+    job.check();
     at::Tensor x = model.embed(c.images.slice(0, b0, std::min<int64_t>(decoded, b0 + s.batch)));
+    if (b0 == 0) {
+      const int64_t per_stage_bytes = decoded * (x.numel() / x.size(0)) * 4;
+      const int64_t fit = std::max<int64_t>(1, s.max_stage_bytes / std::max<int64_t>(1, per_stage_bytes));
+      const int64_t every = (n + fit - 1) / fit;
+      for (int st = 0; st < n; st += static_cast<int>(every)) keep[st] = 1;
+      if (fit < n)
+        c.warnings.push_back("stage inputs of " + std::to_string(decoded) + " images exceed the memory allowance: " +
+                             "keeping every " + std::to_string(every) + ". stage, recomputing the others");
+    }
     for (int st = 0; st < n; ++st) {
-      per_stage[st].push_back(x);
+      if (keep[st]) per_stage[st].push_back(x);
       x = model.run_stage(st, x);
     }
     logits.push_back(model.finish(x));
   }
-  for (int st = 0; st < n; ++st) c.stage_inputs.push_back(at::cat(per_stage[st]));
+  for (int st = 0; st < n; ++st)
+    if (keep[st]) c.stage_inputs[st] = at::cat(per_stage[st]);
   c.reference_logits = at::cat(logits);
   return c;
+}
+
+at::Tensor Calibration::stage_input(Model& model, int stage) const {
+  if (stage < 0 || stage >= static_cast<int>(stage_inputs.size()))
+    throw Error("calibration: no stage " + std::to_string(stage));
+  if (stage_inputs[stage].defined()) return stage_inputs[stage];
+  if (streamed_stage_ == stage) return streamed_;
+  c10::NoGradGuard no_grad;
+  int from = stage;
+  while (from >= 0 && !stage_inputs[from].defined()) --from;
+  at::Tensor x;
+  if (streamed_stage_ > from && streamed_stage_ < stage) {
+    from = streamed_stage_;
+    x = streamed_;
+  } else if (from >= 0) {
+    x = stage_inputs[from];
+  }
+  const int64_t N = images.size(0);
+  std::vector<at::Tensor> out;
+  for (int64_t b0 = 0; b0 < N; b0 += batch) {
+    const int64_t b1 = std::min(N, b0 + batch);
+    at::Tensor xb = from >= 0 ? x.slice(0, b0, b1) : model.embed(images.slice(0, b0, b1));
+    for (int st = std::max(from, 0); st < stage; ++st) xb = model.run_stage(st, xb);
+    out.push_back(xb);
+  }
+  streamed_ = at::Tensor();  // free the previous one before keeping the next
+  streamed_ = at::cat(out);
+  streamed_stage_ = stage;
+  return streamed_;
 }
 
 double output_nsr(Model& model, const Calibration& calib, const std::string& layer, const at::Tensor& W_tilde,
@@ -70,6 +113,8 @@ double output_nsr(Model& model, const Calibration& calib, const std::string& lay
   c10::NoGradGuard no_grad;
   const LinearLayerInfo& info = model.layer(layer);
   const at::Tensor Wt = W_tilde.reshape({info.out_features, info.in_features}).to(at::kFloat).contiguous();
+  // Before the override: a stage input that was not kept is recomputed with the float model.
+  const at::Tensor stage_in = info.stage < 0 ? at::Tensor() : calib.stage_input(model, info.stage);
   model.set_linear_override(
       layer, [&Wt](const at::Tensor& x, const at::Tensor&, const at::Tensor& b) { return at::linear(x, Wt, b); });
   double noise = 0, signal = 0;
@@ -81,7 +126,7 @@ double output_nsr(Model& model, const Calibration& calib, const std::string& lay
       if (info.stage < 0) {
         y = model.forward(calib.images.slice(0, b0, b1));
       } else {
-        y = model.run_from(info.stage, calib.stage_inputs[info.stage].slice(0, b0, b1));
+        y = model.run_from(info.stage, stage_in.slice(0, b0, b1));
       }
       const at::Tensor ref = calib.reference_logits.slice(0, b0, b1);
       const double w = double(b1 - b0) / batch;  // the spec sums per-batch means over equal batches

@@ -22,7 +22,7 @@ CompressionAnalysis analyze_model(Model& model, const ImageSet& images, const Co
                                   const JobControl& job, const SessionCache* cache) {
   std::vector<std::string> warnings;
   CompressionAnalysis a;
-  if (cache && cache->load_analysis(true, &a, &warnings)) {
+  if (cache && cache->load_analysis(true, &a, &warnings) && cache->load_lfh(&a.lfh, &warnings)) {
     a.warnings = warnings;
     a.warnings.push_back("loaded the complete analysis from the session cache " + cache->dir());
     return a;
@@ -62,6 +62,7 @@ CompressionAnalysis analyze_model(Model& model, const ImageSet& images, const Co
   measure_global_errors(model, calib, a.layers, s.global_error, job, &H);
   stages.emplace_back("global error", since(t));
   a.calibration_files = calib.files;
+  a.lfh = std::move(H);
   a.stage_seconds = stages;
   a.warnings = warnings;
   if (cache) cache->save_analysis(a, true);

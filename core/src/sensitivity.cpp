@@ -76,12 +76,17 @@ std::map<std::string, at::Tensor> label_free_hessian(Model& model, const at::Ten
   for (int64_t k = 0; k < K; ++k) {
     job.check();
     at::Tensor V = at::randn({o.projections, classes}, gen);
-    auto sq = lfh_squared_gradients(model, images[k], V, o.as_coded_accumulation ? &running : nullptr);
-    for (auto& [name, t] : sq) {
-      if (total.count(name)) {
-        total[name] += t;
-      } else {
-        total[name] = t;
+    // Chunks in projection order: the as-coded running sums carry over from one chunk to the next unchanged.
+    const int64_t chunk = std::max(1, o.projection_batch);
+    for (int64_t p0 = 0; p0 < o.projections; p0 += chunk) {
+      const at::Tensor Vc = V.slice(0, p0, std::min<int64_t>(o.projections, p0 + chunk));
+      auto sq = lfh_squared_gradients(model, images[k], Vc, o.as_coded_accumulation ? &running : nullptr);
+      for (auto& [name, t] : sq) {
+        if (total.count(name)) {
+          total[name] += t;
+        } else {
+          total[name] = t;
+        }
       }
     }
     job.report(

@@ -19,14 +19,28 @@ struct CalibrationSettings {
   int images = 32;    // calibration images drawn from the set (fewer are used, with a warning, if fewer decode)
   uint64_t seed = 0;  // the draw is a seeded permutation of the set
   int batch = 32;
+  // Memory for the float model's cached stage inputs. Stages beyond it are recomputed on demand from the nearest
+  // kept one (in network order that costs one extra pass per stage), so 1024 images of a large model still fit.
+  int64_t max_stage_bytes = int64_t(2) << 30;
 };
 
 struct Calibration {
-  std::vector<std::string> files;        // the images used, in order
-  std::vector<std::string> warnings;     // e.g. images that failed to decode
-  at::Tensor images;                     // [N, C, H, W] preprocessed
-  at::Tensor reference_logits;           // [N, classes] of the float model
-  std::vector<at::Tensor> stage_inputs;  // stage_inputs[s]: input of stage s, [N, tokens, dim]
+  std::vector<std::string> files;     // the images used, in order
+  std::vector<std::string> warnings;  // e.g. images that failed to decode
+  at::Tensor images;                  // [N, C, H, W] preprocessed
+  at::Tensor reference_logits;        // [N, classes] of the float model
+  // stage_inputs[s]: input of stage s, [N, tokens, dim], or undefined when it did not fit max_stage_bytes.
+  std::vector<at::Tensor> stage_inputs;
+  int batch = 32;
+
+  // The input of `stage` for all N images: the kept tensor, or recomputed with `model`, which must still be the
+  // float model (no overrides, original weights). The last recomputed stage is remembered, so asking for stages in
+  // network order advances it one stage at a time. Not thread-safe.
+  at::Tensor stage_input(Model& model, int stage) const;
+
+ private:
+  mutable int streamed_stage_ = -1;
+  mutable at::Tensor streamed_;
 };
 
 Calibration calibrate(Model& model, const ImageSet& set, const CalibrationSettings& settings,

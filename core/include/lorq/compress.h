@@ -25,6 +25,7 @@ struct CompressSettings {
 // Everything that depends on (model, images, settings) but not on the budget: re-allocating is then instant.
 struct CompressionAnalysis {
   std::vector<LayerCandidates> layers;  // in the model's layer order
+  std::map<std::string, at::Tensor> lfh;  // every layer's label-free Hessian (for the final refit, spec §9)
   int64_t compressible_params = 0;
   std::vector<std::string> calibration_files;  // the images the analysis saw (evaluate on others)
   std::vector<std::string> warnings;

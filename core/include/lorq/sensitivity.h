@@ -22,6 +22,9 @@ struct LfhOptions {
   // "gradient" is a running sum of all earlier ones (kept for parity). Default: the clean per-draw estimator.
   bool as_coded_accumulation = false;
   uint64_t seed = 0;
+  // Projections back-propagated together (the image replicated this many times). Peak memory grows linearly with
+  // it (DeiT-Tiny: 2.9 GB at 32); lower it for large models. The estimate does not depend on it.
+  int projection_batch = 32;
 };
 
 // The LFH of every compressible layer, [out, in] float32, averaged over the images ([K, C, H, W]) and
