@@ -37,6 +37,7 @@ AllocationView::AllocationView(WorkbenchState* state, EditActions* edit, QWidget
   layout->setContentsMargins(4, 4, 4, 4);
   plot_ = new QCustomPlot(this);
   plot_->setObjectName("allocationPlot");
+  plot_->setPlottingHints(QCP::phFastPolylines | QCP::phCacheLabels);
   plot_->setMinimumSize(300, 180);
   plot_->yAxis->setLabel("bits per weight");
   plot_->yAxis2->setLabel("rank / full rank");

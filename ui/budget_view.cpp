@@ -50,6 +50,10 @@ BudgetView::BudgetView(WorkbenchState* state, EditActions* edit, QWidget* parent
     const double k = state_->params() > 0 ? 8e6 / state_->params() : 1;
     plot_->xAxis2->setRange(r.lower * k, r.upper * k);
   });
+  plot_->setPlottingHints(QCP::phFastPolylines | QCP::phCacheLabels);
+  // The budget marker lives on its own buffered layer: a slider step redraws only it, not the curve and axes.
+  plot_->addLayer("marker", plot_->layer("main"), QCustomPlot::limAbove);
+  plot_->layer("marker")->setMode(QCPLayer::lmBuffered);
   curve_ = plot_->addGraph();
   curve_->setLineStyle(QCPGraph::lsStepLeft);
   curve_->setPen(QPen(QColor(40, 90, 160), 1.8));
@@ -60,6 +64,8 @@ BudgetView::BudgetView(WorkbenchState* state, EditActions* edit, QWidget* parent
   budgetLine_ = new QCPItemStraightLine(plot_);
   budgetLine_->setPen(QPen(QColor(200, 30, 30), 1.2, Qt::DashLine));
   budgetLine_->setVisible(false);
+  point_->setLayer("marker");
+  budgetLine_->setLayer("marker");
   layout->addWidget(plot_, 1);
 
   slider_ = new QSlider(Qt::Horizontal, this);
@@ -170,7 +176,10 @@ void BudgetView::onAllocation() {
                         .arg(4.0 * p / budget, 0, 'f', 2)
                         .arg(formatBytes(static_cast<double>(a.bytes)))
                         .arg(a.predicted_error, 0, 'g', 4));
-  plot_->replot(QCustomPlot::rpQueuedReplot);  // coalesced: a fast drag repaints once per frame
+  if (curve_->dataCount() > 0)
+    plot_->layer("marker")->replot();  // only the marker; the widget repaint that follows is coalesced by Qt
+  else
+    plot_->replot(QCustomPlot::rpQueuedReplot);
 }
 
 void BudgetView::onSlider(int value) { edit_->setBudget(sliderToBytes(value)); }

@@ -4,6 +4,26 @@
 #include <chrono>
 #include <mutex>
 
+#ifdef __linux__
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
+namespace {
+// The engine keeps every core busy; at a lower priority its worker (and the OpenMP team it creates, which inherits
+// the niceness on Linux) yields to the UI thread, so the interface stays responsive during a job.
+void lowerWorkerPriority() {
+#ifdef __linux__
+  thread_local bool lowered = false;
+  if (!lowered) {
+    setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), 10);
+    lowered = true;
+  }
+#endif
+}
+}  // namespace
+
 JobRunner::JobRunner(QObject* parent) : QObject(parent) {
   watcher_ = new QFutureWatcher<QString>(this);
   connect(watcher_, &QFutureWatcherBase::finished, this, &JobRunner::onFinished);
@@ -30,6 +50,7 @@ bool JobRunner::start(const QString& name, Work work, Done onSuccess) {
   clock_.start();
   emit started(name);
   watcher_->setFuture(QtConcurrent::run([this, work = std::move(work)]() -> QString {
+    lowerWorkerPriority();
     // At most ~30 progress signals a second, but always the first and last of a stage.
     struct Throttle {
       std::string stage;

@@ -33,6 +33,10 @@ ParetoView::ParetoView(WorkbenchState* state, EditActions* edit, QWidget* parent
   plot_->legend->setFont(QFont(font().family(), font().pointSize() - 1));
   plot_->axisRect()->insetLayout()->setInsetAlignment(0, Qt::AlignTop | Qt::AlignRight);
   plot_->setObjectName("paretoPlot");
+  plot_->setPlottingHints(QCP::phFastPolylines | QCP::phCacheLabels);
+  // The current choice and the pin live on a buffered layer: a budget step redraws only them.
+  plot_->addLayer("marker", plot_->layer("main"), QCustomPlot::limAbove);
+  plot_->layer("marker")->setMode(QCPLayer::lmBuffered);
   layout->addWidget(title_);
   layout->addWidget(plot_, 1);
   auto* hint = new QLabel("Hover a point for the option; click it to pin the layer (Ctrl+Z undoes).", this);
@@ -98,10 +102,12 @@ void ParetoView::rebuild() {
   front_->setLineStyle(QCPGraph::lsStepLeft);
   for (const OptionRow* o : front) front_->addData(o->bytes / 1e3, plotError(o->error));
   pinned_ = plot_->addGraph();
+  pinned_->setLayer("marker");
   pinned_->setName("pinned");
   pinned_->setLineStyle(QCPGraph::lsNone);
   pinned_->setScatterStyle(QCPScatterStyle(QCPScatterStyle::ssStar, QColor(200, 0, 0), 14));
   current_ = plot_->addGraph();
+  current_->setLayer("marker");
   current_->setName("current choice");
   current_->setLineStyle(QCPGraph::lsNone);
   current_->setScatterStyle(QCPScatterStyle(QCPScatterStyle::ssCircle, QPen(Qt::black, 2.5), Qt::NoBrush, 16));
@@ -109,6 +115,7 @@ void ParetoView::rebuild() {
   plot_->xAxis->scaleRange(1.08, plot_->xAxis->range().center());
   plot_->yAxis->setRange(plot_->yAxis->range().lower / 2, plot_->yAxis->range().upper * 2);
   updateSelection();
+  plot_->replot(QCustomPlot::rpQueuedReplot);
 }
 
 void ParetoView::updateSelection() {
@@ -122,7 +129,7 @@ void ParetoView::updateSelection() {
     const OptionRow& p = l.options[c.pinned_option];
     pinned_->addData(p.bytes / 1e3, plotError(p.error));
   }
-  plot_->replot(QCustomPlot::rpQueuedReplot);  // coalesced while the budget slider moves
+  plot_->layer("marker")->replot();  // only the highlight; the widget repaint that follows is coalesced by Qt
 }
 
 QPointF ParetoView::optionPixel(int option) const {

@@ -351,6 +351,14 @@ void CompressionSession::analyze(const JobControl& job) {
   impl_->analyzed = true;
 }
 
+bool CompressionSession::has_cached_analysis() const {
+  if (impl_->cache_dir.empty()) return false;
+  const SessionCache cache(impl_->cache_dir, impl_->model_path, impl_->calibration, impl_->engine_settings());
+  CompressionAnalysis a;
+  std::vector<std::string> warnings;
+  return cache.load_analysis(true, &a, &warnings);
+}
+
 std::shared_ptr<const Allocator> CompressionSession::make_allocator(const ConstraintMap& constraints) const {
   if (!impl_->analyzed) throw Error("run the analysis before allocating");
   auto impl = std::make_unique<Allocator::Impl>();

@@ -192,6 +192,8 @@ class CompressionSession {
   // stages from the cache. Throws Cancelled or lorq::Error.
   void analyze(const JobControl& job);
   bool analyzed() const;
+  // Whether the cache already holds the complete analysis (analyze() would then only load it).
+  bool has_cached_analysis() const;
   const std::vector<LayerAnalysis>& layers() const;  // empty until analyzed
   int64_t compressible_params() const;
   const std::vector<std::string>& warnings() const;
