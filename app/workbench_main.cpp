@@ -18,6 +18,7 @@ int screenshot(QApplication& app, MainWindow& window, const QString& file) {
   window.setSettings(lorq::api::AnalysisSettings::fast());
   window.resize(1600, 1000);
   window.show();
+  window.resetLayout();  // the default arrangement, whatever the user's saved one
   QObject::connect(&window, &MainWindow::analysisFinished, &window, [&](bool ok) {
     if (!ok) {
       window.grab().save(file);
@@ -29,6 +30,7 @@ int screenshot(QApplication& app, MainWindow& window, const QString& file) {
     window.startEvaluation();
   });
   QObject::connect(&window, &MainWindow::evaluationFinished, &window, [&](bool ok) {
+    if (auto* allocation = window.findChild<QDockWidget*>("allocationDock")) allocation->raise();
     QApplication::processEvents();
     window.grab().save(file);
     window.compareDock()->raise();

@@ -65,7 +65,14 @@ AllocationView::AllocationView(WorkbenchState* state, EditActions* edit, QWidget
   selection_->setVisible(false);
   plot_->legend->setVisible(true);
   plot_->legend->setFont(QFont(font().family(), font().pointSize() - 1));
-  plot_->axisRect()->insetLayout()->setInsetAlignment(0, Qt::AlignTop | Qt::AlignRight);
+  // The legend sits in one row above the bars, never over them.
+  plot_->axisRect()->insetLayout()->take(plot_->legend);
+  plot_->plotLayout()->insertRow(0);
+  plot_->plotLayout()->addElement(0, 0, plot_->legend);
+  plot_->plotLayout()->setRowStretchFactor(0, 0.001);
+  plot_->legend->setFillOrder(QCPLayoutGrid::foColumnsFirst);
+  plot_->legend->setWrap(1);
+  plot_->legend->setBorderPen(Qt::NoPen);
   layout->addWidget(plot_);
 
   connect(state_, &WorkbenchState::modelChanged, this, &AllocationView::rebuildAxis);

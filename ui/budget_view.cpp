@@ -42,7 +42,9 @@ BudgetView::BudgetView(WorkbenchState* state, EditActions* edit, QWidget* parent
   plot_->xAxis2->setVisible(true);
   plot_->yAxis->setLabel("optimal predicted error (log)");
   plot_->yAxis->setScaleType(QCPAxis::stLogarithmic);
-  plot_->yAxis->setTicker(QSharedPointer<QCPAxisTickerLog>(new QCPAxisTickerLog));
+  auto ticker = QSharedPointer<QCPAxisTickerLog>(new QCPAxisTickerLog);
+  ticker->setTickCount(5);
+  plot_->yAxis->setTicker(ticker);
   plot_->yAxis->setNumberFormat("eb");
   plot_->yAxis->setNumberPrecision(0);
   // The top axis shows the same range in average bits.

@@ -60,7 +60,7 @@ CompareView::CompareView(QWidget* parent) : QWidget(parent) {
   imageLayout->setContentsMargins(0, 0, 0, 0);
   canvas_ = new QLabel(imageBox);
   canvas_->setAlignment(Qt::AlignCenter);
-  canvas_->setMinimumSize(160, 160);
+  canvas_->setMinimumSize(120, 120);
   canvas_->setFrameShape(QFrame::StyledPanel);
   caption_ = new QLabel(imageBox);
   caption_->setWordWrap(true);
@@ -82,8 +82,8 @@ CompareView::CompareView(QWidget* parent) : QWidget(parent) {
   strip_->setViewMode(QListView::IconMode);
   strip_->setFlow(QListView::LeftToRight);
   strip_->setWrapping(false);
-  strip_->setIconSize(QSize(56, 56));
-  strip_->setFixedHeight(112);
+  strip_->setIconSize(QSize(48, 48));
+  strip_->setFixedHeight(96);
   strip_->setObjectName("changeStrip");
   layout->addWidget(strip_);
 

@@ -134,7 +134,7 @@ LayersView::LayersView(WorkbenchState* state, EditActions* edit, QWidget* parent
   table_->verticalHeader()->hide();
   table_->verticalHeader()->setDefaultSectionSize(table_->fontMetrics().height() + 6);
   table_->horizontalHeader()->setSectionResizeMode(QHeaderView::ResizeToContents);
-  table_->horizontalHeader()->setSectionResizeMode(LayersModel::Layer, QHeaderView::Stretch);
+  table_->horizontalHeader()->setStretchLastSection(true);
   table_->setObjectName("layersTable");
   layout->addWidget(table_);
 

@@ -10,9 +10,11 @@
 #include <QLabel>
 #include <QMenuBar>
 #include <QMessageBox>
+#include <QScrollArea>
 #include <QSettings>
 #include <QStandardPaths>
 #include <QStatusBar>
+#include <QTimer>
 #include <QUndoStack>
 
 #include "allocation_view.h"
@@ -79,13 +81,33 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent) {
   defaultLayout_ = saveState();
   QSettings settings;
   restoreGeometry(settings.value("window/geometry").toByteArray());
-  restoreState(settings.value("window/state").toByteArray());
+  // Dock sizes only apply once the window is laid out, hence after the first event-loop turn.
+  if (!restoreState(settings.value("window/state").toByteArray()))
+    QTimer::singleShot(0, this, &MainWindow::resetLayout);
+}
+
+void MainWindow::resetLayout() {
+  restoreState(defaultLayout_);
+  const auto docks = [this](std::initializer_list<const char*> names) {
+    QList<QDockWidget*> out;
+    for (const char* n : names) out << findChild<QDockWidget*>(n);
+    return out;
+  };
+  resizeDocks(docks({"sessionDock", "paretoDock"}), {290, 430}, Qt::Horizontal);
+  resizeDocks(docks({"allocationDock"}), {260}, Qt::Vertical);
+  resizeDocks(docks({"paretoDock", "budgetDock"}), {400, 330}, Qt::Vertical);
+  findChild<QDockWidget*>("allocationDock")->raise();
 }
 
 MainWindow::~MainWindow() { jobs_->cancelAndWait(); }
 
 void MainWindow::buildDocks() {
   session_ = new SessionPanel(this);
+  auto* sessionScroll = new QScrollArea(this);  // the panel scrolls rather than squeezing its fields
+  sessionScroll->setWidget(session_);
+  sessionScroll->setWidgetResizable(true);
+  sessionScroll->setFrameShape(QFrame::NoFrame);
+  sessionScroll->setHorizontalScrollBarPolicy(Qt::ScrollBarAlwaysOff);
   pareto_ = new ParetoView(state_, edit_, this);
   budget_ = new BudgetView(state_, edit_, this);
   allocation_ = new AllocationView(state_, edit_, this);
@@ -93,7 +115,7 @@ void MainWindow::buildDocks() {
   jobPanel_ = new JobPanel(jobs_, this);
 
   setDockOptions(QMainWindow::AnimatedDocks | QMainWindow::AllowTabbedDocks | QMainWindow::AllowNestedDocks);
-  auto* sessionDock = dock(this, "Session", "sessionDock", session_);
+  auto* sessionDock = dock(this, "Session", "sessionDock", sessionScroll);
   auto* paretoDock = dock(this, "Layer options (Pareto)", "paretoDock", pareto_);
   auto* budgetDock = dock(this, "Budget", "budgetDock", budget_);
   auto* allocationDock = dock(this, "Allocation", "allocationDock", allocation_);
@@ -108,8 +130,6 @@ void MainWindow::buildDocks() {
   tabifyDockWidget(allocationDock, compareDock_);
   tabifyDockWidget(compareDock_, jobsDock_);
   allocationDock->raise();
-  resizeDocks({sessionDock, paretoDock}, {300, 520}, Qt::Horizontal);
-  resizeDocks({allocationDock}, {300}, Qt::Vertical);
 
   connect(session_, &SessionPanel::openModelRequested, this, &MainWindow::onOpenModel);
   connect(session_, &SessionPanel::openDemoRequested, this, &MainWindow::openDemo);
@@ -166,7 +186,7 @@ void MainWindow::buildMenus() {
   QMenu* view = menuBar()->addMenu("&View");
   for (QDockWidget* d : findChildren<QDockWidget*>()) view->addAction(d->toggleViewAction());
   view->addSeparator();
-  view->addAction("&Reset layout", this, [this] { restoreState(defaultLayout_); });
+  view->addAction("&Reset layout", this, &MainWindow::resetLayout);
 }
 
 void MainWindow::report(const QString& title, const QString& message) {

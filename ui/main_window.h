@@ -48,6 +48,9 @@ class MainWindow : public QMainWindow {
   bool saveSession(const QString& path);
   bool openSession(const QString& path);  // reopens and re-analyzes (instant from the cache)
 
+  // The default dock arrangement and sizes (View > Reset layout).
+  void resetLayout();
+
   WorkbenchState* state() const { return state_; }
   EditActions* edit() const { return edit_; }
   QUndoStack* undoStack() const { return undo_; }

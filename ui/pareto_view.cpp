@@ -26,12 +26,21 @@ ParetoView::ParetoView(WorkbenchState* state, EditActions* edit, QWidget* parent
   plot_->xAxis->setLabel("size (KB)");
   plot_->yAxis->setLabel("predicted error (log)");
   plot_->yAxis->setScaleType(QCPAxis::stLogarithmic);
-  plot_->yAxis->setTicker(QSharedPointer<QCPAxisTickerLog>(new QCPAxisTickerLog));
+  auto ticker = QSharedPointer<QCPAxisTickerLog>(new QCPAxisTickerLog);
+  ticker->setTickCount(4);  // decades are enough; more crowd a small dock
+  plot_->yAxis->setTicker(ticker);
   plot_->yAxis->setNumberFormat("eb");
   plot_->yAxis->setNumberPrecision(0);
   plot_->legend->setVisible(true);
   plot_->legend->setFont(QFont(font().family(), font().pointSize() - 1));
-  plot_->axisRect()->insetLayout()->setInsetAlignment(0, Qt::AlignTop | Qt::AlignRight);
+  // The legend goes under the plot in three rows, so it never hides points.
+  plot_->axisRect()->insetLayout()->take(plot_->legend);
+  plot_->plotLayout()->addElement(1, 0, plot_->legend);
+  plot_->plotLayout()->setRowStretchFactor(1, 0.001);
+  plot_->legend->setFillOrder(QCPLayoutGrid::foColumnsFirst);
+  plot_->legend->setWrap(3);  // rows
+  plot_->legend->setBorderPen(Qt::NoPen);
+  plot_->legend->setMargins(QMargins(2, 0, 2, 0));
   plot_->setObjectName("paretoPlot");
   plot_->setPlottingHints(QCP::phFastPolylines | QCP::phCacheLabels);
   // The current choice and the pin live on a buffered layer: a budget step redraws only them.
