@@ -1,16 +1,25 @@
 #pragma once
-// The workbench's main window: the loaded model's layers and an evaluation job on the chosen images.
-#include <QFutureWatcher>
+// The workbench window: wires the shared state, the undo stack, the job runner and the views (one per file):
+// session panel (left), layers table (centre), Pareto and budget (right), allocation / compare / jobs (bottom).
 #include <QMainWindow>
-#include <atomic>
 #include <memory>
 
 #include "lorq/api.h"
 
+class AllocationView;
+class BudgetView;
+class CompareView;
+class EditActions;
+class JobPanel;
+class JobRunner;
+class LayersView;
+class ParetoView;
+class QDockWidget;
 class QLabel;
-class QProgressBar;
-class QPushButton;
-class QTableWidget;
+class QMenu;
+class QUndoStack;
+class SessionPanel;
+class WorkbenchState;
 
 class MainWindow : public QMainWindow {
   Q_OBJECT
@@ -18,33 +27,86 @@ class MainWindow : public QMainWindow {
   explicit MainWindow(QWidget* parent = nullptr);
   ~MainWindow() override;
 
-  // Loads a model folder or file; errors go to a dialog (or the status bar when `quiet`).
+  // Errors go to the status bar, and to a dialog unless quiet (tests, --screenshot).
+  void setQuiet(bool quiet) { quiet_ = quiet; }
+  // Loads a model folder or file (its layers show at once; the analysis runs later).
   bool openModel(const QString& path, bool quiet = false);
-  void setImages(const QString& images, const QString& labels);
-  void startEvaluation();
+  bool openDemo();
+  // Calibration images (also the evaluation images unless others are chosen). Returns false on a bad folder.
+  bool setImages(const QString& images, const QString& labels);
+  void setEvalImages(const QString& images, const QString& labels);
+  void setSettings(const lorq::api::AnalysisSettings& settings);
+  // Where the engine caches analyses (default: the user cache folder); reopening a session loads from it.
+  void setCacheDir(const QString& dir) { cacheDir_ = dir; }
+  QString cacheDir() const { return cacheDir_; }
+
+  bool startAnalysis();    // emits analysisFinished
+  void startEvaluation();  // float vs compressed on the evaluation images; emits evaluationFinished
   bool evaluationRunning() const;
+  bool jobRunning() const;
+  bool startExport(const QString& dir);  // engine export + plots + report.md; emits exportFinished
+  bool saveSession(const QString& path);
+  bool openSession(const QString& path);  // reopens and re-analyzes (instant from the cache)
+
+  // The default dock arrangement and sizes (View > Reset layout).
+  void resetLayout();
+
+  WorkbenchState* state() const { return state_; }
+  EditActions* edit() const { return edit_; }
+  QUndoStack* undoStack() const { return undo_; }
+  JobRunner* jobs() const { return jobs_; }
+  LayersView* layersView() const { return layers_; }
+  ParetoView* paretoView() const { return pareto_; }
+  BudgetView* budgetView() const { return budget_; }
+  AllocationView* allocationView() const { return allocation_; }
+  CompareView* compareView() const { return compare_; }
+  QDockWidget* compareDock() const { return compareDock_; }
+  QString lastError() const { return lastError_; }
 
  signals:
+  void analysisFinished(bool ok);
   void evaluationFinished(bool ok);
-  void progressChanged(qint64 done, qint64 total);
+  void exportFinished(bool ok);
 
  protected:
   void closeEvent(QCloseEvent* event) override;
 
  private:
+  void buildDocks();
+  void buildMenus();
+  void report(const QString& title, const QString& message);
+  void updateStatus();
+  void updateTitle();
+  void addRecent(const QString& key, const QString& path);
+  void rebuildRecentMenu();
   void onOpenModel();
-  void onOpenImages();
-  void onEvaluationDone();
+  void onChooseCalibration();
+  void onChooseEval();
+  void onOpenSession();
+  bool onSaveSession(bool saveAs);
+  void onExport();
+  void predictImage(const QString& path);
 
-  std::shared_ptr<lorq::api::ModelHandle> model_;
-  QString images_, labels_;
-  QLabel* modelLabel_;
-  QLabel* resultLabel_;
-  QTableWidget* layers_;
-  QProgressBar* progress_;
-  QPushButton* evalButton_;
-  QPushButton* cancelButton_;
-  QFutureWatcher<lorq::api::EvalSummary>* watcher_;
-  std::atomic<bool> cancel_{false};
-  QString lastError_;
+  WorkbenchState* state_;
+  QUndoStack* undo_;
+  EditActions* edit_;
+  JobRunner* jobs_;
+  SessionPanel* session_;
+  LayersView* layers_;
+  ParetoView* pareto_;
+  BudgetView* budget_;
+  AllocationView* allocation_;
+  CompareView* compare_;
+  JobPanel* jobPanel_;
+  QDockWidget* compareDock_;
+  QDockWidget* jobsDock_;
+  QMenu* recentMenu_;
+  QLabel* allocationStatus_;
+  QByteArray defaultLayout_;
+
+  QString modelPath_, sessionPath_, cacheDir_, lastError_;
+  bool quiet_ = false;
+  // Restored after the analysis of a reopened session.
+  lorq::api::ConstraintMap pendingConstraints_;
+  int64_t pendingBudget_ = 0;
 };

@@ -1,0 +1,46 @@
+#pragma once
+// The budget: the global trade-off curve (optimal predicted error vs memory, log y) with the current budget and
+// allocation marked, and a slider plus average-bits / MB / ratio spin boxes. Every movement re-solves at once
+// (sub-millisecond); consecutive moves merge into one undo step.
+#include <QWidget>
+
+class EditActions;
+class QCPGraph;
+class QCPItemStraightLine;
+class QCustomPlot;
+class QDoubleSpinBox;
+class QLabel;
+class QMouseEvent;
+class QSlider;
+class WorkbenchState;
+
+class BudgetView : public QWidget {
+  Q_OBJECT
+ public:
+  BudgetView(WorkbenchState* state, EditActions* edit, QWidget* parent = nullptr);
+  QCustomPlot* plot() const { return plot_; }
+  QSlider* slider() const { return slider_; }
+  QDoubleSpinBox* avgBitsBox() const { return bits_; }
+  static constexpr int kSliderSteps = 2000;
+
+ private:
+  void onSession();
+  void onCurve();
+  void onAllocation();
+  void onSlider(int value);
+  void onPlotClick(QMouseEvent* event);
+  int64_t sliderToBytes(int value) const;
+  int bytesToSlider(int64_t bytes) const;
+
+  WorkbenchState* state_;
+  EditActions* edit_;
+  QCustomPlot* plot_;
+  QCPGraph* curve_ = nullptr;
+  QCPGraph* point_ = nullptr;
+  QCPItemStraightLine* budgetLine_ = nullptr;
+  QSlider* slider_;
+  QDoubleSpinBox* bits_;
+  QDoubleSpinBox* mb_;
+  QDoubleSpinBox* ratio_;
+  QLabel* summary_;
+};

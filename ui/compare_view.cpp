@@ -1,0 +1,161 @@
+#include "compare_view.h"
+
+#include <QFileDialog>
+#include <QFileInfo>
+#include <QHBoxLayout>
+#include <QHeaderView>
+#include <QImageReader>
+#include <QLabel>
+#include <QListWidget>
+#include <QPushButton>
+#include <QSpinBox>
+#include <QSplitter>
+#include <QTableWidget>
+#include <QVBoxLayout>
+
+using namespace lorq::api;
+
+namespace {
+QPixmap thumbnail(const QString& path, int size) {
+  QImageReader reader(path);
+  reader.setAutoTransform(true);
+  const QSize s = reader.size();
+  if (s.isValid()) reader.setScaledSize(s.scaled(size, size, Qt::KeepAspectRatio));
+  return QPixmap::fromImage(reader.read());
+}
+
+QString className(const ClassScore& c) {
+  return c.label.empty() ? QString("class %1").arg(c.class_index) : QString::fromStdString(c.label);
+}
+
+QString evalText(const char* name, const EvalSummary& e) {
+  if (e.labeled == 0) return QString("%1: %2 images (unlabeled)").arg(name).arg(e.images);
+  return QString("%1: top-1 <b>%2%</b>, top-5 %3%").arg(name).arg(e.top1_pct, 0, 'f', 2).arg(e.top5_pct, 0, 'f', 2);
+}
+}  // namespace
+
+CompareView::CompareView(QWidget* parent) : QWidget(parent) {
+  auto* layout = new QVBoxLayout(this);
+  layout->setContentsMargins(4, 4, 4, 4);
+  auto* top = new QHBoxLayout();
+  evaluate_ = new QPushButton("Evaluate float vs compressed", this);
+  evaluate_->setToolTip("Run both models on the evaluation images (calibration images left out)  [F6]");
+  limit_ = new QSpinBox(this);
+  limit_->setRange(0, 1000000);
+  limit_->setSpecialValueText("all images");
+  limit_->setPrefix("limit ");
+  limit_->setValue(0);
+  auto* open = new QPushButton("Open image…", this);
+  metrics_ = new QLabel("Not evaluated yet", this);
+  metrics_->setTextFormat(Qt::RichText);
+  top->addWidget(evaluate_);
+  top->addWidget(limit_);
+  top->addWidget(open);
+  top->addWidget(metrics_, 1);
+  layout->addLayout(top);
+
+  auto* split = new QSplitter(Qt::Horizontal, this);
+  auto* imageBox = new QWidget(split);
+  auto* imageLayout = new QVBoxLayout(imageBox);
+  imageLayout->setContentsMargins(0, 0, 0, 0);
+  canvas_ = new QLabel(imageBox);
+  canvas_->setAlignment(Qt::AlignCenter);
+  canvas_->setMinimumSize(120, 120);
+  canvas_->setFrameShape(QFrame::StyledPanel);
+  caption_ = new QLabel(imageBox);
+  caption_->setWordWrap(true);
+  imageLayout->addWidget(canvas_, 1);
+  imageLayout->addWidget(caption_);
+  table_ = new QTableWidget(5, 5, split);
+  table_->setHorizontalHeaderLabels({"Float class", "p", "Compressed class", "p", "Δp (float's class)"});
+  table_->verticalHeader()->setVisible(true);
+  table_->horizontalHeader()->setSectionResizeMode(QHeaderView::Stretch);
+  table_->setEditTriggers(QAbstractItemView::NoEditTriggers);
+  table_->setObjectName("compareTable");
+  split->addWidget(imageBox);
+  split->addWidget(table_);
+  split->setStretchFactor(1, 2);
+  layout->addWidget(split, 1);
+
+  layout->addWidget(new QLabel("Largest output change first (KL of the softmax outputs):", this));
+  strip_ = new QListWidget(this);
+  strip_->setViewMode(QListView::IconMode);
+  strip_->setFlow(QListView::LeftToRight);
+  strip_->setWrapping(false);
+  strip_->setIconSize(QSize(48, 48));
+  strip_->setFixedHeight(96);
+  strip_->setObjectName("changeStrip");
+  layout->addWidget(strip_);
+
+  connect(evaluate_, &QPushButton::clicked, this, &CompareView::evaluateRequested);
+  connect(open, &QPushButton::clicked, this, [this] {
+    const QString f =
+        QFileDialog::getOpenFileName(this, "Open an image", {}, "Images (*.png *.jpg *.jpeg *.bmp *.webp)");
+    if (!f.isEmpty()) emit openImageRequested(f);
+  });
+  connect(strip_, &QListWidget::currentRowChanged, this, [this](int row) {
+    if (result_ && row >= 0 && row < static_cast<int>(result_->images.size())) showImage(result_->images[row]);
+  });
+}
+
+int CompareView::limit() const { return limit_->value(); }
+
+void CompareView::setResult(const ComparisonResult& result) {
+  result_ = std::make_shared<ComparisonResult>(result);
+  QString m = evalText("Float", result.float_eval) + " &nbsp;·&nbsp; " + evalText("Compressed", result.compressed_eval);
+  m += QString(" &nbsp;(%1 images").arg(result.float_eval.images);
+  if (!result.float_eval.failed.empty()) m += QString(", %1 unreadable").arg(result.float_eval.failed.size());
+  metrics_->setText(m + ")");
+  strip_->clear();
+  // Thumbnails for the most changed images only: a 50k-image set must not stall the UI.
+  const int shown = std::min<int>(static_cast<int>(result.images.size()), 200);
+  for (int i = 0; i < shown; ++i) {
+    const ImageComparison& c = result.images[i];
+    auto* item = new QListWidgetItem(QIcon(thumbnail(QString::fromStdString(c.path), 56)),
+                                     QString("KL %1").arg(c.kl, 0, 'g', 2), strip_);
+    item->setToolTip(QString("%1\nKL %2, max |Δp| %3")
+                         .arg(QString::fromStdString(c.path))
+                         .arg(c.kl, 0, 'g', 3)
+                         .arg(c.max_prob_change, 0, 'f', 3));
+  }
+  if (shown > 0) strip_->setCurrentRow(0);
+}
+
+void CompareView::showImage(const ImageComparison& image) {
+  const QString path = QString::fromStdString(image.path);
+  const QPixmap pix = thumbnail(path, 256);
+  canvas_->setPixmap(pix.isNull() ? QPixmap() : pix);
+  if (pix.isNull()) canvas_->setText("cannot display " + QFileInfo(path).fileName());
+  QString caption = QFileInfo(path).fileName();
+  if (image.label >= 0) caption += QString(" — true class %1").arg(image.label);
+  caption += QString(" — KL %1, max |Δp| %2").arg(image.kl, 0, 'g', 3).arg(image.max_prob_change, 0, 'f', 3);
+  caption_->setText(caption);
+  table_->clearContents();
+  for (int r = 0; r < 5; ++r) {
+    if (r < static_cast<int>(image.float_top.size())) {
+      const ClassScore& f = image.float_top[r];
+      table_->setItem(r, 0, new QTableWidgetItem(className(f)));
+      table_->setItem(r, 1, new QTableWidgetItem(QString::number(f.probability, 'f', 3)));
+      // The float class's probability under the compressed model, when it is in the compressed top-k.
+      for (const ClassScore& c : image.compressed_top)
+        if (c.class_index == f.class_index) {
+          const double d = c.probability - f.probability;
+          auto* item = new QTableWidgetItem(QString("%1%2").arg(d >= 0 ? "+" : "").arg(d, 0, 'f', 3));
+          item->setForeground(d >= 0 ? QColor(0, 120, 0) : QColor(180, 0, 0));
+          table_->setItem(r, 4, item);
+        }
+      if (image.label >= 0 && f.class_index == image.label) table_->item(r, 0)->setBackground(QColor(220, 245, 220));
+    }
+    if (r < static_cast<int>(image.compressed_top.size())) {
+      const ClassScore& c = image.compressed_top[r];
+      table_->setItem(r, 2, new QTableWidgetItem(className(c)));
+      table_->setItem(r, 3, new QTableWidgetItem(QString::number(c.probability, 'f', 3)));
+      if (image.label >= 0 && c.class_index == image.label) table_->item(r, 2)->setBackground(QColor(220, 245, 220));
+    }
+  }
+}
+
+void CompareView::markStale() {
+  if (result_ && !metrics_->text().startsWith("<i>"))
+    metrics_->setText("<i>(previous allocation)</i> " + metrics_->text());
+}

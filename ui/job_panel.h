@@ -1,0 +1,33 @@
+#pragma once
+// The jobs dock: the running job's stage, progress, elapsed time and ETA, Cancel, a live log, and a loss-curve
+// plot fed by Progress.detail ("loss 0.41"), ready for the adaptive-rounding job.
+#include <QWidget>
+
+class JobRunner;
+class LossPlot;
+class QLabel;
+class QPlainTextEdit;
+class QProgressBar;
+class QPushButton;
+
+class JobPanel : public QWidget {
+  Q_OBJECT
+ public:
+  JobPanel(JobRunner* runner, QWidget* parent = nullptr);
+  void log(const QString& line);
+  QString logText() const;
+
+ private:
+  void onStarted(const QString& name);
+  void onProgress(const QString& stage, qint64 done, qint64 total, double elapsed, const QString& detail);
+  void onFinished(const QString& name, bool ok, const QString& error, double seconds);
+
+  JobRunner* runner_;
+  QLabel* stage_;
+  QLabel* timing_;
+  QProgressBar* bar_;
+  QPushButton* cancel_;
+  QPlainTextEdit* log_;
+  LossPlot* loss_;
+  QString lastStage_;
+};

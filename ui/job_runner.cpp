@@ -1,0 +1,95 @@
+#include "job_runner.h"
+
+#include <QtConcurrent>
+#include <chrono>
+#include <mutex>
+
+#ifdef __linux__
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
+namespace {
+// The engine keeps every core busy; at a lower priority its worker (and the OpenMP team it creates, which inherits
+// the niceness on Linux) yields to the UI thread, so the interface stays responsive during a job.
+void lowerWorkerPriority() {
+#ifdef __linux__
+  thread_local bool lowered = false;
+  if (!lowered) {
+    setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), 10);
+    lowered = true;
+  }
+#endif
+}
+}  // namespace
+
+JobRunner::JobRunner(QObject* parent) : QObject(parent) {
+  watcher_ = new QFutureWatcher<QString>(this);
+  connect(watcher_, &QFutureWatcherBase::finished, this, &JobRunner::onFinished);
+}
+
+JobRunner::~JobRunner() { cancelAndWait(); }
+
+bool JobRunner::running() const { return watcher_->isRunning(); }
+
+void JobRunner::cancel() { cancel_ = true; }
+
+void JobRunner::cancelAndWait() {
+  cancel_ = true;
+  watcher_->waitForFinished();
+}
+
+void JobRunner::waitForFinished() { watcher_->waitForFinished(); }
+
+bool JobRunner::start(const QString& name, Work work, Done onSuccess) {
+  if (running()) return false;
+  cancel_ = false;
+  name_ = name;
+  onSuccess_ = std::move(onSuccess);
+  clock_.start();
+  emit started(name);
+  watcher_->setFuture(QtConcurrent::run([this, work = std::move(work)]() -> QString {
+    lowerWorkerPriority();
+    // At most ~30 progress signals a second, but always the first and last of a stage.
+    struct Throttle {
+      std::string stage;
+      std::chrono::steady_clock::time_point last{};
+      std::mutex mutex;  // the engine may report from several threads
+    } throttle;
+    lorq::JobControl job;
+    job.cancel = &cancel_;
+    job.progress = [this, &throttle](const lorq::Progress& p) {
+      std::lock_guard<std::mutex> lock(throttle.mutex);
+      const auto now = std::chrono::steady_clock::now();
+      const bool edge = p.stage != throttle.stage || p.done >= p.total || p.done <= 1;
+      if (!edge && now - throttle.last < std::chrono::milliseconds(33)) return;
+      throttle.stage = p.stage;
+      throttle.last = now;
+      emit progress(QString::fromStdString(p.stage), p.done, p.total, p.elapsed_s, QString::fromStdString(p.detail));
+    };
+    try {
+      work(job);
+      return {};
+    } catch (const lorq::Cancelled&) {
+      return QStringLiteral("cancelled");
+    } catch (const std::exception& e) {
+      const QString msg = QString::fromStdString(e.what());
+      return msg.isEmpty() ? QStringLiteral("failed") : msg;
+    } catch (...) {
+      return QStringLiteral("unknown error");
+    }
+  }));
+  return true;
+}
+
+void JobRunner::onFinished() {
+  const QString error = watcher_->result();
+  const double seconds = clock_.elapsed() / 1000.0;
+  const QString name = name_;
+  Done done = std::move(onSuccess_);
+  onSuccess_ = {};
+  name_.clear();
+  if (error.isEmpty() && done) done();
+  emit finished(name, error.isEmpty(), error, seconds);
+}

@@ -1,0 +1,48 @@
+#pragma once
+// Runs one long engine job at a time off the UI thread (analysis, evaluation, export, and later adaptive
+// rounding): progress arrives as queued signals (throttled so a chatty job cannot flood the event loop), Cancel
+// raises the engine's cancel flag, and cancelAndWait() lets a closing window stop cleanly.
+#include <QElapsedTimer>
+#include <QFutureWatcher>
+#include <QObject>
+#include <QString>
+#include <atomic>
+#include <functional>
+
+#include "lorq/progress.h"
+
+class JobRunner : public QObject {
+  Q_OBJECT
+ public:
+  // Runs on the worker; throws lorq::Cancelled or any std::exception to fail.
+  using Work = std::function<void(const lorq::JobControl& job)>;
+  // Runs on the UI thread after the work succeeded.
+  using Done = std::function<void()>;
+
+  explicit JobRunner(QObject* parent = nullptr);
+  ~JobRunner() override;
+
+  // False (and nothing started) while another job runs.
+  bool start(const QString& name, Work work, Done onSuccess = {});
+  bool running() const;
+  QString currentJob() const { return name_; }
+  void cancel();
+  void cancelAndWait();
+  void waitForFinished();
+
+ signals:
+  void started(const QString& name);
+  // stage, units done/total, seconds in the stage, free text (e.g. "loss 0.41" for a loss curve).
+  void progress(const QString& stage, qint64 done, qint64 total, double elapsed, const QString& detail);
+  // error: "" on success, "cancelled", or the engine's message.
+  void finished(const QString& name, bool ok, const QString& error, double seconds);
+
+ private:
+  void onFinished();
+
+  QFutureWatcher<QString>* watcher_;
+  std::atomic<bool> cancel_{false};
+  QString name_;
+  Done onSuccess_;
+  QElapsedTimer clock_;
+};
