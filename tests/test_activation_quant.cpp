@@ -372,6 +372,17 @@ TEST(ActivationHooks, SetBiasCreatesAMissingBias) {
   m->set_bias("blocks.0.attn.qkv", at::full({72}, 0.5f));
   EXPECT_FALSE(at::allclose(m->forward(images), before, 1e-5, 1e-6));
   EXPECT_THROW(m->set_bias("blocks.0.attn.qkv", at::zeros({5})), Error);
+  // Once every qkv layer has one, the config says so; a checkpoint with qkv biases loads them whatever it says.
+  EXPECT_FALSE(m->config().qkv_bias);
+  m->set_bias("blocks.1.attn.qkv", at::full({72}, 0.25f));
+  EXPECT_TRUE(m->config().qkv_bias);
+  std::map<std::string, at::Tensor> tensors;
+  for (const auto& [key, t] : m->named_tensors()) tensors[key] = t;
+  ModelConfig no_bias = m->config();
+  no_bias.qkv_bias = false;
+  VisionTransformer reloaded(no_bias, tensors, "<test>");
+  EXPECT_TRUE(reloaded.layer("blocks.0.attn.qkv").has_bias);
+  EXPECT_TRUE(at::equal(reloaded.forward(images), m->forward(images)));
   EXPECT_THROW(m->set_tensor("blocks.0.norm1.weight", at::zeros({5})), Error);
 }
 

@@ -67,6 +67,7 @@ void Model::set_bias(const std::string& layer_name, const at::Tensor& b) {
   register_tensor(layer_name + ".bias", slot->second);
   for (auto& l : layers_)
     if (l.name == layer_name) l.has_bias = true;
+  bias_added(layer_name);
 }
 
 at::Tensor Model::weight(const std::string& layer_name) const {

@@ -46,6 +46,8 @@ VisionTransformer::VisionTransformer(ModelConfig config, std::map<std::string, a
   };
   auto add_linear = [&](Linear& l, const std::string& name, int64_t out, int64_t in, bool bias, int stage) {
     l.name = name;
+    // A bias the config does not announce is still used: LayerNorm folding adds qkv biases (Model::set_bias).
+    bias = bias || pending_.count(name + ".bias") > 0;
     bind_checked(name + ".weight", &l.weight, {out, in});
     if (bias) bind_checked(name + ".bias", &l.bias, {out});
     register_linear({name, out, in, bias, stage, true, {out, in}}, &l.bias);
@@ -85,6 +87,13 @@ VisionTransformer::VisionTransformer(ModelConfig config, std::map<std::string, a
   register_activation_point({head_in_, head_reads_norm ? ActivationKind::LayerNormOutput : ActivationKind::PerTensor,
                              "head", head_reads_norm ? "fc_norm" : "", config_.depth - 1});
   pending_.clear();  // anything left (e.g. distillation heads of later variants) is ignored
+}
+
+void VisionTransformer::bias_added(const std::string& layer) {
+  (void)layer;
+  bool all_qkv = true;
+  for (const Block& b : blocks_) all_qkv = all_qkv && b.qkv.bias.defined();
+  config_.qkv_bias = all_qkv;  // so that the config written beside an export describes the tensors
 }
 
 void VisionTransformer::register_block_points(int i, Block& b) {

@@ -127,6 +127,8 @@ class Model {
   // bias_slot: where the layer's bias lives, even while it has none, so that set_bias can create one.
   void register_linear(const LinearLayerInfo& info, at::Tensor* bias_slot = nullptr);
   void register_activation_point(const ActivationPoint& point);
+  // Called after set_bias gave `layer` a bias it did not have (e.g. to keep the config in step).
+  virtual void bias_added(const std::string& layer) { (void)layer; }
   // Every architecture routes its compressible linear layers through here.
   at::Tensor linear(const std::string& name, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b);
   // Every architecture passes each activation point's tensor through here.

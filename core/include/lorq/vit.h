@@ -43,6 +43,7 @@ class VisionTransformer : public Model {
     BlockPoints points;
   };
 
+  void bias_added(const std::string& layer) override;
   at::Tensor attention(Block& b, const at::Tensor& x);
   void register_block_points(int i, Block& b);
   void bind(const std::string& key, at::Tensor* slot);
