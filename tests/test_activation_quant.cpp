@@ -516,6 +516,37 @@ TEST(ActivationPipeline, RidgeRegressionLowersTheQuantizedOutputErrorOfARandomVi
   EXPECT_LT(err[1], err[0]);
 }
 
+TEST(ActivationPipeline, CalibrationIsSequential) {
+  // Each quantizer is fitted on its input as the upstream quantizers left it (§8.3): recording that input with
+  // the installed quantizers and refitting gives the same parameters; fitting on the float input does not.
+  auto m = random_vit(small_config(), 13);
+  const at::NoGradGuard no_grad;
+  const at::Tensor images = at::randn({8, 3, 16, 16});
+  const std::string point = "blocks.1.mlp.fc2.in";
+  at::Tensor float_input;
+  m->set_activation_hook(point, [&](const at::Tensor& x) { return float_input = x; });
+  m->forward(images);
+  ActQuantSettings s;
+  s.bits = 3;
+  s.fold_layernorm = false;
+  s.ridge_regression = false;
+  const ActivationQuantization aq = quantize_activations(*m, images, s);
+  const ActivationQuantizer& installed = aq.quantizers.at(point);
+  at::Tensor quantized_input;
+  m->set_activation_hook(point, [&](const at::Tensor& x) { return installed(quantized_input = x); });
+  m->forward(images);
+  ActivationQuantizer refit, from_float;
+  refit.bits = from_float.bits = 3;
+  calibrate_activation_quantizer(refit, quantized_input);
+  calibrate_activation_quantizer(from_float, float_input);
+  EXPECT_TRUE(at::equal(refit.scale, installed.scale));
+  EXPECT_TRUE(at::equal(refit.zero_point, installed.zero_point));
+  EXPECT_FALSE(at::equal(from_float.scale, installed.scale));
+  // Per-channel LN outputs stay per-channel when folding is off.
+  EXPECT_EQ(aq.quantizers.at("blocks.0.norm1.out").type, ActQuantizerType::PerChannel);
+  EXPECT_EQ(aq.quantizers.at("blocks.0.norm1.out").scale.numel(), 24);
+}
+
 TEST(ActivationPipeline, EightBitSkipsFoldingAndTheLayersAfterEightBitNorms) {
   auto m = random_vit(small_config(), 10);
   const at::NoGradGuard no_grad;

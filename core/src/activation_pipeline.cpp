@@ -153,12 +153,7 @@ void calibrate_ranges(Model& model, const at::Tensor& images, const ActQuantSett
       return (*qp)(x);
     });
   }
-  try {
-    model.forward(images);
-  } catch (...) {
-    model.clear_activation_hooks();
-    throw;
-  }
+  model.forward(images);
   model.clear_activation_hooks();
   for (const auto& [point, q] : aq.quantizers)
     if (!q.calibrated()) throw Error("activation point '" + point + "' was not reached by the calibration pass");
@@ -204,37 +199,22 @@ void ridge_correct(Model& model, const at::Tensor& images, const ActQuantSetting
   model.clear_activation_hooks();
   model.set_observer(order,
                      [&](const std::string& layer, const at::Tensor& in, const at::Tensor&) { inputs[layer] = in; });
-  try {
-    at::Tensor x = model.embed(images);
-    for (int stage = 0; stage < model.num_stages(); ++stage) {
-      x = model.run_stage(stage, x);
-      correct_recorded();
-    }
-    model.finish(x);
+  at::Tensor x = model.embed(images);
+  for (int stage = 0; stage < model.num_stages(); ++stage) {
+    x = model.run_stage(stage, x);
     correct_recorded();
-  } catch (...) {
-    model.clear_observer();
-    throw;
   }
+  model.finish(x);
+  correct_recorded();
   model.clear_observer();
 }
 
 }  // namespace
 
-ActivationQuantization quantize_activations(Model& model, const at::Tensor& calib_images, const ActQuantSettings& s,
-                                            const JobControl& job) {
-  const double t0 = now_s();
-  if (s.bits < 2 || s.bits > 8) throw Error("activation bits must be in 2..8, got " + std::to_string(s.bits));
-  if (s.num_images < 1) throw Error("activation quantization needs at least one calibration image");
-  if (!calib_images.defined() || calib_images.dim() != 4 || calib_images.size(0) == 0)
-    throw Error("activation quantization needs calibration images [N, C, H, W]");
-  if (s.percentiles.empty()) throw Error("activation quantization needs at least one percentile");
-  const at::NoGradGuard no_grad;
-  const at::Tensor images = calib_images.narrow(0, 0, std::min<int64_t>(s.num_images, calib_images.size(0)));
-  model.clear_activation_hooks();
-  model.clear_observer();
-  job.check();
+namespace {
 
+ActivationQuantization run_activation_quantization(Model& model, const at::Tensor& images, const ActQuantSettings& s,
+                                                   const JobControl& job, double t0) {
   ActivationQuantization aq;
   const std::map<std::string, int> bits = assign_bits(model, images, s);
   for (const auto& p : model.activation_points()) {
@@ -259,7 +239,33 @@ ActivationQuantization quantize_activations(Model& model, const at::Tensor& cali
   }
 
   if (s.ridge_regression) ridge_correct(model, images, s, aq, job, t0);
+  return aq;
+}
 
+}  // namespace
+
+ActivationQuantization quantize_activations(Model& model, const at::Tensor& calib_images, const ActQuantSettings& s,
+                                            const JobControl& job) {
+  const double t0 = now_s();
+  if (s.bits < 2 || s.bits > 8) throw Error("activation bits must be in 2..8, got " + std::to_string(s.bits));
+  if (s.num_images < 1) throw Error("activation quantization needs at least one calibration image");
+  if (!calib_images.defined() || calib_images.dim() != 4 || calib_images.size(0) == 0)
+    throw Error("activation quantization needs calibration images [N, C, H, W]");
+  if (s.percentiles.empty()) throw Error("activation quantization needs at least one percentile");
+  const at::NoGradGuard no_grad;
+  const at::Tensor images = calib_images.narrow(0, 0, std::min<int64_t>(s.num_images, calib_images.size(0)));
+  model.clear_activation_hooks();
+  model.clear_observer();
+  job.check();
+
+  ActivationQuantization aq;
+  try {
+    aq = run_activation_quantization(model, images, s, job, t0);
+  } catch (...) {  // Cancelled or an error: leave no temporary hook or observer behind
+    model.clear_activation_hooks();
+    model.clear_observer();
+    throw;
+  }
   enable_activation_quantization(model, aq);
   aq.seconds = now_s() - t0;
   job.report({kStage, 1, 1, aq.seconds, "done"});
