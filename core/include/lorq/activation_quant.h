@@ -3,6 +3,12 @@
 // range calibration (§8.3), activation mixed precision (§8.4), LayerNorm reparameterization (§8.5) and the
 // ridge-regression weight correction (§8.6), plus quantize_activations(), which runs them in the spec's order.
 //
+// In the pipeline (§1 steps 8–14), after the ILP has chosen the layers' options:
+//   fresh float model -> aq = quantize_activations(model, calib_images, settings, job)   // steps 8–10
+//   disable_activation_quantization(model) -> LFH, final per-layer compression, rounding  // steps 11–13
+//   enable_activation_quantization(model, aq) -> evaluate                                // step 14
+// The LN-folded, ridge-corrected weights are the ones the later steps compress.
+//
 // Numerics follow the reference: float32 quantizers with round-half-to-even; quantiles by the numpy rule
 // (row_quantiles, no full sort); the ridge solve in float64 (Cholesky) instead of the reference's fp32 inverse.
 #include <ATen/core/Tensor.h>
