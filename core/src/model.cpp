@@ -14,6 +14,17 @@ const LinearLayerInfo& Model::layer(const std::string& name) const {
   throw Error("no compressible layer named '" + name + "'");
 }
 
+void Model::register_linear(const LinearLayerInfo& info, at::Tensor* bias_slot) {
+  layers_.push_back(info);
+  if (bias_slot) bias_slots_[info.name] = bias_slot;
+}
+
+void Model::register_activation_point(const ActivationPoint& point) {
+  for (const auto& p : points_)
+    if (p.name == point.name) throw Error("activation point '" + point.name + "' registered twice");
+  points_.push_back(point);
+}
+
 void Model::register_tensor(const std::string& key, at::Tensor* slot) {
   slot_index_[key] = slots_.size();
   slots_.emplace_back(key, slot);
@@ -30,6 +41,33 @@ at::Tensor Model::tensor(const std::string& key) const {
   auto it = slot_index_.find(key);
   if (it == slot_index_.end()) throw Error("the model has no tensor named '" + key + "'");
   return *slots_[it->second].second;
+}
+
+void Model::set_tensor(const std::string& key, const at::Tensor& value) {
+  auto it = slot_index_.find(key);
+  if (it == slot_index_.end()) throw Error("the model has no tensor named '" + key + "'");
+  at::Tensor* slot = slots_[it->second].second;
+  if (!value.defined() || value.sizes() != slot->sizes())
+    throw Error("set_tensor(" + key + "): the new value must have the tensor's shape");
+  *slot = value.detach().to(at::kFloat).contiguous();
+}
+
+at::Tensor Model::bias(const std::string& layer_name) const {
+  return layer(layer_name).has_bias ? tensor(layer_name + ".bias") : at::Tensor();
+}
+
+void Model::set_bias(const std::string& layer_name, const at::Tensor& b) {
+  const LinearLayerInfo& info = layer(layer_name);
+  if (!b.defined() || b.dim() != 1 || b.size(0) != info.out_features)
+    throw Error("set_bias(" + layer_name + "): expected a bias of " + std::to_string(info.out_features) + " values");
+  if (info.has_bias) return set_tensor(layer_name + ".bias", b);
+  auto slot = bias_slots_.find(layer_name);
+  if (slot == bias_slots_.end()) throw Error("set_bias(" + layer_name + "): this layer cannot take a bias");
+  *slot->second = b.detach().to(at::kFloat).contiguous();
+  register_tensor(layer_name + ".bias", slot->second);
+  for (auto& l : layers_)
+    if (l.name == layer_name) l.has_bias = true;
+  bias_added(layer_name);
 }
 
 at::Tensor Model::weight(const std::string& layer_name) const {
@@ -77,6 +115,23 @@ void Model::set_observer(const std::vector<std::string>& names, LinearObserver o
 void Model::clear_observer() {
   observed_.clear();
   observer_ = nullptr;
+}
+
+const ActivationPoint& Model::activation_point(const std::string& name) const {
+  for (const auto& p : points_)
+    if (p.name == name) return p;
+  throw Error("no activation point named '" + name + "'");
+}
+
+void Model::set_activation_hook(const std::string& point, ActivationFn fn) {
+  activation_point(point);  // throws for unknown points
+  if (!fn) throw Error("set_activation_hook(" + point + "): empty function");
+  activation_hooks_[point] = std::move(fn);
+}
+
+at::Tensor Model::run_activation_hook(const std::string& point, const at::Tensor& x) {
+  auto it = activation_hooks_.find(point);
+  return it == activation_hooks_.end() ? x : it->second(x);
 }
 
 at::Tensor Model::linear(const std::string& name, const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {

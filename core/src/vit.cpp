@@ -46,9 +46,11 @@ VisionTransformer::VisionTransformer(ModelConfig config, std::map<std::string, a
   };
   auto add_linear = [&](Linear& l, const std::string& name, int64_t out, int64_t in, bool bias, int stage) {
     l.name = name;
+    // A bias the config does not announce is still used: LayerNorm folding adds qkv biases (Model::set_bias).
+    bias = bias || pending_.count(name + ".bias") > 0;
     bind_checked(name + ".weight", &l.weight, {out, in});
     if (bias) bind_checked(name + ".bias", &l.bias, {out});
-    register_linear({name, out, in, bias, stage, true, {out, in}});
+    register_linear({name, out, in, bias, stage, true, {out, in}}, &l.bias);
   };
   auto add_norm = [&](Norm& n, const std::string& name) {
     bind_checked(name + ".weight", &n.weight, {D});
@@ -71,6 +73,7 @@ VisionTransformer::VisionTransformer(ModelConfig config, std::map<std::string, a
     add_norm(b.norm2, p + "norm2");
     add_linear(b.fc1, p + "mlp.fc1", hidden, D, true, i);
     add_linear(b.fc2, p + "mlp.fc2", D, hidden, true, i);
+    register_block_points(i, b);
   }
   if (config_.fc_norm) {
     add_norm(fc_norm_, "fc_norm");
@@ -79,7 +82,34 @@ VisionTransformer::VisionTransformer(ModelConfig config, std::map<std::string, a
   }
   add_linear(head_, "head", config_.num_classes, D, true, config_.depth - 1);
   // The head runs in finish(), after the last stage; measuring it "from the last stage" is what callers want.
+  // Its input comes from a LayerNorm only with average pooling + fc_norm; the token pool's select is in between.
+  const bool head_reads_norm = config_.global_pool == "avg" && config_.fc_norm;
+  register_activation_point({head_in_, head_reads_norm ? ActivationKind::LayerNormOutput : ActivationKind::PerTensor,
+                             "head", head_reads_norm ? "fc_norm" : "", config_.depth - 1});
   pending_.clear();  // anything left (e.g. distillation heads of later variants) is ignored
+}
+
+void VisionTransformer::bias_added(const std::string& layer) {
+  (void)layer;
+  bool all_qkv = true;
+  for (const Block& b : blocks_) all_qkv = all_qkv && b.qkv.bias.defined();
+  config_.qkv_bias = all_qkv;  // so that the config written beside an export describes the tensors
+}
+
+void VisionTransformer::register_block_points(int i, Block& b) {
+  const std::string p = "blocks." + std::to_string(i) + ".";
+  BlockPoints& n = b.points;
+  n = {p + "norm1.out", p + "attn.q",       p + "attn.k",    p + "attn.softmax",
+       p + "attn.v",    p + "attn.proj.in", p + "norm2.out", p + "mlp.fc2.in"};
+  using K = ActivationKind;
+  register_activation_point({n.norm1_out, K::LayerNormOutput, b.qkv.name, p + "norm1", i});
+  register_activation_point({n.q, K::PerTensor, "", "", i});
+  register_activation_point({n.k, K::PerTensor, "", "", i});
+  register_activation_point({n.softmax, K::Softmax, "", "", i});
+  register_activation_point({n.v, K::PerTensor, "", "", i});
+  register_activation_point({n.proj_in, K::PerTensor, b.proj.name, "", i});
+  register_activation_point({n.norm2_out, K::LayerNormOutput, b.fc1.name, p + "norm2", i});
+  register_activation_point({n.fc2_in, K::PerTensor, b.fc2.name, "", i});
 }
 
 at::Tensor VisionTransformer::embed(const at::Tensor& images) {
@@ -99,11 +129,12 @@ at::Tensor VisionTransformer::embed(const at::Tensor& images) {
 
 at::Tensor VisionTransformer::attention(Block& b, const at::Tensor& x) {
   const int64_t B = x.size(0), N = x.size(1), D = x.size(2), H = config_.num_heads, hd = D / H;
+  const BlockPoints& pt = b.points;
   at::Tensor qkv = linear(b.qkv.name, x, b.qkv.weight, b.qkv.bias).reshape({B, N, 3, H, hd}).permute({2, 0, 3, 1, 4});
-  at::Tensor q = qkv[0], k = qkv[1], v = qkv[2];
   const double scale = 1.0 / std::sqrt(static_cast<double>(hd));
-  at::Tensor attn = at::softmax(parallel_matmul(q * scale, k.transpose(-2, -1)), -1);
-  at::Tensor out = parallel_matmul(attn, v).transpose(1, 2).reshape({B, N, D});
+  at::Tensor q = activation(pt.q, qkv[0] * scale), k = activation(pt.k, qkv[1]), v = activation(pt.v, qkv[2]);
+  at::Tensor attn = activation(pt.softmax, at::softmax(parallel_matmul(q, k.transpose(-2, -1)), -1));
+  at::Tensor out = activation(pt.proj_in, parallel_matmul(attn, v).transpose(1, 2).reshape({B, N, D}));
   return linear(b.proj.name, out, b.proj.weight, b.proj.bias);
 }
 
@@ -111,9 +142,11 @@ at::Tensor VisionTransformer::run_stage(int stage, const at::Tensor& x_in) {
   Block& b = blocks_.at(stage);
   const int64_t D = config_.embed_dim;
   const double eps = config_.norm_eps;
-  at::Tensor x = x_in + attention(b, at::layer_norm(x_in, {D}, b.norm1.weight, b.norm1.bias, eps));
-  at::Tensor h = at::layer_norm(x, {D}, b.norm2.weight, b.norm2.bias, eps);
-  h = at::gelu(linear(b.fc1.name, h, b.fc1.weight, b.fc1.bias));
+  const BlockPoints& pt = b.points;
+  at::Tensor x =
+      x_in + attention(b, activation(pt.norm1_out, at::layer_norm(x_in, {D}, b.norm1.weight, b.norm1.bias, eps)));
+  at::Tensor h = activation(pt.norm2_out, at::layer_norm(x, {D}, b.norm2.weight, b.norm2.bias, eps));
+  h = activation(pt.fc2_in, at::gelu(linear(b.fc1.name, h, b.fc1.weight, b.fc1.bias)));
   return x + linear(b.fc2.name, h, b.fc2.weight, b.fc2.bias);
 }
 
@@ -128,7 +161,7 @@ at::Tensor VisionTransformer::finish(const at::Tensor& x_in) {
   } else {
     pooled = at::layer_norm(x_in, {D}, norm_.weight, norm_.bias, eps).select(1, 0);
   }
-  return linear(head_.name, pooled, head_.weight, head_.bias);
+  return linear(head_.name, activation(head_in_, pooled), head_.weight, head_.bias);
 }
 
 std::vector<at::Tensor> VisionTransformer::parameters() const {

@@ -33,12 +33,19 @@ class VisionTransformer : public Model {
   struct Norm {
     at::Tensor weight, bias;
   };
+  // Activation point names, built once so the forward pass does not format strings.
+  struct BlockPoints {
+    std::string norm1_out, q, k, softmax, v, proj_in, norm2_out, fc2_in;
+  };
   struct Block {
     Norm norm1, norm2;
     Linear qkv, proj, fc1, fc2;
+    BlockPoints points;
   };
 
+  void bias_added(const std::string& layer) override;
   at::Tensor attention(Block& b, const at::Tensor& x);
+  void register_block_points(int i, Block& b);
   void bind(const std::string& key, at::Tensor* slot);
 
   ModelConfig config_;
@@ -46,6 +53,7 @@ class VisionTransformer : public Model {
   std::vector<Block> blocks_;
   Norm norm_, fc_norm_;
   Linear head_;
+  std::string head_in_ = "head.in";
   std::map<std::string, at::Tensor> pending_;  // tensors not yet bound during construction
   std::string source_;
 };
