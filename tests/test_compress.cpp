@@ -8,6 +8,7 @@
 #include <set>
 #include <sstream>
 
+#include "lorq/activation_quant.h"
 #include "lorq/api.h"
 #include "lorq/compress.h"
 #include "lorq/compressed_layer.h"
@@ -368,4 +369,31 @@ TEST_F(CompressDemo, ConstraintsJsonRoundTripsAndNamesBadInput) {
   EXPECT_NE(message(R"({"layers": {"head": {"pin": "Q5"}}})").find("no option 'Q5'"), std::string::npos);
   EXPECT_NE(message(R"({"layers": {"head": {"exclude": "fp16"}}})").find("exclude must be"), std::string::npos);
   EXPECT_NE(message(R"({"groups": [["head", 3]]})").find("bad constraints"), std::string::npos);
+}
+
+TEST_F(CompressDemo, ActivationQuantizedExportRoundTripsExactly) {
+  // W·A: LayerNorms folded and weights ridge-corrected at A6, the layers refitted to the rebuilt weights, the
+  // quantizers exported with the codes; loading the folder must reproduce the in-memory outputs bit for bit.
+  auto model = load_model(demo_->model_dir);
+  at::Tensor images = load_batch(*set_, 0, 16, model->config().preprocessing).images;
+  ActQuantSettings as;
+  as.bits = 6;
+  as.num_images = 16;
+  const ActivationQuantization aq = quantize_activations(*model, images, as);
+  EXPECT_FALSE(aq.folded_norms.empty());
+  disable_activation_quantization(*model);
+  const Allocation a = allocate(*analysis_, uniform_allocation(*analysis_, 4).bytes);
+  const auto layers = refit_layers(*model, *analysis_, a, analysis_->lfh);
+  const std::string out = ::testing::TempDir() + "/lorq_export_w4a6";
+  std::filesystem::remove_all(out);
+  apply_compressed_layers(*model, layers);
+  export_compressed(out, *model, demo_->model_dir, *analysis_, a, layers, &aq);
+  enable_activation_quantization(*model, aq);
+  auto loaded = load_model(out);
+  EXPECT_TRUE(loaded->has_activation_hooks());
+  at::Tensor x = images.slice(0, 0, 4);
+  EXPECT_TRUE(at::equal(loaded->forward(x), model->forward(x)));
+  disable_activation_quantization(*model);
+  EXPECT_FALSE(at::equal(loaded->forward(x), model->forward(x)));  // the quantizers do act
+  std::filesystem::remove_all(out);
 }

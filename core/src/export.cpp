@@ -32,8 +32,8 @@ void add_quantized(std::vector<std::pair<std::string, at::Tensor>>& out, std::ma
 }  // namespace
 
 void export_compressed(const std::string& out_dir, const Model& model, const std::string& source_path,
-                       const CompressionAnalysis& a, const Allocation& alloc,
-                       const std::vector<CompressedLayer>& given) {
+                       const CompressionAnalysis& a, const Allocation& alloc, const std::vector<CompressedLayer>& given,
+                       const ActivationQuantization* activations) {
   c10::NoGradGuard no_grad;
   const std::vector<CompressedLayer> layers_c = given.empty() ? compress_layers(model, a, alloc) : given;
   if (layers_c.size() != a.layers.size()) throw Error("export: one compressed layer per analysed layer is needed");
@@ -86,6 +86,23 @@ void export_compressed(const std::string& out_dir, const Model& model, const std
     layers.push_back(entry);
     meta[l.layer + ".checkpoint_shape"] = nlohmann::json(model.layer(l.layer).weight_shape).dump();
   }
+  nlohmann::json act = nullptr;
+  if (activations && !activations->quantizers.empty()) {
+    act = nlohmann::json::object();
+    for (const auto& [point, q] : activations->quantizers) {
+      if (!q.calibrated()) throw Error("export: activation quantizer '" + point + "' is not calibrated");
+      const std::string prefix = "activation." + point;
+      tensors.emplace_back(prefix + ".scale", q.scale.to(at::kFloat).contiguous());
+      if (q.zero_point.defined())
+        tensors.emplace_back(prefix + ".zero_point", q.zero_point.to(at::kFloat).contiguous());
+      const char* type = q.type == ActQuantizerType::PerTensor    ? "per_tensor"
+                         : q.type == ActQuantizerType::PerChannel ? "per_channel"
+                                                                  : "log_sqrt2";
+      meta[prefix + ".type"] = type;
+      meta[prefix + ".bits"] = std::to_string(q.bits);
+      act[point] = {{"type", type}, {"bits", q.bits}};
+    }
+  }
   for (const auto& [key, t] : model.named_tensors())
     if (!replaced.count(key)) tensors.emplace_back(key, t);
 
@@ -95,6 +112,7 @@ void export_compressed(const std::string& out_dir, const Model& model, const std
       {"source_model", {{"path", files.weights}, {"checksum_fnv1a64", file_checksum(files.weights)}}},
       {"budget", {{"bytes", alloc.budget_bytes}, {"avg_bits", 8.0 * alloc.budget_bytes / a.compressible_params}}},
       {"layers", layers},
+      {"activation_quantizers", act},
       {"totals",
        {{"bytes", total_bytes},
         {"avg_bits", 8.0 * total_bytes / a.compressible_params},
@@ -105,6 +123,52 @@ void export_compressed(const std::string& out_dir, const Model& model, const std
   write_tensors(out_dir + "/compressed.safetensors", tensors, meta);
   write_text_atomically(out_dir + "/config.json", model_config_to_json(model.config()) + "\n");
   write_text_atomically(out_dir + "/lorq-config.json", cfg.dump(1) + "\n");
+}
+
+ActivationQuantization take_activation_quantizers(std::map<std::string, at::Tensor>& t,
+                                                  const std::map<std::string, std::string>& meta,
+                                                  const std::string& source) {
+  ActivationQuantization aq;
+  const std::string head = "activation.", tail = ".scale";
+  std::vector<std::string> points;
+  for (const auto& [k, v] : t)
+    if (k.rfind(head, 0) == 0 && k.size() > head.size() + tail.size() &&
+        k.compare(k.size() - tail.size(), tail.size(), tail) == 0)
+      points.push_back(k.substr(head.size(), k.size() - head.size() - tail.size()));
+  for (const std::string& point : points) {
+    const std::string prefix = head + point;
+    auto type = meta.find(prefix + ".type");
+    auto bits = meta.find(prefix + ".bits");
+    if (type == meta.end() || bits == meta.end())
+      throw Error(source, "activation quantizer '" + point + "' lacks its type or bits");
+    ActivationQuantizer q;
+    if (type->second == "per_tensor") {
+      q.type = ActQuantizerType::PerTensor;
+    } else if (type->second == "per_channel") {
+      q.type = ActQuantizerType::PerChannel;
+    } else if (type->second == "log_sqrt2") {
+      q.type = ActQuantizerType::LogSqrt2;
+    } else {
+      throw Error(source, "activation quantizer '" + point + "' has unknown type '" + type->second + "'");
+    }
+    try {
+      q.bits = std::stoi(bits->second);
+    } catch (const std::exception&) {
+      throw Error(source, "activation quantizer '" + point + "' has bad bits '" + bits->second + "'");
+    }
+    if (q.bits < 1 || q.bits > 8) throw Error(source, "activation quantizer '" + point + "' has bits outside 1..8");
+    q.scale = t.at(prefix + ".scale").to(at::kFloat);
+    t.erase(prefix + ".scale");
+    auto zp = t.find(prefix + ".zero_point");
+    if (zp != t.end()) {
+      q.zero_point = zp->second.to(at::kFloat);
+      t.erase(zp);
+    }
+    if (q.type != ActQuantizerType::LogSqrt2 && (!q.zero_point.defined() || q.zero_point.sizes() != q.scale.sizes()))
+      throw Error(source, "activation quantizer '" + point + "': zero-point missing or of another shape than scale");
+    aq.quantizers[point] = q;
+  }
+  return aq;
 }
 
 void decode_compressed_tensors(std::map<std::string, at::Tensor>& t, const std::map<std::string, std::string>& meta,

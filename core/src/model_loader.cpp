@@ -1,6 +1,7 @@
 // Model loading: resolve files, read the config (or infer it), dispatch to the architecture.
 #include <ATen/ATen.h>
 
+#include "lorq/activation_quant.h"
 #include "lorq/error.h"
 #include "lorq/export.h"
 #include "lorq/model.h"
@@ -19,11 +20,19 @@ std::unique_ptr<Model> load_model(const std::string& path) {
   std::map<std::string, at::Tensor> tensors = read_all_tensors(file, /*to_float=*/false);
   // A lorq export stores integer codes; decode them to the exact weights the compressed model used.
   decode_compressed_tensors(tensors, file.metadata(), files.weights);
+  const ActivationQuantization activations = take_activation_quantizers(tensors, file.metadata(), files.weights);
   for (auto& [name, t] : tensors) t = t.to(at::kFloat);
   std::map<std::string, std::vector<int64_t>> shapes;
   for (const auto& [name, t] : tensors) shapes[name] = t.sizes().vec();
   complete_model_config(config, shapes, files.weights);
-  return std::make_unique<VisionTransformer>(std::move(config), std::move(tensors), files.weights);
+  auto model = std::make_unique<VisionTransformer>(std::move(config), std::move(tensors), files.weights);
+  // An export made with activation quantization runs with its quantizers on, exactly as it was evaluated.
+  try {
+    if (!activations.quantizers.empty()) enable_activation_quantization(*model, activations);
+  } catch (const Error& e) {
+    throw Error(files.weights, e.what());
+  }
+  return model;
 }
 
 }  // namespace lorq

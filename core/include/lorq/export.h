@@ -10,6 +10,7 @@
 #include <map>
 #include <string>
 
+#include "lorq/activation_quant.h"
 #include "lorq/compress.h"
 #include "lorq/compressed_layer.h"
 #include "lorq/file_util.h"
@@ -24,7 +25,15 @@ constexpr int kExportFormatVersion = 1;
 // allocation), the stage-1 quantizers.
 void export_compressed(const std::string& out_dir, const Model& model, const std::string& source_path,
                        const CompressionAnalysis& analysis, const Allocation& allocation,
-                       const std::vector<CompressedLayer>& layers = {});
+                       const std::vector<CompressedLayer>& layers = {},
+                       const ActivationQuantization* activations = nullptr);
+
+// Activation quantizers in a compressed checkpoint: tensors "activation.<point>.scale|.zero_point" with the type
+// and bits in the metadata. take_activation_quantizers() removes them from `tensors` (empty result when none);
+// throws lorq::Error naming `source` on an inconsistent entry.
+ActivationQuantization take_activation_quantizers(std::map<std::string, at::Tensor>& tensors,
+                                                  const std::map<std::string, std::string>& metadata,
+                                                  const std::string& source);
 
 // Replaces the code/scale/zero-point groups of a compressed checkpoint by the float weights they decode to
 // (exactly what the in-memory compressed model uses). Tensors of ordinary checkpoints pass through unchanged.
