@@ -251,6 +251,7 @@ RoundingReport round_layers(Model& model, std::vector<CompressedLayer>& layers, 
       });
       run_over(segment, comp_in, nullptr);
       hooks.clear();
+      const double collect_seconds = seconds_since(layer_start);
 
       const int iterations = s.iterations;
       auto step = [&](int it, double rec, double reg, double beta) {
@@ -267,6 +268,7 @@ RoundingReport round_layers(Model& model, std::vector<CompressedLayer>& layers, 
         r = rounding::learn_layer(layer, bias_of(i), d.X, d.Y, s, job, step);
       }
       r.seconds = seconds_since(layer_start);
+      r.collect_seconds = collect_seconds;
       d.X = d.Y = at::Tensor();
       finished[layer.layer] = r;
       report.layers.push_back(r);

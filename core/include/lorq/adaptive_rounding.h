@@ -59,6 +59,7 @@ struct LayerRoundingResult {
   bool kept_nearest = false;                       // learned rounding was worse and keep_nearest_if_worse held
   bool from_checkpoint = false;                    // loaded, not trained in this run
   double seconds = 0;                              // data collection and training
+  double collect_seconds = 0;                      // of which collecting its input rows (compressed pass)
   std::vector<float> reconstruction, regularizer;  // every record_every-th step
 };
 
