@@ -55,6 +55,7 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--rows")) rs.rows_per_step = std::stoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--stop-after")) stop_after = std::stoi(argv[i + 1]);
   }
+  setvbuf(stdout, nullptr, _IOLBF, 0);  // live lines when redirected to a log
   init_threads();
   std::printf("threads %d; %.1f average bits; rounding: %d iterations, %d images, %d tokens/image, %d rows/step\n",
               at::get_num_threads(), bits, rs.iterations, rs.images, rs.tokens_per_image, rs.rows_per_step);
@@ -88,7 +89,12 @@ int main(int argc, char** argv) {
     if (stop_after >= 0)
       for (size_t i = stop_after; i < rounded.size(); ++i) rounded[i].rounding_learned = true;
     t = now();
-    const RoundingReport report = round_layers(*model, rounded, images, rs);
+    JobControl job;
+    job.progress = [&](const Progress& p) {  // one line per finished layer, as it happens
+      if (p.detail.size() > 6 && p.detail.compare(p.detail.size() - 6, 6, ": done") == 0)
+        std::printf("  %s (%.0f s)\n", p.detail.c_str(), p.elapsed_s);
+    };
+    const RoundingReport report = round_layers(*model, rounded, images, rs, job);
     const double total = now() - t;
     if (stop_after >= 0) {
       std::printf("stopped after %d layers (top-1 not measured)\n", stop_after);
