@@ -8,6 +8,7 @@
 
 #include "lorq/adaptive_rounding.h"
 #include "lorq/error.h"
+#include "lorq/file_util.h"
 #include "lorq/radam.h"
 
 namespace lorq {
@@ -147,8 +148,9 @@ LayerRoundingResult learn_layer(CompressedLayer& layer, const at::Tensor& bias, 
   result.nearest_error = reconstruction_error(layer, bias, X, Y);
 
   RAdam optimizer(params, {s.lr, 0.9, 0.999, 1e-8});
-  std::hash<std::string> hash;
-  at::Generator gen = at::detail::createCPUGenerator(s.seed ^ hash(layer.layer));
+  // Per-layer step sampling from the seed and the layer's name (FNV: the same draws on every platform).
+  const uint64_t name_hash = std::stoull(fnv1a64_hex(layer.layer.data(), layer.layer.size()), nullptr, 16);
+  at::Generator gen = at::detail::createCPUGenerator(s.seed ^ name_hash);
   const int64_t R = X.size(0);
   const bool all_rows = R <= s.rows_per_step;
   {
