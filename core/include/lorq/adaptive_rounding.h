@@ -84,7 +84,10 @@ struct RoundingCheckpoint {
 //
 // Finished layers get their learned codes and rounding_learned = true (unless kept_nearest). On cancellation
 // (Cancelled is thrown between iterations) or any error, the layers finished so far keep their learned codes,
-// the current and later layers keep nearest rounding, and the checkpoint holds every finished layer.
+// the current and later layers keep nearest rounding, and the checkpoint holds every finished layer. Layers that
+// already have rounding_learned on entry are kept as they are (calling again after a cancel continues the run).
+// Deviations from the spec, for the CPU: no augmentation of the images, token rows subsampled (settings), and
+// learned codes that reconstruct worse than nearest are not taken (keep_nearest_if_worse).
 // Progress: stage "rounding", done/total in layers, detail "layer i/n NAME it k/K rec … reg …".
 RoundingReport round_layers(Model& model, std::vector<CompressedLayer>& layers, const at::Tensor& images,
                             const RoundingSettings& settings, const JobControl& job = {},
