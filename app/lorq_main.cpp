@@ -10,6 +10,7 @@
 #include <set>
 
 #include "args.h"
+#include "lorq/api.h"
 #include "lorq/compress.h"
 #include "lorq/compressed_layer.h"
 #include "lorq/constraints_io.h"
@@ -17,6 +18,7 @@
 #include "lorq/error.h"
 #include "lorq/evaluate.h"
 #include "lorq/export.h"
+#include "lorq/final_model.h"
 #include "lorq/images.h"
 #include "lorq/model.h"
 #include "lorq/session_cache.h"
@@ -39,8 +41,9 @@ const char* kUsage =
     "  inspect      list a model's compressible layers\n"
     "  eval         top-1/top-5 of a model on an image set\n"
     "  predict      top-5 classes for images\n"
-    "  compress     MLoRQ weight compression under a memory budget (work in progress)\n"
+    "  compress     MLoRQ compression under a memory budget (weights, optionally activations and rounding)\n"
     "  fronts       one layer's Pareto front (options, sizes, errors)\n"
+    "  round        adaptive rounding of a workbench session (compress --round)\n"
     "  demo-data    generate the procedural shapes image set\n"
     "  demo-train   train the tiny demo ViT on generated shapes\n"
     "\n"
@@ -190,19 +193,52 @@ void print_eval(const char* name, const EvalResult& r) {
               (long long)r.labeled);
 }
 
-int cmd_compress(int argc, char** argv) {
-  Args a(argc, argv, 2,
-         {"--model", "--calib", "--calib-labels", "--avg-bits", "--images", "--lfh-images", "--projections",
-          "--anchors", "--eval", "--labels", "--limit", "--seed", "--out", "--cache", "--budget-bytes", "--ratio",
-          "--constraints", "--lfh-batch"},
-         {"--uniform", "--estimate", "--lfh-as-coded", "--plain-svd", "--mse", "--swapped-size", "--refit"});
+int cmd_compress(int argc_in, char** argv_in) {
+  // A session file (written by the workbench) supplies every flag the command line leaves out.
+  std::vector<std::string> words(argv_in, argv_in + argc_in);
+  api::ConstraintMap session_constraints;
+  for (int i = 2; i + 1 < argc_in; ++i)
+    if (std::string(argv_in[i]) == "--session") {
+      const api::SessionFile sf = api::load_session_file(argv_in[i + 1]);
+      session_constraints = sf.constraints;
+      const std::set<std::string> given(words.begin(), words.end());
+      auto add = [&](const std::string& flag, const std::string& value) {
+        if (!value.empty() && !given.count(flag)) words.insert(words.end(), {flag, value});
+      };
+      add("--model", sf.model_path);
+      add("--calib", sf.images);
+      add("--calib-labels", sf.labels);
+      add("--eval", sf.eval_images);
+      add("--labels", sf.eval_labels);
+      add("--cache", sf.cache_dir);
+      add("--images", std::to_string(sf.settings.calibration_images));
+      add("--lfh-images", std::to_string(sf.settings.lfh_images));
+      add("--projections", std::to_string(sf.settings.projections));
+      add("--anchors", std::to_string(sf.settings.anchors));
+      add("--seed", std::to_string(sf.settings.seed));
+      if (sf.settings.estimate && !given.count("--estimate")) words.push_back("--estimate");
+      if (!given.count("--avg-bits") && !given.count("--ratio")) add("--budget-bytes", std::to_string(sf.budget_bytes));
+    }
+  std::vector<char*> argv;
+  for (std::string& w : words) argv.push_back(w.data());
+  const int argc = static_cast<int>(argv.size());
+  Args a(argc, argv.data(), 2,
+         {"--model",       "--calib",    "--calib-labels", "--avg-bits",     "--images",          "--lfh-images",
+          "--projections", "--anchors",  "--eval",         "--labels",       "--limit",           "--seed",
+          "--out",         "--cache",    "--budget-bytes", "--ratio",        "--constraints",     "--lfh-batch",
+          "--session",     "--act-bits", "--round-iters",  "--round-images", "--round-checkpoint"},
+         {"--uniform", "--estimate", "--lfh-as-coded", "--plain-svd", "--mse", "--swapped-size", "--refit", "--round",
+          "--act-mp", "--no-ridge"});
   if (a.help()) {
     std::puts(
         "usage: lorq compress --model M --calib DIR (--avg-bits B | --budget-bytes N | --ratio R) [--images N] "
         "[--lfh-images N] [--projections P]\n"
         "                     [--lfh-batch P] [--constraints FILE] [--refit] [--out DIR] [--cache DIR]\n"
         "                     [--anchors K] [--estimate] [--eval DIR [--labels CSV] [--limit N]] [--uniform] [--seed "
-        "S]\n\n"
+        "S]\n"
+        "                     [--act-bits 4|6|8 [--act-mp] [--no-ridge]] [--round [--round-iters N] [--round-images "
+        "N]]\n"
+        "                     [--session FILE]\n\n"
         "Mixed low-rank + quantization under a budget of B average bits per compressed weight (spec §2.5).\n"
         "Prints per layer the chosen option, bytes and predicted error, and with --eval the measured top-1/top-5\n"
         "of the float and compressed models (and, with --uniform, of uniform per-row Q(round(B))).\n"
@@ -215,6 +251,14 @@ int cmd_compress(int argc, char** argv) {
         "   \"groups\": [[\"blocks.0.mlp.fc1\", \"blocks.1.mlp.fc1\"]]}\n"
         "--refit: the final per-layer compression of spec §9 (low-rank factor ranges refitted for the chosen rank).\n"
         "--lfh-batch: projections back-propagated together (default 32; lower it to save memory on big models).\n"
+        "--act-bits: quantize activations too (spec §8: per-tensor, log√2 after softmax, LayerNorm folding, ridge\n"
+        "  correction unless --no-ridge; --act-mp: per-tensor bits under the peak-tensor memory, §8.4). The layers "
+        "are\n"
+        "  then refitted to the rebuilt weights (§9) and the export carries the activation quantizers.\n"
+        "--round: low-rank-aware adaptive rounding (§10; default 500 iterations per layer on 128 images, ~7 min for\n"
+        "  DeiT-Tiny here); finished layers are checkpointed (--round-checkpoint, default CACHE/rounding.safetensors)\n"
+        "  so an interrupted run resumes. Rounding images are left out of --eval like the calibration images.\n"
+        "--session: take the model, images, settings, budget and constraints of a workbench session file.\n"
         "Parity options (the reference implementation's behaviour): --lfh-as-coded (never-reset gradient\n"
         "accumulation), --swapped-size (swapped low-rank size in the filter and Pareto front); ablations:\n"
         "--plain-svd (no LFH weighting of the SVD), --mse (plain MSE instead of LFH-weighted errors).");
@@ -265,8 +309,16 @@ int cmd_compress(int argc, char** argv) {
   if (a.has("--budget-bytes")) budget = a.get_int("--budget-bytes", 0, 1, 1LL << 50);
   if (a.has("--ratio")) budget = static_cast<int64_t>(std::floor(4.0 * params / a.get_double("--ratio", 0, 1, 1e6)));
   const double avg_bits = 8.0 * budget / params;
-  const Constraints constraints =
-      a.has("--constraints") ? read_constraints(a.get("--constraints"), analysis) : Constraints();
+  Constraints constraints;
+  if (a.has("--constraints")) {
+    constraints = read_constraints(a.get("--constraints"), analysis);
+  } else {
+    for (const auto& [name, c] : session_constraints)
+      constraints[name] = {c.pinned_option, c.min_bits, c.max_rank,
+                           c.excluded == api::Exclusion::Q8      ? Exclusion::Q8
+                           : c.excluded == api::Exclusion::Float ? Exclusion::Float
+                                                                 : Exclusion::None};
+  }
   Allocation alloc = allocate(analysis, budget, constraints);
   std::printf("\n%-26s %-22s %12s %14s\n", "layer", "choice", "bytes", "pred. error");
   for (size_t i = 0; i < analysis.layers.size(); ++i) {
@@ -283,35 +335,83 @@ int cmd_compress(int argc, char** argv) {
               (long long)alloc.bytes, (long long)budget, 8.0 * alloc.bytes / analysis.compressible_params,
               32.0 * analysis.compressible_params / (8.0 * alloc.bytes), alloc.predicted_error);
 
-  // The final compressed layers: the analysis' own quantizers, or refitted for the chosen ranks (spec §9).
-  const std::vector<CompressedLayer> final_layers =
-      a.has("--refit") ? refit_layers(*model, analysis, alloc, analysis.lfh, s.candidates)
-                       : compress_layers(*model, analysis, alloc);
+  // Steps 8-14: activation quantization, the final layers (refit), adaptive rounding, applied to a fresh model.
+  FinalModelSettings fs;
+  fs.refit = a.has("--refit");
+  fs.activations.enabled = a.has("--act-bits");
+  fs.activations.bits = static_cast<int>(a.get_int("--act-bits", 8, 2, 8));
+  fs.activations.mixed_precision = a.has("--act-mp");
+  fs.activations.ridge_regression = !a.has("--no-ridge");
+  fs.lfh = s.lfh;
+  fs.lfh_images = s.lfh_images;
+  fs.round = a.has("--round");
+  fs.rounding.iterations = static_cast<int>(a.get_int("--round-iters", fs.rounding.iterations, 1, 1000000));
+  fs.rounding.images = static_cast<int>(a.get_int("--round-images", fs.rounding.images, 1, 100000));
+  if (fs.round)
+    fs.rounding_checkpoint =
+        a.get("--round-checkpoint", a.has("--cache") ? a.get("--cache") + "/rounding.safetensors" : "");
+  // The analysis' calibration images first, then more of the calibration set when rounding wants more.
+  ImageSet final_set;
+  final_set.source = calib.source;
+  std::set<std::string> used(analysis.calibration_files.begin(), analysis.calibration_files.end());
+  for (const std::string& f : analysis.calibration_files) final_set.items.push_back({f, -1});
+  const size_t wanted = fs.round ? static_cast<size_t>(fs.rounding.images) : final_set.items.size();
+  for (const ImageItem& item : calib.items) {
+    if (final_set.items.size() >= wanted) break;
+    if (used.insert(item.path).second) final_set.items.push_back(item);
+  }
+  ImageBatch final_images = load_batch(final_set, 0, final_set.size(), model->config().preprocessing, 2);
+  for (const auto& f : final_images.failed) std::fprintf(stderr, "warning: skipped %s\n", f.c_str());
+  FinalModel final_model = build_final_model(model_path, analysis, alloc, final_images.images, fs, job);
+  bar.finish();
+  for (const auto& [name, sec] : final_model.stage_seconds) std::printf("stage %-27s %8.1f s\n", name.c_str(), sec);
+  for (const auto& w : final_model.rounding.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
+  if (fs.round) {
+    double before = 0, after = 0;
+    for (const auto& l : final_model.rounding.layers) {
+      before += l.nearest_error;
+      after += l.learned_error;
+    }
+    std::printf("adaptive rounding: %zu layers, summed layer reconstruction error %.4g -> %.4g\n",
+                final_model.rounding.layers.size(), before, after);
+  }
   if (a.has("--out")) {
-    export_compressed(a.get("--out"), *model, model_path, analysis, alloc, final_layers);
+    export_compressed(a.get("--out"), *final_model.model, model_path, analysis, alloc, final_model.layers,
+                      final_model.activations_quantized ? &final_model.activations : nullptr);
     std::printf("exported to %s (lorq-config.json, compressed.safetensors, config.json)\n", a.get("--out").c_str());
   }
   if (a.has("--eval")) {
     ImageSet eval_set = open_image_set(a.get("--eval"), a.get("--labels"), model->config().label_names);
     // Never score on the images the analysis calibrated on.
-    const std::set<std::string> seen(analysis.calibration_files.begin(), analysis.calibration_files.end());
+    std::set<std::string> seen;
+    for (const ImageItem& item : final_set.items) seen.insert(item.path);
     const size_t before = eval_set.items.size();
     eval_set.items.erase(std::remove_if(eval_set.items.begin(), eval_set.items.end(),
                                         [&](const ImageItem& i) { return seen.count(i.path) > 0; }),
                          eval_set.items.end());
     if (eval_set.items.size() < before)
-      std::printf("evaluating on %zu images (%zu calibration images left out)\n", eval_set.items.size(),
+      std::printf("evaluating on %zu images (%zu calibration/rounding images left out)\n", eval_set.items.size(),
                   before - eval_set.items.size());
     EvalOptions eo;
     eo.limit = a.get_int("--limit", 0, 0, 1LL << 40);
     EvalResult fr = evaluate(*model, eval_set, eo, job);
     bar.finish();
-    auto compressed = load_model(model_path);
-    apply_compressed_layers(*compressed, final_layers);
-    EvalResult cr = evaluate(*compressed, eval_set, eo, job);
+    EvalResult cr = evaluate(*final_model.model, eval_set, eo, job);
     bar.finish();
+    // With rounding, the same configuration with nearest rounding on the same images shows what rounding bought.
+    EvalResult nr;
+    if (fs.round) {
+      FinalModelSettings nearest = fs;
+      nearest.round = false;
+      FinalModel nm = build_final_model(model_path, analysis, alloc, final_images.images, nearest, job);
+      bar.finish();
+      nr = evaluate(*nm.model, eval_set, eo, job);
+      bar.finish();
+    }
     print_eval("float", fr);
-    print_eval("mixed (MLoRQ)", cr);
+    if (fs.round) print_eval("nearest rounding", nr);
+    print_eval(fs.activations.enabled ? ("mixed W / A" + std::to_string(fs.activations.bits)).c_str() : "mixed (MLoRQ)",
+               cr);
     if (a.has("--uniform")) {
       const int bits = static_cast<int>(std::lround(avg_bits));
       auto uniform = load_model(model_path);
@@ -323,6 +423,28 @@ int cmd_compress(int argc, char** argv) {
     }
   }
   return 0;
+}
+
+int cmd_round(int argc, char** argv) {
+  // lorq round --session FILE [--iters N] [...]: compress with adaptive rounding (every compress flag works).
+  std::vector<std::string> words{argv[0], "compress"};
+  bool help = false;
+  for (int i = 2; i < argc; ++i) {
+    const std::string w = argv[i];
+    help |= w == "--help" || w == "-h";
+    words.push_back(w == "--iters" ? "--round-iters" : w);
+  }
+  if (help) {
+    std::puts(
+        "usage: lorq round --session FILE [--iters N] [--out DIR] [--eval DIR --labels CSV] [compress options]\n\n"
+        "Low-rank-aware adaptive rounding (spec §10) of a workbench session's allocation (or of any 'lorq compress'\n"
+        "command line): the same as 'lorq compress ... --round --round-iters N'. See 'lorq compress --help'.");
+    return 0;
+  }
+  words.push_back("--round");
+  std::vector<char*> args;
+  for (std::string& w : words) args.push_back(w.data());
+  return cmd_compress(static_cast<int>(args.size()), args.data());
 }
 
 int cmd_fronts(int argc, char** argv) {
@@ -382,7 +504,7 @@ int main(int argc, char** argv) {
       {"inspect", cmd_inspect},       {"eval", cmd_eval},
       {"predict", cmd_predict},       {"demo-data", cmd_demo_data},
       {"demo-train", cmd_demo_train}, {"compress", cmd_compress},
-      {"fronts", cmd_fronts},
+      {"fronts", cmd_fronts},         {"round", cmd_round},
   };
   auto it = commands.find(argv[1]);
   if (it == commands.end()) {
