@@ -43,77 +43,63 @@ void check_allocation(const CompressionAnalysis& a, const Allocation& alloc) {
       throw Error(a.layers[i].layer + ": choice " + std::to_string(alloc.choice[i]) + " does not exist");
 }
 
-CompressedLayer float_layer(const LayerCandidates& l) {
-  CompressedLayer c;
-  c.layer = l.layer;
-  c.form = LayerForm::Float;
-  return c;
+// One CompressedLayer per analysed layer: Float for kept layers, otherwise `fill` sets the tensors of the
+// layer's chosen option (c.layer and c.option are set before).
+template <typename Fill>
+std::vector<CompressedLayer> build_layers(const CompressionAnalysis& a, const Allocation& alloc, Fill fill) {
+  c10::NoGradGuard no_grad;
+  check_allocation(a, alloc);
+  std::vector<CompressedLayer> out;
+  for (size_t i = 0; i < a.layers.size(); ++i) {
+    const LayerCandidates& l = a.layers[i];
+    CompressedLayer c;
+    c.layer = l.layer;
+    if (alloc.choice[i] == kKeepFloat) {
+      c.form = LayerForm::Float;
+    } else {
+      c.option = l.options[alloc.choice[i]];
+      c.form = c.option.kind == OptionKind::Quant ? LayerForm::Quant : LayerForm::LowRank;
+      fill(l, c);
+    }
+    out.push_back(std::move(c));
+  }
+  return out;
 }
 
 }  // namespace
 
 std::vector<CompressedLayer> compress_layers(const Model& model, const CompressionAnalysis& a,
                                              const Allocation& alloc) {
-  c10::NoGradGuard no_grad;
-  check_allocation(a, alloc);
-  std::vector<CompressedLayer> out;
-  for (size_t i = 0; i < a.layers.size(); ++i) {
-    const LayerCandidates& l = a.layers[i];
-    if (alloc.choice[i] == kKeepFloat) {
-      out.push_back(float_layer(l));
-      continue;
-    }
-    CompressedLayer c;
-    c.layer = l.layer;
-    c.option = l.options[alloc.choice[i]];
-    if (c.option.kind == OptionKind::Quant) {
-      c.form = LayerForm::Quant;
+  return build_layers(a, alloc, [&](const LayerCandidates& l, CompressedLayer& c) {
+    if (c.form == LayerForm::Quant) {
       c.weight = QuantizedTensor::nearest(model.weight(l.layer), l.weight_params.at(c.option.bits));
     } else {
       // Stage 1 quantized the full factors once and truncated (§5.2): the same codes, sliced to rank r.
       const int64_t r = c.option.rank;
-      c.form = LayerForm::LowRank;
       c.a = QuantizedTensor::nearest(l.factors.A.slice(1, 0, r), l.a_params.at(c.option.bits_a));
       c.b = QuantizedTensor::nearest(l.factors.B.slice(0, 0, r), first_rows(l.b_params.at(c.option.bits_b), r));
     }
-    out.push_back(std::move(c));
-  }
-  return out;
+  });
 }
 
 std::vector<CompressedLayer> refit_layers(const Model& model, const CompressionAnalysis& a, const Allocation& alloc,
                                           const std::map<std::string, at::Tensor>& lfh, const CandidateSettings& s) {
-  c10::NoGradGuard no_grad;
-  check_allocation(a, alloc);
-  std::vector<CompressedLayer> out;
-  for (size_t i = 0; i < a.layers.size(); ++i) {
-    const LayerCandidates& l = a.layers[i];
-    if (alloc.choice[i] == kKeepFloat) {
-      out.push_back(float_layer(l));
-      continue;
-    }
+  return build_layers(a, alloc, [&](const LayerCandidates& l, CompressedLayer& c) {
     const at::Tensor W = model.weight(l.layer).to(at::kFloat).contiguous();
     auto it = lfh.find(l.layer);
     const bool use_h = s.hessian_weighted && it != lfh.end() && it->second.defined();
     const at::Tensor H = use_h ? it->second.to(at::kFloat) : at::Tensor();
-    CompressedLayer c;
-    c.layer = l.layer;
-    c.option = l.options[alloc.choice[i]];
-    if (c.option.kind == OptionKind::Quant) {
-      c.form = LayerForm::Quant;
-      const RowQuantParams p = search_row_ranges(W, c.option.bits, use_h ? RangeError::Hessian : RangeError::Plain, H);
-      c.weight = QuantizedTensor::nearest(W, p);
+    if (c.form == LayerForm::Quant) {
+      const RangeError kind = use_h ? RangeError::Hessian : RangeError::Plain;
+      c.weight = QuantizedTensor::nearest(W, search_row_ranges(W, c.option.bits, kind, H));
     } else {
       const int64_t r = c.option.rank;
       const LowRankFactors f = weighted_svd(W, s.weighted_svd ? H : at::Tensor());
       const at::Tensor A = f.A.slice(1, 0, r).contiguous(), B = f.B.slice(0, 0, r).contiguous();
-      c.form = LayerForm::LowRank;
       c.a = QuantizedTensor::nearest(A, search_row_ranges(A, c.option.bits_a, RangeError::Product, H, W, B));
       c.b = QuantizedTensor::nearest(B, search_row_ranges(B, c.option.bits_b, RangeError::Plain));
     }
-    out.push_back(std::move(c));
-  }
-  return out;
+  });
 }
 
 void apply_compressed_layers(Model& model, const std::vector<CompressedLayer>& layers) {
