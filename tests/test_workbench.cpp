@@ -19,7 +19,9 @@
 #include "budget_view.h"
 #include "commands.h"
 #include "compare_view.h"
+#include "job_panel.h"
 #include "job_runner.h"
+#include "loss_plot.h"
 #include "layers_view.h"
 #include "lorq/api.h"
 #include "main_window.h"
@@ -178,6 +180,22 @@ class WorkbenchTest : public QObject {
     const QString text = QString::fromUtf8(report.readAll());
     QVERIFY(text.contains("blocks.5.mlp.fc2"));
     QVERIFY(text.contains("Compressed: top-1"));
+  }
+
+  void roundingDrawsItsLossCurveAndExportsLearnedCodes() {
+    QSignalSpy done(w_.get(), &MainWindow::roundingFinished);
+    QVERIFY(w_->startRounding(20));
+    QVERIFY(done.wait(300000));
+    QCOMPARE(done.takeFirst().at(0).toBool(), true);
+    QVERIFY(w_->jobPanel()->lossPlot()->points() > 0);
+    QVERIFY(w_->state()->session()->rounded(w_->state()->allocation()));
+    const QString dir = path("export-rounded");
+    QSignalSpy exported(w_.get(), &MainWindow::exportFinished);
+    QVERIFY(w_->startExport(dir));
+    QVERIFY(exported.wait(60000));
+    QFile config(QDir(dir).filePath("model/lorq-config.json"));
+    QVERIFY(config.open(QIODevice::ReadOnly));
+    QVERIFY(QString::fromUtf8(config.readAll()).contains("\"rounding\": \"learned\""));
   }
 
   void sessionReopensInstantlyFromTheCache() {

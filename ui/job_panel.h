@@ -16,6 +16,7 @@ class JobPanel : public QWidget {
   JobPanel(JobRunner* runner, QWidget* parent = nullptr);
   void log(const QString& line);
   QString logText() const;
+  LossPlot* lossPlot() const { return loss_; }
 
  private:
   void onStarted(const QString& name);

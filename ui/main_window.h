@@ -45,6 +45,10 @@ class MainWindow : public QMainWindow {
   bool evaluationRunning() const;
   bool jobRunning() const;
   bool startExport(const QString& dir);  // engine export + plots + report.md; emits exportFinished
+  // Adaptive rounding of the current allocation (activation_bits 0: weights only); the loss curve is drawn live
+  // in the Jobs dock; evaluation and export then use the rounded model. Emits roundingFinished.
+  bool startRounding(int iterations, int activation_bits = 0);
+  JobPanel* jobPanel() const { return jobPanel_; }
   bool saveSession(const QString& path);
   bool openSession(const QString& path);  // reopens and re-analyzes (instant from the cache)
 
@@ -67,6 +71,7 @@ class MainWindow : public QMainWindow {
   void analysisFinished(bool ok);
   void evaluationFinished(bool ok);
   void exportFinished(bool ok);
+  void roundingFinished(bool ok);
 
  protected:
   void closeEvent(QCloseEvent* event) override;

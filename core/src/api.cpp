@@ -4,7 +4,9 @@
 #include <c10/core/GradMode.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -17,6 +19,7 @@
 #include "lorq/evaluate.h"
 #include "lorq/export.h"
 #include "lorq/file_util.h"
+#include "lorq/final_model.h"
 #include "lorq/images.h"
 #include "lorq/model.h"
 #include "lorq/session_cache.h"
@@ -280,6 +283,8 @@ struct CompressionSession::Impl {
   std::vector<LayerAnalysis> layers;
   std::unique_ptr<Model> compressed;  // the float model with compressed_choice applied
   std::vector<int> compressed_choice;
+  std::unique_ptr<FinalModel> rounded;  // adaptive rounding of rounded_choice (replaces `compressed` for it)
+  std::vector<int> rounded_choice;
 
   CompressSettings engine_settings() const {
     CompressSettings s;
@@ -294,6 +299,7 @@ struct CompressionSession::Impl {
 
   Model& compressed_model(const AllocationResult& a) {
     if (!analyzed) throw Error("run the analysis before using the compressed model");
+    if (rounded && rounded_choice == a.choice) return *rounded->model;
     if (!compressed || compressed_choice != a.choice) {
       compressed.reset();
       auto m = load_model(model_path);
@@ -348,6 +354,8 @@ void CompressionSession::analyze(const JobControl& job) {
   impl_->analysis = std::move(a);
   impl_->compressed.reset();
   impl_->compressed_choice.clear();
+  impl_->rounded.reset();
+  impl_->rounded_choice.clear();
   impl_->analyzed = true;
 }
 
@@ -419,7 +427,71 @@ ComparisonResult CompressionSession::compare(const std::string& images, const st
 
 void CompressionSession::export_to(const std::string& out_dir, const AllocationResult& allocation) {
   if (!impl_->analyzed) throw Error("run the analysis before exporting");
-  export_compressed(out_dir, *impl_->model, impl_->model_path, impl_->analysis, to_engine(allocation));
+  const FinalModel* r = rounded(allocation) ? impl_->rounded.get() : nullptr;
+  if (r)
+    export_compressed(out_dir, *r->model, impl_->model_path, impl_->analysis, to_engine(allocation), r->layers,
+                      r->activations_quantized ? &r->activations : nullptr);
+  else
+    export_compressed(out_dir, *impl_->model, impl_->model_path, impl_->analysis, to_engine(allocation));
+}
+
+bool CompressionSession::rounded(const AllocationResult& allocation) const {
+  return impl_->rounded && impl_->rounded_choice == allocation.choice;
+}
+
+RoundingSummary CompressionSession::round(const AllocationResult& allocation, const RoundingOptions& o,
+                                          const JobControl& job) {
+  if (!impl_->analyzed) throw Error("run the analysis before adaptive rounding");
+  const Allocation alloc = to_engine(allocation);
+  // The analysis' calibration images first, then more of the calibration set.
+  ImageSet set;
+  set.source = impl_->calibration.source;
+  std::set<std::string> used;
+  for (const std::string& f : impl_->analysis.calibration_files)
+    if (used.insert(f).second) set.items.push_back({f, -1});
+  for (const ImageItem& item : impl_->calibration.items) {
+    if (set.items.size() >= static_cast<size_t>(std::max(1, o.images))) break;
+    if (used.insert(item.path).second) set.items.push_back(item);
+  }
+  const ImageBatch images = load_batch(set, 0, set.size(), impl_->model->config().preprocessing, 2);
+  FinalModelSettings fs;
+  fs.round = true;
+  fs.rounding.iterations = std::max(1, o.iterations);
+  fs.rounding.images = static_cast<int>(images.images.size(0));
+  fs.activations.enabled = o.activation_bits > 0;
+  fs.activations.bits = o.activation_bits > 0 ? o.activation_bits : 8;
+  if (!impl_->cache_dir.empty()) fs.rounding_checkpoint = impl_->cache_dir + "/rounding.safetensors";
+  int64_t compressed_layers = 0;
+  for (int c : alloc.choice) compressed_layers += c != kKeepFloat;
+  const int64_t total_steps = compressed_layers * fs.rounding.iterations;
+  int64_t steps = 0;
+  const auto start = std::chrono::steady_clock::now();
+  fs.on_rounding_step = [&](const RoundingStep& st) {
+    ++steps;
+    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    char detail[160];
+    std::snprintf(detail, sizeof detail, "layer %d/%d %s loss %.6g", st.layer_index + 1, st.layers, st.layer.c_str(),
+                  st.reconstruction + st.regularizer);
+    job.report({"rounding", steps, total_steps, elapsed, detail});
+  };
+  // round_layers' own per-layer reports would fight the per-step ones: only the other stages pass through.
+  JobControl inner{[&](const Progress& p) {
+                     if (p.stage != "rounding") job.report(p);
+                   },
+                   job.cancel};
+  auto final_model = std::make_unique<FinalModel>(
+      build_final_model(impl_->model_path, impl_->analysis, alloc, images.images, fs, inner));
+  RoundingSummary out;
+  for (const auto& l : final_model->rounding.layers) {
+    ++out.layers;
+    out.nearest_error += l.nearest_error;
+    out.learned_error += l.learned_error;
+  }
+  out.seconds = final_model->rounding.seconds;
+  out.warnings = final_model->rounding.warnings;
+  impl_->rounded = std::move(final_model);
+  impl_->rounded_choice = allocation.choice;
+  return out;
 }
 
 int64_t budget_bytes_for_avg_bits(double avg_bits, int64_t params) {

@@ -45,8 +45,8 @@ FinalModel build_final_model(const std::string& model_path, const CompressionAna
   if (s.round) {
     t = std::chrono::steady_clock::now();
     RoundingCheckpoint ckpt{s.rounding_checkpoint};
-    f.rounding =
-        round_layers(model, f.layers, images, s.rounding, job, s.rounding_checkpoint.empty() ? nullptr : &ckpt);
+    f.rounding = round_layers(model, f.layers, images, s.rounding, job, s.rounding_checkpoint.empty() ? nullptr : &ckpt,
+                              s.on_rounding_step);
     f.stage_seconds.emplace_back("adaptive rounding", since(t));
   }
   apply_compressed_layers(model, f.layers);

@@ -162,6 +162,19 @@ struct ComparisonResult {
   std::vector<ImageComparison> images;  // sorted by kl, largest first
 };
 
+// Adaptive rounding of one allocation (spec §10), optionally with activation quantization (spec §8).
+struct RoundingOptions {
+  int iterations = 500;     // optimizer steps per layer (the CPU default; the spec uses 20000)
+  int images = 128;         // calibration images first, then more of the calibration set
+  int activation_bits = 0;  // 0: weights only; 4, 6 or 8: activations quantized too
+};
+struct RoundingSummary {
+  int layers = 0;
+  double nearest_error = 0, learned_error = 0;  // summed layer reconstruction errors
+  double seconds = 0;
+  std::vector<std::string> warnings;
+};
+
 // What a session file holds (JSON): reopening it with the same engine cache folder is instant.
 struct SessionFile {
   std::string model_path, images, labels, eval_images, eval_labels, cache_dir;
@@ -210,6 +223,12 @@ class CompressionSession {
                            const AllocationResult& allocation, const JobControl& job);
   // The engine's export folder (lorq-config.json, compressed.safetensors, config.json).
   void export_to(const std::string& out_dir, const AllocationResult& allocation);
+
+  // Adaptive rounding of `allocation` (checkpointed in the cache folder, so a cancelled run resumes). Progress:
+  // stage "rounding", done/total in optimizer steps, detail "layer i/n NAME loss X" for live loss curves. Until
+  // another allocation is used, predict(), compare() and export_to() use the rounded model. Throws Cancelled.
+  RoundingSummary round(const AllocationResult& allocation, const RoundingOptions& options, const JobControl& job);
+  bool rounded(const AllocationResult& allocation) const;
 
  private:
   struct Impl;

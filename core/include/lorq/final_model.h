@@ -28,6 +28,7 @@ struct FinalModelSettings {
   LfhOptions lfh;  // for the LFH of the rebuilt model (activation quantization only)
   int lfh_images = 8;
   std::string rounding_checkpoint;  // file for finished layers' codes ("" = none): an interrupted run resumes
+  RoundingStepFn on_rounding_step;  // every optimizer step (live loss curves)
 };
 
 struct FinalModel {
