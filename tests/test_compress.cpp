@@ -232,6 +232,19 @@ TEST_F(CompressDemo, ConstraintsAreHonoured) {
   EXPECT_THROW(allocate(*analysis_, budget, impossible), Error);
 }
 
+TEST_F(CompressDemo, CacheKeyIgnoresHowImagePathsAreWritten) {
+  ImageSet relative = *set_;
+  for (auto& item : relative.items) item.path = std::filesystem::relative(item.path).string();
+  ASSERT_NE(relative.items[0].path, set_->items[0].path);
+  const std::string dir = ::testing::TempDir() + "/lorq_cache_key";
+  CompressSettings s;
+  EXPECT_EQ(SessionCache(dir, demo_->model_dir, *set_, s).key(), SessionCache(dir, demo_->model_dir, relative, s).key());
+  ImageSet fewer = *set_;
+  fewer.items.pop_back();
+  EXPECT_NE(SessionCache(dir, demo_->model_dir, *set_, s).key(), SessionCache(dir, demo_->model_dir, fewer, s).key());
+  std::filesystem::remove_all(dir);
+}
+
 TEST_F(CompressDemo, FloatExclusionAndGroupsAreHonoured) {
   const int64_t budget = uniform_allocation(*analysis_, 4).bytes;
   Constraints c;

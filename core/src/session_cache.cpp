@@ -56,7 +56,8 @@ SessionCache::SessionCache(std::string dir, const std::string& model_path, const
   fs::create_directories(dir_, ec);
   if (ec) throw Error(dir_, "cannot create the cache folder (" + ec.message() + ")");
   json files = json::array();
-  for (const auto& item : images.items) files.push_back(item.path);
+  // Canonical paths: the CLI (relative paths) and the workbench (absolute ones) share one cache.
+  for (const auto& item : images.items) files.push_back(fs::weakly_canonical(item.path, ec).string());
   const json key = {{"version", kCacheVersion},
                     {"model", file_checksum(locate_model_files(model_path).weights)},
                     {"images", fnv_hex(files.dump())},
