@@ -351,15 +351,9 @@ int cmd_compress(int argc_in, char** argv_in) {
     fs.rounding_checkpoint =
         a.get("--round-checkpoint", a.has("--cache") ? a.get("--cache") + "/rounding.safetensors" : "");
   // The analysis' calibration images first, then more of the calibration set when rounding wants more.
-  ImageSet final_set;
-  final_set.source = calib.source;
-  std::set<std::string> used(analysis.calibration_files.begin(), analysis.calibration_files.end());
-  for (const std::string& f : analysis.calibration_files) final_set.items.push_back({f, -1});
-  const size_t wanted = fs.round ? static_cast<size_t>(fs.rounding.images) : final_set.items.size();
-  for (const ImageItem& item : calib.items) {
-    if (final_set.items.size() >= wanted) break;
-    if (used.insert(item.path).second) final_set.items.push_back(item);
-  }
+  const FinalImages split =
+      split_final_images(calib, analysis.calibration_files, fs.round ? static_cast<size_t>(fs.rounding.images) : 0);
+  const ImageSet& final_set = split.train;
   ImageBatch final_images = load_batch(final_set, 0, final_set.size(), model->config().preprocessing, 2);
   for (const auto& f : final_images.failed) std::fprintf(stderr, "warning: skipped %s\n", f.c_str());
   FinalModel final_model = build_final_model(model_path, analysis, alloc, final_images.images, fs, job);

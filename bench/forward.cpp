@@ -10,6 +10,7 @@
 #include <cstring>
 #include <string>
 
+#include "bench_util.h"
 #include "lorq/evaluate.h"
 #include "lorq/model.h"
 #include "lorq/parallel_ops.h"
@@ -17,7 +18,7 @@
 using namespace lorq;
 
 namespace {
-double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+using bench::now;
 
 // The machine's fp32 matmul rate: the better of ATen's matmul and the engine's thread-split GEMM on a large
 // square product, so the roof is never understated.

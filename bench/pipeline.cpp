@@ -11,6 +11,7 @@
 #include <fstream>
 #include <string>
 
+#include "bench_util.h"
 #include "lorq/calibration.h"
 #include "lorq/candidates.h"
 #include "lorq/evaluate.h"
@@ -20,15 +21,8 @@
 using namespace lorq;
 
 namespace {
-double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
-
-double peak_rss_mb() {
-  std::ifstream in("/proc/self/status");
-  std::string line;
-  while (std::getline(in, line))
-    if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;
-  return 0;
-}
+using bench::now;
+using bench::peak_rss_mb;
 
 std::vector<double> ranks(const std::vector<double>& v) {
   std::vector<size_t> idx(v.size());

@@ -14,23 +14,18 @@
 #include <set>
 #include <string>
 
+#include "bench_util.h"
 #include "lorq/adaptive_rounding.h"
 #include "lorq/compress.h"
 #include "lorq/evaluate.h"
+#include "lorq/final_model.h"
 #include "lorq/session_cache.h"
 
 using namespace lorq;
 
 namespace {
-double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
-
-double peak_rss_mb() {
-  std::ifstream in("/proc/self/status");
-  std::string line;
-  while (std::getline(in, line))
-    if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;
-  return 0;
-}
+using bench::now;
+using bench::peak_rss_mb;
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -69,15 +64,9 @@ int main(int argc, char** argv) {
     const Allocation allocation = allocate(analysis, budget);
 
     // Rounding images: the analysis' calibration images first, then the next ones; the rest is held out.
-    const std::set<std::string> calib(analysis.calibration_files.begin(), analysis.calibration_files.end());
-    ImageSet rounding_set, held_out;
-    rounding_set.source = held_out.source = set.source;
-    for (const auto& f : analysis.calibration_files)
-      for (const auto& item : set.items)
-        if (item.path == f) rounding_set.items.push_back(item);
-    for (const auto& item : set.items)
-      if (!calib.count(item.path))
-        (static_cast<int>(rounding_set.size()) < rs.images ? rounding_set : held_out).items.push_back(item);
+    const FinalImages split = split_final_images(set, analysis.calibration_files, static_cast<size_t>(rs.images));
+    const ImageSet& rounding_set = split.train;
+    const ImageSet& held_out = split.held_out;
     t = now();
     const at::Tensor images = load_batch(rounding_set, 0, rounding_set.size(), model->config().preprocessing, 2).images;
     std::printf("loaded %lld rounding images in %.1f s; %zu held out\n", (long long)images.size(0), now() - t,

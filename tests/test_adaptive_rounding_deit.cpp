@@ -13,6 +13,7 @@
 #include "lorq/compress.h"
 #include "lorq/evaluate.h"
 #include "lorq/export.h"
+#include "lorq/final_model.h"
 #include "shared_data.h"
 
 using namespace lorq;
@@ -38,15 +39,9 @@ TEST_F(DeiTRounding, BeatsNearestRoundingOnHeldOutImagesAtThreeBits) {
   const Allocation allocation = allocate(analysis, uniform_allocation(analysis, 3).bytes);
 
   const RoundingSettings rs;  // the CPU defaults
-  const std::set<std::string> calib(analysis.calibration_files.begin(), analysis.calibration_files.end());
-  ImageSet rounding_set, held_out;
-  rounding_set.source = held_out.source = set.source;
-  for (const auto& f : analysis.calibration_files)
-    for (const auto& item : set.items)
-      if (item.path == f) rounding_set.items.push_back(item);
-  for (const auto& item : set.items)
-    if (!calib.count(item.path))
-      (static_cast<int>(rounding_set.size()) < rs.images ? rounding_set : held_out).items.push_back(item);
+  const FinalImages split = split_final_images(set, analysis.calibration_files, static_cast<size_t>(rs.images));
+  const ImageSet& rounding_set = split.train;
+  const ImageSet& held_out = split.held_out;
   const at::Tensor images = load_batch(rounding_set, 0, rounding_set.size(), model->config().preprocessing, 2).images;
   ASSERT_EQ(images.size(0), rs.images);
 

@@ -444,15 +444,9 @@ RoundingSummary CompressionSession::round(const AllocationResult& allocation, co
   if (!impl_->analyzed) throw Error("run the analysis before adaptive rounding");
   const Allocation alloc = to_engine(allocation);
   // The analysis' calibration images first, then more of the calibration set.
-  ImageSet set;
-  set.source = impl_->calibration.source;
-  std::set<std::string> used;
-  for (const std::string& f : impl_->analysis.calibration_files)
-    if (used.insert(f).second) set.items.push_back({f, -1});
-  for (const ImageItem& item : impl_->calibration.items) {
-    if (set.items.size() >= static_cast<size_t>(std::max(1, o.images))) break;
-    if (used.insert(item.path).second) set.items.push_back(item);
-  }
+  const ImageSet set = split_final_images(impl_->calibration, impl_->analysis.calibration_files,
+                                          static_cast<size_t>(std::max(1, o.images)))
+                           .train;
   const ImageBatch images = load_batch(set, 0, set.size(), impl_->model->config().preprocessing, 2);
   FinalModelSettings fs;
   fs.round = true;

@@ -4,6 +4,8 @@
 #include <c10/core/GradMode.h>
 
 #include <chrono>
+#include <map>
+#include <set>
 
 #include "lorq/error.h"
 #include "lorq/sensitivity.h"
@@ -15,6 +17,29 @@ double since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
 }
 }  // namespace
+
+FinalImages split_final_images(const ImageSet& set, const std::vector<std::string>& calibration_files, size_t count) {
+  FinalImages out;
+  out.train.source = out.held_out.source = set.source;
+  std::map<std::string, const ImageItem*> by_path;
+  for (const ImageItem& item : set.items) by_path.emplace(item.path, &item);
+  std::set<std::string> used;
+  for (const std::string& f : calibration_files) {
+    if (!used.insert(f).second) continue;
+    auto it = by_path.find(f);
+    out.train.items.push_back(it == by_path.end() ? ImageItem{f, -1} : *it->second);
+  }
+  for (const ImageItem& item : set.items) {
+    if (used.count(item.path)) continue;
+    if (out.train.items.size() < count) {
+      used.insert(item.path);
+      out.train.items.push_back(item);
+    } else {
+      out.held_out.items.push_back(item);
+    }
+  }
+  return out;
+}
 
 FinalModel build_final_model(const std::string& model_path, const CompressionAnalysis& a, const Allocation& alloc,
                              const at::Tensor& images, const FinalModelSettings& s, const JobControl& job) {

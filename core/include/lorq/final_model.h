@@ -17,8 +17,17 @@
 #include "lorq/adaptive_rounding.h"
 #include "lorq/compress.h"
 #include "lorq/compressed_layer.h"
+#include "lorq/images.h"
 
 namespace lorq {
+
+// The images the final stages (activation ranges, LFH, rounding) use: the analysis' calibration images first, then
+// further images of `set` in its order until there are `count`; held_out: every other image of `set`, the ones an
+// evaluation may score on.
+struct FinalImages {
+  ImageSet train, held_out;
+};
+FinalImages split_final_images(const ImageSet& set, const std::vector<std::string>& calibration_files, size_t count);
 
 struct FinalModelSettings {
   ActQuantSettings activations;  // .enabled switches activation quantization on (off: weight-only)
