@@ -3,7 +3,7 @@
 #include <chrono>
 #include <string>
 
-#include "lorq/progress.h"
+#include "lorq/common/progress.h"
 
 namespace lorq::cli {
 

@@ -4,7 +4,7 @@
 #include <QDockWidget>
 #include <QTimer>
 
-#include "lorq/api.h"
+#include "lorq/session/api.h"
 #include "main_window.h"
 #include "workbench_state.h"
 

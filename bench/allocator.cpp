@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "lorq/budget_allocator.h"
+#include "lorq/alloc/budget_allocator.h"
 
 using namespace lorq;
 

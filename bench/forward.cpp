@@ -11,9 +11,9 @@
 #include <string>
 
 #include "bench_util.h"
-#include "lorq/evaluate.h"
-#include "lorq/model.h"
-#include "lorq/parallel_ops.h"
+#include "lorq/tasks/evaluate.h"
+#include "lorq/models/model.h"
+#include "lorq/common/parallel_ops.h"
 
 using namespace lorq;
 

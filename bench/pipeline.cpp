@@ -12,11 +12,11 @@
 #include <string>
 
 #include "bench_util.h"
-#include "lorq/calibration.h"
-#include "lorq/candidates.h"
-#include "lorq/evaluate.h"
-#include "lorq/parallel_ops.h"
-#include "lorq/sensitivity.h"
+#include "lorq/pipeline/calibration.h"
+#include "lorq/pipeline/candidates.h"
+#include "lorq/tasks/evaluate.h"
+#include "lorq/common/parallel_ops.h"
+#include "lorq/pipeline/sensitivity.h"
 
 using namespace lorq;
 

@@ -15,11 +15,11 @@
 #include <string>
 
 #include "bench_util.h"
-#include "lorq/adaptive_rounding.h"
-#include "lorq/compress.h"
-#include "lorq/evaluate.h"
-#include "lorq/final_model.h"
-#include "lorq/session_cache.h"
+#include "lorq/quant/adaptive_rounding.h"
+#include "lorq/pipeline/compress.h"
+#include "lorq/tasks/evaluate.h"
+#include "lorq/pipeline/final_model.h"
+#include "lorq/pipeline/session_cache.h"
 
 using namespace lorq;
 

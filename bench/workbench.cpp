@@ -19,7 +19,7 @@
 
 #include "budget_view.h"
 #include "job_runner.h"
-#include "lorq/api.h"
+#include "lorq/session/api.h"
 #include "main_window.h"
 #include "workbench_state.h"
 

@@ -4,7 +4,7 @@
 #include <QObject>
 #include <QUndoCommand>
 
-#include "lorq/api.h"
+#include "lorq/session/api.h"
 
 class QUndoStack;
 class WorkbenchState;

@@ -5,7 +5,7 @@
 #include <QWidget>
 #include <memory>
 
-#include "lorq/api.h"
+#include "lorq/session/api.h"
 
 class QLabel;
 class QListWidget;

@@ -3,7 +3,7 @@
 // Markdown report (model, budget, per-layer choices, constraints, measured accuracy when evaluated).
 #include <QString>
 
-#include "lorq/api.h"
+#include "lorq/session/api.h"
 
 class AllocationView;
 class BudgetView;

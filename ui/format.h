@@ -3,7 +3,7 @@
 #include <QColor>
 #include <QString>
 
-#include "lorq/api.h"
+#include "lorq/session/api.h"
 
 QString formatConstraint(const lorq::api::LayerConstraint& c);
 QString optionTooltip(const lorq::api::OptionRow& o, int64_t params);

@@ -9,7 +9,7 @@
 #include <atomic>
 #include <functional>
 
-#include "lorq/progress.h"
+#include "lorq/common/progress.h"
 
 class JobRunner : public QObject {
   Q_OBJECT

@@ -4,7 +4,7 @@
 #include <QMainWindow>
 #include <memory>
 
-#include "lorq/api.h"
+#include "lorq/session/api.h"
 
 class AllocationView;
 class BudgetView;

@@ -3,7 +3,7 @@
 // evaluation set, analysis settings and the Analyze button.
 #include <QWidget>
 
-#include "lorq/api.h"
+#include "lorq/session/api.h"
 
 class QCheckBox;
 class QLabel;

@@ -7,7 +7,7 @@
 #include <memory>
 #include <vector>
 
-#include "lorq/api.h"
+#include "lorq/session/api.h"
 
 class WorkbenchState : public QObject {
   Q_OBJECT

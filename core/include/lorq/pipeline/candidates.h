@@ -1,0 +1,65 @@
+#pragma once
+// The intra-layer stage (spec §5): every compression option of one layer — quantization Q(b) and low-rank
+// LR(b_A, b_B, r) — with its size and local loss Λ, reduced to the layer's Pareto front (plus every Q option).
+#include <ATen/core/Tensor.h>
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "lorq/quant/quantizer.h"
+#include "lorq/quant/weighted_svd.h"
+
+namespace lorq {
+
+enum class OptionKind { Quant, LowRank };
+
+struct LayerOption {
+  OptionKind kind = OptionKind::Quant;
+  int bits = 0;                // Q(b): weight bits
+  int bits_a = 0, bits_b = 0;  // LR: factor bits
+  int64_t rank = 0;            // LR: rank r
+  int64_t size_bits = 0;       // weight storage in bits (spec §2.4; LR uses the correct r·(m·b_A + n·b_B))
+  int64_t bytes = 0;           // floor(size_bits / 8), what the budget counts
+  double local_loss = 0;       // Λ (spec §5.3)
+  double error = -1;           // global error (spec §6), -1 until measured or interpolated
+  bool measured = false;       // error measured directly (anchor) rather than interpolated
+  std::string label() const;   // "Q4", "LR r=37 A6/B4"
+};
+
+struct CandidateSettings {
+  std::vector<int> bits{2, 3, 4, 6, 8};
+  std::vector<int> factor_bits{4, 6, 8};
+  bool hessian_weighted = true;  // LFH-weighted ranges, SVD and Λ (the spec's HMSE); false: plain MSE
+  bool weighted_svd = true;      // false: plain SVD (D = I)
+  bool swapped_lr_size = false;  // the reference's swapped r·(n·b_A + m·b_B) in the filter and Pareto (parity)
+};
+
+struct LayerCandidates {
+  std::string layer;
+  int64_t out_features = 0, in_features = 0;
+  bool low_rank_allowed = true;
+  std::vector<LayerOption> options;             // the Pareto front plus every Q(b), in the spec's order
+  std::map<int, RowQuantParams> weight_params;  // Q(b): per-row ranges of W, by bits
+  LowRankFactors factors;                       // A [m, k], B [k, n] (empty when low rank is not allowed)
+  std::map<int, RowQuantParams> a_params;       // per-row ranges of the full A, by bits (reused for every r, §5.2)
+  std::map<int, RowQuantParams> b_params;       // per-row ranges of the full B, by bits
+  int64_t candidates_considered = 0;            // before Pareto filtering
+};
+
+// Builds every option of one layer. W [m, n]; H its LFH (or undefined for H ≡ 1).
+LayerCandidates build_layer_candidates(const std::string& layer, const at::Tensor& W, const at::Tensor& H,
+                                       bool low_rank_allowed, const CandidateSettings& settings = {});
+
+// The compressed weight W̃ of an option: fake-quantized Q(W), or Ã_r·B̃_r (W is then unused).
+at::Tensor compressed_weight(const LayerCandidates& c, const LayerOption& option, const at::Tensor& W);
+
+// Λ of every rank 1..k of one factor-bit pair in one pass (spec §5.5), from the quantized full factors:
+// Λ(r) = (1/(m·n)) Σ_c h̄_c ‖W_c − Ã_{c,≤r} B̃_{≤r}‖². Returned as a [k] float64 tensor. Exposed for tests.
+at::Tensor low_rank_local_losses(const at::Tensor& W, const at::Tensor& A_q, const at::Tensor& B_q,
+                                 const at::Tensor& row_weight);
+
+// Indices of the non-dominated points (smaller is better on both axes); of exactly tied points the first is kept.
+std::vector<size_t> pareto_front(const std::vector<std::pair<double, double>>& points);
+
+}  // namespace lorq

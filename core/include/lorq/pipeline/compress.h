@@ -1,0 +1,102 @@
+#pragma once
+// The weight-compression pipeline of MLoRQ (spec §3-§7, §9): calibration -> sensitivity (LFH) -> per-layer
+// candidates and Pareto fronts -> global errors -> exact budget allocation -> apply.
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "lorq/alloc/budget_allocator.h"
+#include "lorq/pipeline/calibration.h"
+#include "lorq/pipeline/candidates.h"
+#include "lorq/models/model.h"
+#include "lorq/pipeline/sensitivity.h"
+
+namespace lorq {
+
+struct CompressSettings {
+  CalibrationSettings calibration;  // images for the float reference and the global error
+  int lfh_images = 8;               // the first calibration images, for the LFH
+  LfhOptions lfh;
+  CandidateSettings candidates;
+  GlobalErrorSettings global_error;
+};
+
+// Everything that depends on (model, images, settings) but not on the budget: re-allocating is then instant.
+struct CompressionAnalysis {
+  std::vector<LayerCandidates> layers;  // in the model's layer order
+  std::map<std::string, at::Tensor> lfh;  // every layer's label-free Hessian (for the final refit, spec §9)
+  int64_t compressible_params = 0;
+  std::vector<std::string> calibration_files;  // the images the analysis saw (evaluate on others)
+  std::vector<std::string> warnings;
+  std::vector<std::pair<std::string, double>> stage_seconds;  // stage name, wall time
+};
+
+class SessionCache;
+// With a cache, every stage already cached is loaded instead of computed, and each completed stage is saved.
+CompressionAnalysis analyze_model(Model& model, const ImageSet& calibration_images, const CompressSettings& settings,
+                                  const JobControl& job = {}, const SessionCache* cache = nullptr);
+
+// Allocation::choice value of a layer kept in float32 (excluded from compression; 4 bytes per weight, error 0).
+constexpr int kKeepFloat = -1;
+
+struct Allocation {
+  int64_t budget_bytes = 0;
+  std::vector<int> choice;  // per layer: index into its options, or kKeepFloat
+  int64_t bytes = 0;
+  double predicted_error = 0;  // Σ of the chosen options' global errors
+};
+
+enum class Exclusion {
+  None,
+  Q8,     // kept at 8-bit per-row quantization
+  Float,  // kept in float32
+};
+
+// What a user can impose on one layer (the GUI's pins and constraints).
+struct LayerConstraint {
+  int pinned_option = -1;  // index into the layer's options, or -1; a pin overrides min_bits and max_rank
+  int min_bits = 0;        // Q(b) needs b >= min_bits; LR needs both factor bit widths >= min_bits
+  int64_t max_rank = -1;   // LR options above this rank are not allowed (-1: no limit; 0: no low rank)
+  Exclusion excluded = Exclusion::None;
+};
+
+struct Constraints {
+  std::map<std::string, LayerConstraint> layers;  // by layer name; layers not named are free
+  // Layers that must take the same choice: the same option label (kind, bits, rank, factor bits), so only the
+  // labels every member offers under its own constraints remain. Groups sharing a layer are merged.
+  std::vector<std::vector<std::string>> groups;
+
+  LayerConstraint& operator[](const std::string& layer) { return layers[layer]; }
+  bool empty() const { return layers.empty() && groups.empty(); }
+};
+
+// The exact budget allocation of an analysis under constraints, in the analysis' own option indices. Built once per
+// (analysis, constraints); solve() is then cheap enough for every movement of a budget slider. Thread-safe const.
+class LayerAllocator {
+ public:
+  // Throws lorq::Error on a constraint naming an unknown layer or option, a pin on an excluded layer, a layer
+  // left with no allowed option, or a group without a common option.
+  explicit LayerAllocator(const CompressionAnalysis& analysis, const Constraints& constraints = {});
+  int64_t min_bytes() const { return allocator_->min_bytes(); }  // smallest achievable size
+  int64_t max_bytes() const { return largest_; }                 // every layer (group) at its biggest allowed choice
+  // The exact optimum. Throws lorq::Error naming both limits when the budget is outside [min_bytes, max_bytes].
+  Allocation solve(int64_t budget_bytes) const;
+  // The optimal total error for every budget from min_bytes() on (a step function; see BudgetAllocator).
+  std::vector<CurvePoint> tradeoff_curve() const { return allocator_->tradeoff_curve(); }
+
+ private:
+  std::shared_ptr<const BudgetAllocator> allocator_;
+  std::vector<std::vector<int>> options_;  // per layer: allocator option -> analysis option (or kKeepFloat)
+  int64_t largest_ = 0;
+};
+
+// LayerAllocator(analysis, constraints).solve(budget_bytes).
+Allocation allocate(const CompressionAnalysis& analysis, int64_t budget_bytes, const Constraints& constraints = {});
+// Every layer at Q(bits): the uniform per-row baseline at the same memory as an average of `bits`.
+Allocation uniform_allocation(const CompressionAnalysis& analysis, int bits);
+
+// Replaces every compressed layer's weight by its chosen W̃ (fake quantization / the factor product).
+void apply_allocation(Model& model, const CompressionAnalysis& analysis, const Allocation& allocation);
+
+}  // namespace lorq

@@ -1,0 +1,41 @@
+#pragma once
+// Label-free Hessian (LFH, spec §4.4): per weight, the diagonal of JᵀJ with J = ∂logits/∂W, estimated with
+// Hutchinson-style random projections v ~ N(0, I) of the logits: E[(Jᵀv)²] = diag(JᵀJ). No labels needed.
+//
+// Instead of one backward pass per projection, all projections of one image run as one batch: the image is
+// replicated P times, the batch's logits are back-propagated with the P projections at once, and every layer's
+// per-projection weight gradient is formed from its output gradient and its (shared) input,
+// g_p = dY_pᵀ X. That is P times fewer backward launches for the same estimator.
+#include <ATen/core/Tensor.h>
+
+#include <map>
+#include <string>
+
+#include "lorq/models/model.h"
+#include "lorq/common/progress.h"
+
+namespace lorq {
+
+struct LfhOptions {
+  int projections = 32;  // random projections per image (the spec's 100 works too)
+  // The spec's as-coded estimator: gradients are never reset between projections and images, so each squared
+  // "gradient" is a running sum of all earlier ones (kept for parity). Default: the clean per-draw estimator.
+  bool as_coded_accumulation = false;
+  uint64_t seed = 0;
+  // Projections back-propagated together (the image replicated this many times). Peak memory grows linearly with
+  // it (DeiT-Tiny: 2.9 GB at 32); lower it for large models. The estimate does not depend on it.
+  int projection_batch = 32;
+};
+
+// The LFH of every compressible layer, [out, in] float32, averaged over the images ([K, C, H, W]) and
+// projections. Layers that cannot be low-rank (convolutions) get H ≡ 1, as in the spec. Progress counts images.
+std::map<std::string, at::Tensor> label_free_hessian(Model& model, const at::Tensor& images, const LfhOptions& options,
+                                                     const JobControl& job = {});
+
+// One image's per-projection squared gradients summed over the given projections V [P, classes]:
+// Σ_p (Jᵀ v_p)² per layer. When `running` is given (as-coded mode), each g_p is added to it first and the square
+// is taken of the running sum; `running` is updated. Exposed for tests.
+std::map<std::string, at::Tensor> lfh_squared_gradients(Model& model, const at::Tensor& image, const at::Tensor& V,
+                                                        std::map<std::string, at::Tensor>* running = nullptr);
+
+}  // namespace lorq

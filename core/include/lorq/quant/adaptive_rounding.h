@@ -1,0 +1,126 @@
+#pragma once
+// Low-rank-aware adaptive rounding (spec §10, step 13 of MLoRQ): AdaRound extended to the two factors of a low-rank
+// layer. Layers are processed in network order; each learns, per element of its quantized tensor(s), whether to
+// round down or up, so that the layer's output on the *compressed* network's input matches the *float* network's
+// output. The quantizers (Δ, z, bits) and the float values stay fixed; only the integer codes change.
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "lorq/quant/compressed_layer.h"
+#include "lorq/models/model.h"
+#include "lorq/common/progress.h"
+
+namespace lorq {
+
+struct RoundingSettings {
+  // Defaults: sized for a 2-core CPU (whole DeiT-Tiny in well under 15 minutes); spec_defaults() gives the spec's.
+  int iterations = 500;       // optimizer steps per layer (spec: 20000)
+  int images = 128;           // images whose activations train each layer (spec: 1024), the first of the tensor
+  int batch = 32;             // images per forward pass while collecting a layer's data (memory, not learning)
+  int tokens_per_image = 48;  // tokens kept per image and layer, drawn at random (0: all; spec: all 197)
+  int rows_per_step = 1024;   // token rows drawn per optimizer step (spec: 32 images x 197 tokens = 6304)
+  double lr = 0.3;            // RAdam learning rate (spec §10.3)
+  double reg_factor = 0.3;    // λ_r, applied to each tensor's mean regularizer
+  double warmup = 0.2;        // fraction of iterations at β_start (the regularizer stays on, spec §10.3)
+  double beta_start = 20, beta_end = 2;
+  double early_stop_loss = 1e-8;  // stop a layer when the total loss falls below this
+  uint64_t seed = 0;              // token draws and step sampling
+  // [G] Keep nearest rounding for a layer whose learned hard rounding reconstructs its data worse (only possible
+  // when training is cut short); the spec always takes the learned one.
+  bool keep_nearest_if_worse = true;
+  int record_every = 1;  // keep every n-th iteration's losses in the report (the GUI's loss curve)
+
+  // The spec's GPU-scale settings (§12): 20000 iterations, 1024 images, 32 images x all tokens per step.
+  static RoundingSettings spec_defaults();
+};
+
+// One optimizer step of one layer, for live plots.
+struct RoundingStep {
+  int layer_index = 0;  // among the layers being rounded (0-based)
+  int layers = 0;       // how many are rounded in this run
+  std::string layer;
+  int iteration = 0, iterations = 0;
+  double reconstruction = 0;  // mean((ŷ − Y_fp)²) of this step's rows
+  double regularizer = 0;     // λ_r · Σ_V mean(1 − |2h(α_V) − 1|^β)
+  double beta = 0;
+};
+using RoundingStepFn = std::function<void(const RoundingStep&)>;
+
+struct LayerRoundingResult {
+  std::string layer;
+  int iterations = 0;                              // steps run (fewer on early stop)
+  double nearest_error = 0;                        // mean((ŷ − Y_fp)²) over the layer's data with nearest rounding
+  double learned_error = 0;                        // the same with the learned hard rounding
+  double flipped_fraction = 0;                     // codes that differ from nearest rounding
+  bool kept_nearest = false;                       // learned rounding was worse and keep_nearest_if_worse held
+  bool from_checkpoint = false;                    // loaded, not trained in this run
+  double seconds = 0;                              // data collection and training
+  double collect_seconds = 0;                      // of which collecting its input rows (compressed pass)
+  std::vector<float> reconstruction, regularizer;  // every record_every-th step
+};
+
+struct RoundingReport {
+  std::vector<LayerRoundingResult> layers;  // the layers finished, in order (Float layers are not listed)
+  std::vector<std::string> warnings;        // e.g. an ignored checkpoint
+  double seconds = 0;
+};
+
+// Where finished layers' codes are saved (after each layer, atomically) so that an interrupted run resumes. The key
+// covers the model's tensors, the images, every layer's quantizers, values and choice, and the settings; a file with
+// another key (stale) or that cannot be read is ignored with a warning and overwritten.
+struct RoundingCheckpoint {
+  std::string path;  // e.g. "<cache>/rounding.safetensors"; its folder must exist
+};
+
+// Learns the rounding of every non-Float layer of `layers` (in model.linear_layers() order, one per layer, as
+// compress_layers/refit_layers return them) on `images` [N, C, H, W] (preprocessed; the first settings.images
+// are used). `model` must hold the float weights the layers were compressed from; it is used as the float
+// reference and is left unchanged (no weight is replaced; overrides and observers are cleared on return). Apply
+// the result with apply_compressed_layers().
+//
+// Finished layers get their learned codes and rounding_learned = true (unless kept_nearest). On cancellation
+// (Cancelled is thrown between iterations) or any error, the layers finished so far keep their learned codes,
+// the current and later layers keep nearest rounding, and the checkpoint holds every finished layer. Layers that
+// already have rounding_learned on entry are kept as they are (calling again after a cancel continues the run).
+// Deviations from the spec, for the CPU: no augmentation of the images, token rows subsampled (settings), and
+// learned codes that reconstruct worse than nearest are not taken (keep_nearest_if_worse).
+// Progress: stage "rounding", done/total in layers, detail "layer i/n NAME it k/K rec … reg …".
+RoundingReport round_layers(Model& model, std::vector<CompressedLayer>& layers, const at::Tensor& images,
+                            const RoundingSettings& settings, const JobControl& job = {},
+                            RoundingCheckpoint* checkpoint = nullptr, const RoundingStepFn& on_step = {});
+
+// The building blocks (spec §10.1), exposed for tests and for other rounding schemes.
+namespace rounding {
+
+constexpr double kGamma = -0.1, kZeta = 1.1, kEpsilon = 1e-8;
+
+// h(α) = clip(σ(α)·(ζ−γ) + γ, 0, 1).
+at::Tensor rectified_sigmoid(const at::Tensor& alpha);
+// α with h(α) = frac(V/(Δ+ε)): the hard rounding at init is nearest rounding (ties and the ε aside).
+at::Tensor initial_alpha(const QuantizedTensor& q);
+// Δ·(clipSTE(⌊V/(Δ+ε)⌋ + h(α) + z, 0, 2^b−1) − z): differentiable in α; the clip passes gradients through.
+at::Tensor soft_dequantized(const QuantizedTensor& q, const at::Tensor& alpha);
+// uint8 codes clip(⌊V/(Δ+ε)⌋ + 𝟙[α ≥ 0] + z, 0, 2^b−1).
+at::Tensor hard_codes(const QuantizedTensor& q, const at::Tensor& alpha);
+// mean(1 − |2h(α) − 1|^β): 0 when every h is 0 or 1.
+at::Tensor regularizer(const at::Tensor& alpha, double beta);
+// β at iteration t of T: beta_start during the warm-up, then linear down to beta_end.
+double beta_at(int64_t t, int64_t T, const RoundingSettings& s);
+
+// Trains one layer's rounding on (X, Y) rows [R, in] -> [R, out] (Y including the bias); `bias` may be undefined.
+// Replaces the layer's codes (see round_layers). Exposed so tests can train a layer on chosen data.
+LayerRoundingResult learn_layer(CompressedLayer& layer, const at::Tensor& bias, const at::Tensor& X,
+                                const at::Tensor& Y, const RoundingSettings& s, const JobControl& job = {},
+                                const std::function<void(int, double, double, double)>& on_step = {});
+
+// mean((X W̃ᵀ + b − Y)²) of the layer's current codes, in row chunks (no autograd).
+double reconstruction_error(const CompressedLayer& layer, const at::Tensor& bias, const at::Tensor& X,
+                            const at::Tensor& Y);
+
+}  // namespace rounding
+
+}  // namespace lorq

@@ -1,0 +1,225 @@
+#include "lorq/io/export.h"
+
+#include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "lorq/common/error.h"
+#include "lorq/common/file_util.h"
+#include "lorq/quant/quantizer.h"
+#include "lorq/io/tensor_io.h"
+
+namespace fs = std::filesystem;
+
+namespace lorq {
+
+namespace {
+
+// Adds "<prefix>.codes|.scale|.zero_point" for a per-row quantized tensor; the bit width goes to the metadata.
+void add_quantized(std::vector<std::pair<std::string, at::Tensor>>& out, std::map<std::string, std::string>& meta,
+                   const std::string& prefix, const QuantizedTensor& q) {
+  out.emplace_back(prefix + ".codes", q.codes.contiguous());
+  out.emplace_back(prefix + ".scale", q.params.scale.to(at::kFloat).contiguous());
+  out.emplace_back(prefix + ".zero_point", q.params.zero_point.to(at::kFloat).contiguous());
+  meta[prefix + ".bits"] = std::to_string(q.params.bits);
+}
+
+}  // namespace
+
+void export_compressed(const std::string& out_dir, const Model& model, const std::string& source_path,
+                       const CompressionAnalysis& a, const Allocation& alloc, const std::vector<CompressedLayer>& given,
+                       const ActivationQuantization* activations) {
+  c10::NoGradGuard no_grad;
+  const std::vector<CompressedLayer> layers_c = given.empty() ? compress_layers(model, a, alloc) : given;
+  if (layers_c.size() != a.layers.size()) throw Error("export: one compressed layer per analysed layer is needed");
+  std::error_code ec;
+  fs::create_directories(out_dir, ec);
+  if (ec) throw Error(out_dir, "cannot create the output folder (" + ec.message() + ")");
+
+  const ModelFiles files = locate_model_files(source_path);
+  nlohmann::json layers = nlohmann::json::array();
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  std::map<std::string, std::string> meta = {{"format", "lorq-compressed"},
+                                             {"lorq_format_version", std::to_string(kExportFormatVersion)}};
+  std::set<std::string> replaced;
+  int64_t total_bytes = 0;
+  double total_error = 0;
+  for (size_t i = 0; i < a.layers.size(); ++i) {
+    const LayerCandidates& l = a.layers[i];
+    const CompressedLayer& c = layers_c[i];
+    if (c.layer != l.layer) throw Error("export: compressed layer '" + c.layer + "' is out of order");
+    nlohmann::json entry = {{"name", l.layer},
+                            {"shape", {l.out_features, l.in_features}},
+                            {"checkpoint_shape", model.layer(l.layer).weight_shape}};
+    if (c.form == LayerForm::Float) {
+      const int64_t bytes = 4 * l.out_features * l.in_features;
+      entry.update({{"kind", "float"}, {"bytes", bytes}, {"predicted_error", 0.0}});
+      total_bytes += bytes;
+      layers.push_back(entry);
+      continue;
+    }
+    const LayerOption& o = c.option;
+    if (c.form == LayerForm::Quant) {
+      add_quantized(tensors, meta, l.layer + ".weight", c.weight);
+    } else {
+      add_quantized(tensors, meta, l.layer + ".lowrank_a", c.a);
+      add_quantized(tensors, meta, l.layer + ".lowrank_b", c.b);
+    }
+    replaced.insert(l.layer + ".weight");
+    total_bytes += o.bytes;
+    total_error += o.error;
+    entry.update({{"kind", c.form == LayerForm::Quant ? "quant" : "low_rank"},
+                  {"bits", o.bits},
+                  {"rank", o.rank},
+                  {"bits_a", o.bits_a},
+                  {"bits_b", o.bits_b},
+                  {"bytes", o.bytes},
+                  {"local_loss", o.local_loss},
+                  {"predicted_error", o.error},
+                  {"error_measured", o.measured},
+                  {"rounding", c.rounding_learned ? "learned" : "nearest"}});
+    layers.push_back(entry);
+    meta[l.layer + ".checkpoint_shape"] = nlohmann::json(model.layer(l.layer).weight_shape).dump();
+  }
+  nlohmann::json act = nullptr;
+  if (activations && !activations->quantizers.empty()) {
+    act = nlohmann::json::object();
+    for (const auto& [point, q] : activations->quantizers) {
+      if (!q.calibrated()) throw Error("export: activation quantizer '" + point + "' is not calibrated");
+      const std::string prefix = "activation." + point;
+      tensors.emplace_back(prefix + ".scale", q.scale.to(at::kFloat).contiguous());
+      if (q.zero_point.defined())
+        tensors.emplace_back(prefix + ".zero_point", q.zero_point.to(at::kFloat).contiguous());
+      const char* type = q.type == ActQuantizerType::PerTensor    ? "per_tensor"
+                         : q.type == ActQuantizerType::PerChannel ? "per_channel"
+                                                                  : "log_sqrt2";
+      meta[prefix + ".type"] = type;
+      meta[prefix + ".bits"] = std::to_string(q.bits);
+      act[point] = {{"type", type}, {"bits", q.bits}};
+    }
+  }
+  for (const auto& [key, t] : model.named_tensors())
+    if (!replaced.count(key)) tensors.emplace_back(key, t);
+
+  nlohmann::json cfg = {
+      {"format", "lorq-config"},
+      {"version", kExportFormatVersion},
+      {"source_model", {{"path", files.weights}, {"checksum_fnv1a64", file_checksum(files.weights)}}},
+      {"budget", {{"bytes", alloc.budget_bytes}, {"avg_bits", 8.0 * alloc.budget_bytes / a.compressible_params}}},
+      {"layers", layers},
+      {"activation_quantizers", act},
+      {"totals",
+       {{"bytes", total_bytes},
+        {"avg_bits", 8.0 * total_bytes / a.compressible_params},
+        {"compressible_params", a.compressible_params},
+        {"fp32_bytes", 4 * a.compressible_params},
+        {"predicted_error", total_error}}},
+  };
+  write_tensors(out_dir + "/compressed.safetensors", tensors, meta);
+  write_text_atomically(out_dir + "/config.json", model_config_to_json(model.config()) + "\n");
+  write_text_atomically(out_dir + "/lorq-config.json", cfg.dump(1) + "\n");
+}
+
+ActivationQuantization take_activation_quantizers(std::map<std::string, at::Tensor>& t,
+                                                  const std::map<std::string, std::string>& meta,
+                                                  const std::string& source) {
+  ActivationQuantization aq;
+  const std::string head = "activation.", tail = ".scale";
+  std::vector<std::string> points;
+  for (const auto& [k, v] : t)
+    if (k.rfind(head, 0) == 0 && k.size() > head.size() + tail.size() &&
+        k.compare(k.size() - tail.size(), tail.size(), tail) == 0)
+      points.push_back(k.substr(head.size(), k.size() - head.size() - tail.size()));
+  for (const std::string& point : points) {
+    const std::string prefix = head + point;
+    auto type = meta.find(prefix + ".type");
+    auto bits = meta.find(prefix + ".bits");
+    if (type == meta.end() || bits == meta.end())
+      throw Error(source, "activation quantizer '" + point + "' lacks its type or bits");
+    ActivationQuantizer q;
+    if (type->second == "per_tensor") {
+      q.type = ActQuantizerType::PerTensor;
+    } else if (type->second == "per_channel") {
+      q.type = ActQuantizerType::PerChannel;
+    } else if (type->second == "log_sqrt2") {
+      q.type = ActQuantizerType::LogSqrt2;
+    } else {
+      throw Error(source, "activation quantizer '" + point + "' has unknown type '" + type->second + "'");
+    }
+    try {
+      q.bits = std::stoi(bits->second);
+    } catch (const std::exception&) {
+      throw Error(source, "activation quantizer '" + point + "' has bad bits '" + bits->second + "'");
+    }
+    if (q.bits < 1 || q.bits > 8) throw Error(source, "activation quantizer '" + point + "' has bits outside 1..8");
+    q.scale = t.at(prefix + ".scale").to(at::kFloat);
+    t.erase(prefix + ".scale");
+    auto zp = t.find(prefix + ".zero_point");
+    if (zp != t.end()) {
+      q.zero_point = zp->second.to(at::kFloat);
+      t.erase(zp);
+    }
+    if (q.type != ActQuantizerType::LogSqrt2 && (!q.zero_point.defined() || q.zero_point.sizes() != q.scale.sizes()))
+      throw Error(source, "activation quantizer '" + point + "': zero-point missing or of another shape than scale");
+    aq.quantizers[point] = q;
+  }
+  return aq;
+}
+
+void decode_compressed_tensors(std::map<std::string, at::Tensor>& t, const std::map<std::string, std::string>& meta,
+                               const std::string& source) {
+  auto take = [&](const std::string& prefix, RowQuantParams* p) -> at::Tensor {
+    auto need = [&](const std::string& key) {
+      auto it = t.find(key);
+      if (it == t.end()) throw Error(source, "compressed group '" + prefix + "' lacks '" + key + "'");
+      at::Tensor v = it->second;
+      t.erase(it);
+      return v;
+    };
+    at::Tensor codes = need(prefix + ".codes");
+    p->scale = need(prefix + ".scale").to(at::kFloat);
+    p->zero_point = need(prefix + ".zero_point").to(at::kFloat);
+    auto bits = meta.find(prefix + ".bits");
+    if (bits == meta.end()) throw Error(source, "no bit width recorded for '" + prefix + "'");
+    p->bits = std::stoi(bits->second);
+    if (codes.dim() != 2 || p->scale.numel() != codes.size(0) || p->zero_point.numel() != codes.size(0))
+      throw Error(source, "'" + prefix + "': codes, scales and zero-points disagree in shape");
+    return codes;
+  };
+  auto shape_of = [&](const std::string& layer, at::IntArrayRef fallback) {
+    auto it = meta.find(layer + ".checkpoint_shape");
+    if (it == meta.end()) return fallback.vec();
+    try {
+      return nlohmann::json::parse(it->second).get<std::vector<int64_t>>();
+    } catch (const std::exception&) {
+      throw Error(source, "bad checkpoint_shape for '" + layer + "'");
+    }
+  };
+  std::vector<std::string> keys;
+  for (const auto& [k, v] : t) keys.push_back(k);
+  const std::string wc = ".weight.codes", ac = ".lowrank_a.codes";
+  for (const std::string& k : keys) {
+    if (k.size() > wc.size() && k.compare(k.size() - wc.size(), wc.size(), wc) == 0) {
+      const std::string layer = k.substr(0, k.size() - wc.size());
+      RowQuantParams p;
+      at::Tensor codes = take(layer + ".weight", &p);
+      at::Tensor w = dequantize_codes(codes, p);
+      t[layer + ".weight"] = w.reshape(shape_of(layer, w.sizes()));
+    } else if (k.size() > ac.size() && k.compare(k.size() - ac.size(), ac.size(), ac) == 0) {
+      const std::string layer = k.substr(0, k.size() - ac.size());
+      RowQuantParams pa, pb;
+      at::Tensor A = dequantize_codes(take(layer + ".lowrank_a", &pa), pa);
+      at::Tensor B = dequantize_codes(take(layer + ".lowrank_b", &pb), pb);
+      if (A.size(1) != B.size(0)) throw Error(source, "'" + layer + "': the factors' ranks disagree");
+      at::Tensor w = at::mm(A, B);
+      t[layer + ".weight"] = w.reshape(shape_of(layer, w.sizes()));
+    }
+  }
+}
+
+}  // namespace lorq

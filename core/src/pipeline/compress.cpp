@@ -1,0 +1,239 @@
+#include "lorq/pipeline/compress.h"
+
+#include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
+
+#include <algorithm>
+#include <chrono>
+
+#include "lorq/quant/compressed_layer.h"
+#include "lorq/common/error.h"
+#include "lorq/pipeline/session_cache.h"
+
+namespace lorq {
+
+namespace {
+double since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+}  // namespace
+
+CompressionAnalysis analyze_model(Model& model, const ImageSet& images, const CompressSettings& s,
+                                  const JobControl& job, const SessionCache* cache) {
+  std::vector<std::string> warnings;
+  CompressionAnalysis a;
+  if (cache && cache->load_analysis(true, &a, &warnings) && cache->load_lfh(&a.lfh, &warnings)) {
+    a.warnings = warnings;
+    a.warnings.push_back("loaded the complete analysis from the session cache " + cache->dir());
+    return a;
+  }
+  auto t = std::chrono::steady_clock::now();
+  Calibration calib = calibrate(model, images, s.calibration, job);
+  warnings.insert(warnings.end(), calib.warnings.begin(), calib.warnings.end());
+  std::vector<std::pair<std::string, double>> stages{{"calibration", since(t)}};
+
+  std::map<std::string, at::Tensor> H;
+  t = std::chrono::steady_clock::now();
+  if (!cache || !cache->load_lfh(&H, &warnings)) {
+    const int64_t n = std::min<int64_t>(s.lfh_images, calib.images.size(0));
+    H = label_free_hessian(model, calib.images.slice(0, 0, n), s.lfh, job);
+    if (cache) cache->save_lfh(H);
+  }
+  stages.emplace_back("sensitivity", since(t));
+
+  t = std::chrono::steady_clock::now();
+  if (!cache || !cache->load_analysis(false, &a, &warnings)) {
+    a = CompressionAnalysis();
+    c10::NoGradGuard no_grad;
+    const auto& layers = model.linear_layers();
+    for (size_t i = 0; i < layers.size(); ++i) {
+      job.check();
+      const LinearLayerInfo& l = layers[i];
+      a.layers.push_back(
+          build_layer_candidates(l.name, model.weight(l.name), H.at(l.name), l.low_rank_allowed, s.candidates));
+      a.compressible_params += l.params();
+      job.report({"candidates", int64_t(i + 1), int64_t(layers.size()), since(t), l.name});
+    }
+    if (cache) cache->save_analysis(a, false);
+  }
+  stages.emplace_back("candidates", since(t));
+
+  t = std::chrono::steady_clock::now();
+  measure_global_errors(model, calib, a.layers, s.global_error, job, &H);
+  stages.emplace_back("global error", since(t));
+  a.calibration_files = calib.files;
+  a.lfh = std::move(H);
+  a.stage_seconds = stages;
+  a.warnings = warnings;
+  if (cache) cache->save_analysis(a, true);
+  return a;
+}
+
+namespace {
+
+bool allowed(const LayerOption& o, const LayerConstraint& c) {
+  if (c.excluded == Exclusion::Q8) return o.kind == OptionKind::Quant && o.bits == 8;
+  if (c.excluded == Exclusion::Float) return false;
+  if (o.kind == OptionKind::Quant) return o.bits >= c.min_bits;
+  if (c.max_rank >= 0 && o.rank > c.max_rank) return false;
+  return o.bits_a >= c.min_bits && o.bits_b >= c.min_bits;
+}
+
+const char* kFloatLabel = "F32";
+
+// Per layer, the choices its constraint allows, as (label, analysis option index or kKeepFloat).
+std::vector<std::pair<std::string, int>> allowed_choices(const LayerCandidates& l, const LayerConstraint& c) {
+  std::vector<std::pair<std::string, int>> out;
+  if (c.excluded == Exclusion::Float) {
+    if (c.pinned_option >= 0) throw Error(l.layer + ": a layer kept in float cannot be pinned to an option");
+    return {{kFloatLabel, kKeepFloat}};
+  }
+  if (c.pinned_option >= 0) {
+    if (c.pinned_option >= static_cast<int>(l.options.size()))
+      throw Error(l.layer + ": pinned option " + std::to_string(c.pinned_option) + " does not exist");
+    if (c.excluded == Exclusion::Q8 && !allowed(l.options[c.pinned_option], c))
+      throw Error(l.layer + ": a layer kept at Q8 cannot be pinned to " + l.options[c.pinned_option].label());
+    return {{l.options[c.pinned_option].label(), c.pinned_option}};
+  }
+  for (size_t i = 0; i < l.options.size(); ++i)
+    if (allowed(l.options[i], c)) out.emplace_back(l.options[i].label(), static_cast<int>(i));
+  if (out.empty()) throw Error(l.layer + ": no option satisfies the layer's constraints");
+  return out;
+}
+
+// Merges groups that share a layer (union-find over layer indices); returns the groups with >= 2 layers.
+std::vector<std::vector<int>> merged_groups(const CompressionAnalysis& a, const Constraints& k) {
+  std::map<std::string, int> index;
+  for (size_t i = 0; i < a.layers.size(); ++i) index[a.layers[i].layer] = static_cast<int>(i);
+  std::vector<int> parent(a.layers.size());
+  for (size_t i = 0; i < parent.size(); ++i) parent[i] = static_cast<int>(i);
+  auto find = [&](int x) {
+    while (parent[x] != x) x = parent[x] = parent[parent[x]];
+    return x;
+  };
+  for (const auto& g : k.groups)
+    for (const std::string& name : g) {
+      auto it = index.find(name);
+      if (it == index.end()) throw Error("layer group names an unknown layer '" + name + "'");
+      parent[find(it->second)] = find(index.at(g.front()));
+    }
+  std::map<int, std::vector<int>> by_root;
+  for (size_t i = 0; i < parent.size(); ++i) by_root[find(static_cast<int>(i))].push_back(static_cast<int>(i));
+  std::vector<std::vector<int>> out;
+  for (auto& [root, members] : by_root)
+    if (members.size() > 1) out.push_back(members);
+  return out;
+}
+
+}  // namespace
+
+LayerAllocator::LayerAllocator(const CompressionAnalysis& a, const Constraints& k) {
+  for (const auto& [name, c] : k.layers)
+    if (std::none_of(a.layers.begin(), a.layers.end(), [&](const LayerCandidates& l) { return l.layer == name; }))
+      throw Error("constraint on unknown layer '" + name + "'");
+  std::vector<std::vector<std::pair<std::string, int>>> choices;
+  for (const auto& l : a.layers) {
+    for (const auto& opt : l.options)
+      if (opt.error < 0) throw Error(l.layer + ": option " + opt.label() + " has no global error yet");
+    auto it = k.layers.find(l.layer);
+    choices.push_back(allowed_choices(l, it == k.layers.end() ? LayerConstraint() : it->second));
+  }
+  // A group keeps the labels all members allow, in one order, so that equal indices mean equal choices.
+  AllocConstraints ac;
+  for (const std::vector<int>& g : merged_groups(a, k)) {
+    std::vector<std::string> common;
+    for (const auto& [label, idx] : choices[g.front()]) common.push_back(label);
+    for (int l : g) {
+      std::vector<std::string> keep;
+      for (const std::string& label : common)
+        for (const auto& c : choices[l])
+          if (c.first == label) keep.push_back(label);
+      common = keep;
+    }
+    if (common.empty()) {
+      std::string names;
+      for (int l : g) names += (names.empty() ? "" : ", ") + a.layers[l].layer;
+      throw Error("layer group {" + names + "} has no option every member allows");
+    }
+    for (int l : g) {
+      std::vector<std::pair<std::string, int>> aligned;
+      for (const std::string& label : common)
+        for (const auto& c : choices[l])
+          if (c.first == label) aligned.push_back(c);
+      choices[l] = aligned;
+    }
+    ac.groups.push_back(g);
+  }
+  std::vector<std::vector<AllocOption>> options;
+  for (size_t i = 0; i < a.layers.size(); ++i) {
+    const LayerCandidates& l = a.layers[i];
+    std::vector<AllocOption> o;
+    std::vector<int> map;
+    for (const auto& [label, idx] : choices[i]) {
+      if (idx == kKeepFloat)
+        o.push_back({4 * l.out_features * l.in_features, 0.0});
+      else
+        o.push_back({l.options[idx].bytes, l.options[idx].error});
+      map.push_back(idx);
+    }
+    options.push_back(std::move(o));
+    options_.push_back(std::move(map));
+  }
+  // The largest size: every free layer at its biggest choice, every group at its biggest common choice.
+  std::vector<char> grouped(a.layers.size(), 0);
+  for (const auto& g : ac.groups) {
+    int64_t best = 0;
+    for (size_t c = 0; c < options[g.front()].size(); ++c) {
+      int64_t sum = 0;
+      for (int l : g) sum += options[l][c].bytes;
+      best = std::max(best, sum);
+    }
+    largest_ += best;
+    for (int l : g) grouped[l] = 1;
+  }
+  for (size_t i = 0; i < options.size(); ++i)
+    if (!grouped[i])
+      largest_ +=
+          std::max_element(options[i].begin(), options[i].end(), [](const AllocOption& x, const AllocOption& y) {
+            return x.bytes < y.bytes;
+          })->bytes;
+  allocator_ = std::make_shared<const BudgetAllocator>(std::move(options), std::move(ac));
+}
+
+Allocation LayerAllocator::solve(int64_t budget) const {
+  const std::string limits = " (smallest achievable " + std::to_string(min_bytes()) + " bytes, largest " +
+                             std::to_string(max_bytes()) + " bytes)";
+  if (budget < min_bytes())
+    throw Error("budget " + std::to_string(budget) + " bytes is below the smallest achievable size" + limits);
+  if (budget > max_bytes())
+    throw Error("budget " + std::to_string(budget) + " bytes is above the largest achievable size" + limits);
+  AllocResult r = allocator_->solve(budget);
+  Allocation out{budget, {}, r.bytes, r.error};
+  for (size_t i = 0; i < r.choice.size(); ++i) out.choice.push_back(options_[i][r.choice[i]]);
+  return out;
+}
+
+Allocation allocate(const CompressionAnalysis& a, int64_t budget, const Constraints& constraints) {
+  return LayerAllocator(a, constraints).solve(budget);
+}
+
+Allocation uniform_allocation(const CompressionAnalysis& a, int bits) {
+  Allocation out;
+  for (const auto& l : a.layers) {
+    int pick = -1;
+    for (size_t i = 0; i < l.options.size(); ++i)
+      if (l.options[i].kind == OptionKind::Quant && l.options[i].bits == bits) pick = static_cast<int>(i);
+    if (pick < 0) throw Error(l.layer + ": no Q" + std::to_string(bits) + " option");
+    out.choice.push_back(pick);
+    out.bytes += l.options[pick].bytes;
+    out.predicted_error += std::max(0.0, l.options[pick].error);
+  }
+  out.budget_bytes = out.bytes;
+  return out;
+}
+
+void apply_allocation(Model& model, const CompressionAnalysis& a, const Allocation& alloc) {
+  apply_compressed_layers(model, compress_layers(model, a, alloc));
+}
+
+}  // namespace lorq

@@ -1,0 +1,82 @@
+#include "lorq/pipeline/final_model.h"
+
+#include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
+
+#include <chrono>
+#include <map>
+#include <set>
+
+#include "lorq/common/error.h"
+#include "lorq/pipeline/sensitivity.h"
+
+namespace lorq {
+
+namespace {
+double since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+}  // namespace
+
+FinalImages split_final_images(const ImageSet& set, const std::vector<std::string>& calibration_files, size_t count) {
+  FinalImages out;
+  out.train.source = out.held_out.source = set.source;
+  std::map<std::string, const ImageItem*> by_path;
+  for (const ImageItem& item : set.items) by_path.emplace(item.path, &item);
+  std::set<std::string> used;
+  for (const std::string& f : calibration_files) {
+    if (!used.insert(f).second) continue;
+    auto it = by_path.find(f);
+    out.train.items.push_back(it == by_path.end() ? ImageItem{f, -1} : *it->second);
+  }
+  for (const ImageItem& item : set.items) {
+    if (used.count(item.path)) continue;
+    if (out.train.items.size() < count) {
+      used.insert(item.path);
+      out.train.items.push_back(item);
+    } else {
+      out.held_out.items.push_back(item);
+    }
+  }
+  return out;
+}
+
+FinalModel build_final_model(const std::string& model_path, const CompressionAnalysis& a, const Allocation& alloc,
+                             const at::Tensor& images, const FinalModelSettings& s, const JobControl& job) {
+  if (images.dim() != 4 || images.size(0) == 0) throw Error("build_final_model: no calibration images");
+  FinalModel f;
+  f.model = load_model(model_path);
+  Model& model = *f.model;
+  auto t = std::chrono::steady_clock::now();
+  if (s.activations.enabled) {
+    // §8 on the float model; the folded, corrected weights are what the layers compress from here on.
+    f.activations = quantize_activations(model, images, s.activations, job);
+    f.activations_quantized = true;
+    disable_activation_quantization(model);
+    f.stage_seconds.emplace_back("activation quantization", since(t));
+    // §9: the LFH of the rebuilt model (activation quantization off), then every layer refitted to it.
+    t = std::chrono::steady_clock::now();
+    const int64_t n = std::min<int64_t>(s.lfh_images, images.size(0));
+    const auto H = label_free_hessian(model, images.slice(0, 0, n), s.lfh, job);
+    f.stage_seconds.emplace_back("sensitivity (rebuilt model)", since(t));
+    t = std::chrono::steady_clock::now();
+    f.layers = refit_layers(model, a, alloc, H);
+  } else if (s.refit) {
+    f.layers = refit_layers(model, a, alloc, a.lfh);
+  } else {
+    f.layers = compress_layers(model, a, alloc);
+  }
+  f.stage_seconds.emplace_back("final layers", since(t));
+  if (s.round) {
+    t = std::chrono::steady_clock::now();
+    RoundingCheckpoint ckpt{s.rounding_checkpoint};
+    f.rounding = round_layers(model, f.layers, images, s.rounding, job, s.rounding_checkpoint.empty() ? nullptr : &ckpt,
+                              s.on_rounding_step);
+    f.stage_seconds.emplace_back("adaptive rounding", since(t));
+  }
+  apply_compressed_layers(model, f.layers);
+  if (f.activations_quantized) enable_activation_quantization(model, f.activations);
+  return f;
+}
+
+}  // namespace lorq

@@ -1,0 +1,295 @@
+// round_layers (spec §10.2): the sequential driver. The network is run segment by segment (embedding, each stage,
+// finish), with every segment's input cached twice: from the float network and from the compressed network so far.
+// A segment's layers are learned one after the other from those caches, re-running only that segment; once they
+// are all done, the compressed cache advances through the segment with the learned codes.
+#include "lorq/quant/adaptive_rounding.h"
+
+#include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
+
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <set>
+
+#include "lorq/common/error.h"
+#include "lorq/common/parallel_ops.h"
+#include "rounding_checkpoint.h"
+
+namespace lorq {
+
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+// Thrown by the capturing override to skip the rest of a segment once the wanted input is recorded.
+struct StopSegment {};
+
+// Leaves the model as it was found: no override or observer of ours survives round_layers.
+class HookGuard {
+ public:
+  explicit HookGuard(Model& m) : model_(m) {}
+  ~HookGuard() { clear(); }
+  void set_override(const std::string& layer, Model::LinearFn fn) {
+    model_.set_linear_override(layer, std::move(fn));
+    overridden_.insert(layer);
+  }
+  void clear() {
+    for (const auto& l : overridden_) model_.clear_linear_override(l);
+    overridden_.clear();
+    model_.clear_observer();
+  }
+
+ private:
+  Model& model_;
+  std::set<std::string> overridden_;
+};
+
+// Segment −1 is embed(), 0..S−1 the stages, S finish().
+at::Tensor run_segment(Model& model, int segment, const at::Tensor& x) {
+  if (segment < 0) return model.embed(x);
+  if (segment < model.num_stages()) return model.run_stage(segment, x);
+  return model.finish(x);
+}
+
+// The segment each layer runs in, found by watching one image go through the network.
+std::map<std::string, int> segments_of_layers(Model& model, const at::Tensor& image) {
+  std::map<std::string, int> where;
+  int current = -1;
+  std::vector<std::string> names;
+  for (const auto& l : model.linear_layers()) names.push_back(l.name);
+  model.set_observer(names, [&](const std::string& layer, const at::Tensor&, const at::Tensor&) {
+    if (!where.count(layer)) where[layer] = current;
+  });
+  at::Tensor x = image;
+  for (current = -1; current <= model.num_stages(); ++current) x = run_segment(model, current, x);
+  model.clear_observer();
+  for (const auto& n : names)
+    if (!where.count(n)) throw Error("adaptive rounding: layer '" + n + "' is never run by the model's forward pass");
+  return where;
+}
+
+// Rows of one layer's activations: T tokens of each image, the same tokens for its input and its float output.
+class TokenSample {
+ public:
+  TokenSample(int64_t images, int tokens_per_image, uint64_t seed) : N_(images), T_(tokens_per_image), seed_(seed) {}
+  // Copies the sampled rows of `t` ([B, L, C] or [B, C]) for images n0..n0+B−1 into `rows` [N·T, C].
+  void capture(const at::Tensor& t, int64_t n0, at::Tensor& rows) {
+    const at::Tensor t3 = t.dim() == 2 ? t.unsqueeze(1) : t.reshape({t.size(0), -1, t.size(-1)});
+    const int64_t B = t3.size(0), L = t3.size(1), C = t3.size(2);
+    if (!index_.defined()) {
+      const int64_t T = T_ > 0 ? std::min<int64_t>(T_, L) : L;
+      at::Generator gen = at::detail::createCPUGenerator(seed_);
+      index_ = T == L ? at::arange(L).expand({N_, L}).contiguous()
+                      : std::get<1>(at::rand({N_, L}, gen).sort(1)).slice(1, 0, T).contiguous();
+    }
+    if (!rows.defined()) rows = at::empty({N_ * index_.size(1), C});
+    const int64_t T = index_.size(1);
+    const at::Tensor idx = index_.slice(0, n0, n0 + B).unsqueeze(-1).expand({B, T, C});
+    rows.slice(0, n0 * T, (n0 + B) * T).copy_(at::gather(t3, 1, idx).reshape({B * T, C}));
+  }
+
+ private:
+  int64_t N_;
+  int T_;
+  uint64_t seed_;
+  at::Tensor index_;
+};
+
+struct LayerData {
+  at::Tensor X, Y;
+  TokenSample tokens;
+};
+
+}  // namespace
+
+RoundingReport round_layers(Model& model, std::vector<CompressedLayer>& layers, const at::Tensor& images,
+                            const RoundingSettings& s, const JobControl& job, RoundingCheckpoint* checkpoint,
+                            const RoundingStepFn& on_step) {
+  const auto start = std::chrono::steady_clock::now();
+  c10::NoGradGuard no_grad;
+  RoundingReport report;
+  const auto& infos = model.linear_layers();
+  if (layers.size() != infos.size())
+    throw Error("adaptive rounding: " + std::to_string(layers.size()) + " compressed layers for a model with " +
+                std::to_string(infos.size()) + " layers");
+  for (size_t i = 0; i < infos.size(); ++i) {
+    if (layers[i].layer != infos[i].name)
+      throw Error("adaptive rounding: layer " + std::to_string(i) + " is '" + layers[i].layer + "', the model's is '" +
+                  infos[i].name + "' (layers must be in model order)");
+    if (model.has_linear_override(infos[i].name))
+      throw Error("adaptive rounding: layer '" + infos[i].name +
+                  "' already has a linear override (rounding runs without activation quantization; clear it first)");
+  }
+  if (images.dim() != 4 || images.size(0) == 0) throw Error("adaptive rounding: expected [N, C, H, W] images");
+  if (s.images < 1 || s.batch < 1) throw Error("adaptive rounding: images and batch must be at least 1");
+  const int64_t N = std::min<int64_t>(images.size(0), s.images);
+  if (N < s.images)
+    report.warnings.push_back("adaptive rounding uses " + std::to_string(N) + " images (" + std::to_string(s.images) +
+                              " requested)");
+  const at::Tensor calib = images.slice(0, 0, N).to(at::kFloat).contiguous();
+
+  // The model must be the float reference: a model already holding every compressed W̃ would be its own target.
+  int compressed = 0, applied = 0;
+  for (size_t i = 0; i < layers.size(); ++i) {
+    if (layers[i].form == LayerForm::Float) continue;
+    ++compressed;
+    applied += at::equal(model.weight(infos[i].name), layers[i].dequantized_weight()) ? 1 : 0;
+  }
+  if (compressed > 0 && applied == compressed)
+    throw Error("adaptive rounding: the model holds the compressed weights; pass the float model they came from");
+
+  std::vector<size_t> todo;  // layers to learn in this run
+  std::map<std::string, size_t> index_of;
+  for (size_t i = 0; i < layers.size(); ++i) {
+    index_of[layers[i].layer] = i;
+    if (layers[i].form != LayerForm::Float && !layers[i].rounding_learned) todo.push_back(i);
+  }
+  std::string key;
+  std::map<std::string, LayerRoundingResult> finished;  // everything the checkpoint records
+  if (checkpoint) {
+    key = rounding_checkpoint_key(model, layers, calib, s);
+    for (LayerRoundingResult& r : load_rounding_checkpoint(checkpoint->path, key, layers, &report.warnings)) {
+      r.from_checkpoint = true;
+      finished[r.layer] = r;
+      report.layers.push_back(r);
+    }
+  }
+  std::vector<size_t> pending;
+  for (size_t i : todo)
+    if (!finished.count(layers[i].layer)) pending.push_back(i);
+  const int n_round = static_cast<int>(todo.size());
+  int done = n_round - static_cast<int>(pending.size());
+  if (pending.empty()) {
+    report.seconds = seconds_since(start);
+    return report;
+  }
+
+  HookGuard hooks(model);
+  const std::map<std::string, int> segment_of = segments_of_layers(model, calib.slice(0, 0, 1));
+  std::map<int, std::vector<size_t>> segment_layers;  // compressed layers per segment, in order
+  for (size_t i = 0; i < layers.size(); ++i)
+    if (layers[i].form != LayerForm::Float) segment_layers[segment_of.at(layers[i].layer)].push_back(i);
+  std::set<size_t> pending_set(pending.begin(), pending.end());
+  const int last_segment = segment_of.at(layers[pending.back()].layer);
+  auto bias_of = [&](size_t i) { return infos[i].has_bias ? model.tensor(infos[i].name + ".bias") : at::Tensor(); };
+
+  // Runs `segment` over the cached input in batches, storing the output when `out` is given.
+  std::function<void(int64_t)> on_batch;
+  auto run_over = [&](int segment, const at::Tensor& in, at::Tensor* out) {
+    for (int64_t n0 = 0; n0 < N; n0 += s.batch) {
+      const int64_t n1 = std::min<int64_t>(N, n0 + s.batch);
+      job.check();
+      if (on_batch) on_batch(n0);
+      at::Tensor y;
+      try {
+        y = run_segment(model, segment, in.slice(0, n0, n1));
+      } catch (const StopSegment&) {
+        continue;
+      }
+      if (out) {
+        if (!out->defined()) {
+          std::vector<int64_t> shape = y.sizes().vec();
+          shape[0] = N;
+          *out = at::empty(shape, y.options());
+        }
+        out->slice(0, n0, n1).copy_(y);
+      }
+    }
+  };
+  // Overrides every compressed layer of the segment with its current W̃ (learned codes for the finished ones).
+  auto use_compressed = [&](int segment) {
+    for (size_t i : segment_layers[segment]) {
+      const at::Tensor Wt = layers[i].dequantized_weight();
+      hooks.set_override(layers[i].layer, [Wt](const at::Tensor& x, const at::Tensor&, const at::Tensor& b) {
+        return parallel_linear(x, Wt, b);
+      });
+    }
+  };
+
+  at::Tensor float_in = calib, comp_in = calib;
+  for (int segment = -1; segment <= last_segment; ++segment) {
+    job.check();
+    std::vector<size_t> learn;
+    for (size_t i : segment_layers[segment])
+      if (pending_set.count(i)) learn.push_back(i);
+
+    // Float pass: every learned layer's target rows, and the next segment's float input.
+    std::map<size_t, LayerData> data;
+    std::vector<std::string> watched;
+    for (size_t i : learn) {
+      data.emplace(i, LayerData{{}, {}, TokenSample(N, s.tokens_per_image, s.seed + 7919 * i)});
+      watched.push_back(layers[i].layer);
+    }
+    int64_t batch_start = 0;
+    on_batch = [&](int64_t n0) { batch_start = n0; };
+    hooks.clear();
+    model.set_observer(watched, [&](const std::string& layer, const at::Tensor&, const at::Tensor& out) {
+      LayerData& d = data.at(index_of.at(layer));
+      d.tokens.capture(out, batch_start, d.Y);
+    });
+    at::Tensor float_next;
+    run_over(segment, float_in, segment < last_segment ? &float_next : nullptr);
+    model.clear_observer();
+
+    for (size_t k = 0; k < learn.size(); ++k) {
+      const size_t i = learn[k];
+      CompressedLayer& layer = layers[i];
+      const auto layer_start = std::chrono::steady_clock::now();
+      char head[160];
+      std::snprintf(head, sizeof head, "layer %d/%d %s", done + 1, n_round, layer.layer.c_str());
+      job.report({"rounding", done, n_round, seconds_since(start), std::string(head) + ": collecting data"});
+      // Compressed pass up to this layer: its input rows; the rest of the segment is skipped.
+      LayerData& d = data.at(i);
+      hooks.clear();
+      use_compressed(segment);
+      hooks.set_override(layer.layer, [&](const at::Tensor& x, const at::Tensor&, const at::Tensor&) -> at::Tensor {
+        d.tokens.capture(x, batch_start, d.X);
+        throw StopSegment{};
+      });
+      run_over(segment, comp_in, nullptr);
+      hooks.clear();
+      const double collect_seconds = seconds_since(layer_start);
+
+      const int iterations = s.iterations;
+      auto step = [&](int it, double rec, double reg, double beta) {
+        if (on_step) on_step({done, n_round, layer.layer, it, iterations, rec, reg, beta});
+        if (it % 10 == 0 || it + 1 == iterations) {
+          char detail[320];
+          std::snprintf(detail, sizeof detail, "%s it %d/%d rec %.4g reg %.4g", head, it + 1, iterations, rec, reg);
+          job.report({"rounding", done, n_round, seconds_since(start), detail});
+        }
+      };
+      LayerRoundingResult r;
+      {
+        BlasThreadsScope blas_threads;  // autograd GEMMs: give OpenBLAS the threads (see parallel_ops.h)
+        r = rounding::learn_layer(layer, bias_of(i), d.X, d.Y, s, job, step);
+      }
+      r.seconds = seconds_since(layer_start);
+      r.collect_seconds = collect_seconds;
+      d.X = d.Y = at::Tensor();
+      finished[layer.layer] = r;
+      report.layers.push_back(r);
+      ++done;
+      if (checkpoint) save_rounding_checkpoint(checkpoint->path, key, layers, finished);
+      job.report({"rounding", done, n_round, seconds_since(start), std::string(head) + ": done"});
+    }
+
+    if (segment < last_segment) {  // advance both caches past this segment
+      at::Tensor comp_next;
+      hooks.clear();
+      use_compressed(segment);
+      on_batch = nullptr;
+      run_over(segment, comp_in, &comp_next);
+      hooks.clear();
+      float_in = float_next;
+      comp_in = comp_next;
+    }
+  }
+  report.seconds = seconds_since(start);
+  return report;
+}
+
+}  // namespace lorq

@@ -1,0 +1,216 @@
+// One layer's learned rounding (spec §10.1, §10.3): the rectified-sigmoid rounding variables, the soft and hard
+// quantizers, the annealed regularizer and the RAdam training loop on a layer's (input, target) rows.
+#include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
+
+#include <chrono>
+#include <cmath>
+
+#include "lorq/quant/adaptive_rounding.h"
+#include "lorq/common/error.h"
+#include "lorq/common/file_util.h"
+#include "lorq/quant/radam.h"
+
+namespace lorq {
+
+RoundingSettings RoundingSettings::spec_defaults() {
+  RoundingSettings s;
+  s.iterations = 20000;
+  s.images = 1024;
+  s.batch = 32;
+  s.tokens_per_image = 0;
+  s.rows_per_step = 32 * 197;
+  s.keep_nearest_if_worse = false;
+  s.record_every = 20;
+  return s;
+}
+
+namespace rounding {
+
+namespace {
+
+// The constant parts of one quantized tensor's soft quantizer, computed once per layer.
+struct RoundingVariable {
+  at::Tensor floor_codes;        // ⌊V/(Δ+ε)⌋ as float
+  at::Tensor scale, zero;        // [rows, 1]
+  at::Tensor base, scaled_zero;  // ⌊V/(Δ+ε)⌋ + z and Δ·z: two fewer ops per step
+  double qmax = 255;
+  at::Tensor alpha;  // the learned variable, requires_grad
+
+  explicit RoundingVariable(const QuantizedTensor& q) {
+    c10::NoGradGuard no_grad;
+    scale = q.params.scale.to(at::kFloat).reshape({-1, 1});
+    zero = q.params.zero_point.to(at::kFloat).reshape({-1, 1});
+    floor_codes = at::floor(q.values / (scale + kEpsilon));
+    base = floor_codes + zero;
+    scaled_zero = scale * zero;
+    qmax = std::pow(2.0, q.params.bits) - 1;
+    alpha = initial_alpha(q).requires_grad_(true);
+  }
+  // Δ·(clipSTE(⌊V/(Δ+ε)⌋ + h + z) − z) for a given h = h(α).
+  at::Tensor soft(const at::Tensor& h) const {
+    const at::Tensor x = base + h;
+    // Straight-through clip: forward clipped, gradient passed unchanged even where clipped (spec §10.1).
+    const at::Tensor clipped = x + (at::clamp(x, 0, qmax) - x).detach();
+    return scale * clipped - scaled_zero;
+  }
+};
+
+void check_tensor(const QuantizedTensor& q, const std::string& what) {
+  if (!q.values.defined() || q.values.dim() != 2 || !q.codes.defined() || q.codes.sizes() != q.values.sizes() ||
+      q.params.scale.numel() != q.values.size(0) || q.params.zero_point.numel() != q.values.size(0))
+    throw Error(what + ": inconsistent quantized tensor (values, codes and per-row parameters must match)");
+}
+
+at::Tensor codes_from(const at::Tensor& floor_codes, const at::Tensor& up, const at::Tensor& zero, double qmax) {
+  return at::clamp(floor_codes + up + zero, 0, qmax).to(at::kByte);
+}
+
+}  // namespace
+
+at::Tensor rectified_sigmoid(const at::Tensor& alpha) {
+  return at::clamp(at::sigmoid(alpha) * (kZeta - kGamma) + kGamma, 0, 1);
+}
+
+at::Tensor initial_alpha(const QuantizedTensor& q) {
+  c10::NoGradGuard no_grad;
+  const at::Tensor scale = q.params.scale.to(at::kFloat).reshape({-1, 1});
+  const at::Tensor s = q.values / (scale + kEpsilon);
+  const at::Tensor frac = s - at::floor(s);
+  return -at::log(at::clamp_min((kZeta - kGamma) / (frac - kGamma) - 1, 1e-16));
+}
+
+at::Tensor soft_dequantized(const QuantizedTensor& q, const at::Tensor& alpha) {
+  RoundingVariable v(q);
+  return v.soft(rectified_sigmoid(alpha));
+}
+
+at::Tensor hard_codes(const QuantizedTensor& q, const at::Tensor& alpha) {
+  c10::NoGradGuard no_grad;
+  const RoundingVariable v(q);
+  return codes_from(v.floor_codes, (alpha >= 0).to(at::kFloat), v.zero, v.qmax);
+}
+
+at::Tensor regularizer(const at::Tensor& alpha, double beta) {
+  return (1 - (2 * rectified_sigmoid(alpha) - 1).abs().pow(beta)).mean();
+}
+
+double beta_at(int64_t t, int64_t T, const RoundingSettings& s) {
+  const double warm = s.warmup * static_cast<double>(T);
+  if (static_cast<double>(t) < warm) return s.beta_start;
+  const double span = static_cast<double>(T) - warm;
+  const double left = span > 0 ? std::max(0.0, 1 - (static_cast<double>(t) - warm) / span) : 0.0;
+  return s.beta_end + (s.beta_start - s.beta_end) * left;
+}
+
+double reconstruction_error(const CompressedLayer& layer, const at::Tensor& bias, const at::Tensor& X,
+                            const at::Tensor& Y) {
+  c10::NoGradGuard no_grad;
+  const at::Tensor W = layer.dequantized_weight();
+  if (!W.defined()) throw Error(layer.layer + ": a float layer has no rounding to measure");
+  double sum = 0;
+  const int64_t R = X.size(0), chunk = 8192;
+  for (int64_t r0 = 0; r0 < R; r0 += chunk) {
+    const int64_t r1 = std::min(R, r0 + chunk);
+    sum += (at::linear(X.slice(0, r0, r1), W, bias) - Y.slice(0, r0, r1)).pow(2).sum().item<double>();
+  }
+  return R > 0 ? sum / (static_cast<double>(R) * Y.size(1)) : 0.0;
+}
+
+LayerRoundingResult learn_layer(CompressedLayer& layer, const at::Tensor& bias, const at::Tensor& X,
+                                const at::Tensor& Y, const RoundingSettings& s, const JobControl& job,
+                                const std::function<void(int, double, double, double)>& on_step) {
+  const auto start = std::chrono::steady_clock::now();
+  if (layer.form == LayerForm::Float) throw Error(layer.layer + ": a float layer has no rounding to learn");
+  if (s.iterations < 0 || s.rows_per_step < 1 || s.record_every < 1)
+    throw Error("rounding: iterations must be >= 0, rows_per_step and record_every >= 1");
+  if (X.dim() != 2 || Y.dim() != 2 || X.size(0) != Y.size(0) || X.size(0) == 0)
+    throw Error(layer.layer + ": rounding data must be [rows, in] and [rows, out] with the same rows");
+  const bool low_rank = layer.form == LayerForm::LowRank;
+  std::vector<QuantizedTensor*> tensors;
+  if (low_rank) {
+    check_tensor(layer.a, layer.layer + " (A)");
+    check_tensor(layer.b, layer.layer + " (B)");
+    tensors = {&layer.a, &layer.b};
+  } else {
+    check_tensor(layer.weight, layer.layer);
+    tensors = {&layer.weight};
+  }
+  std::vector<RoundingVariable> vars;
+  std::vector<at::Tensor> params;
+  for (const QuantizedTensor* q : tensors) {
+    vars.emplace_back(*q);
+    params.push_back(vars.back().alpha);
+  }
+
+  LayerRoundingResult result;
+  result.layer = layer.layer;
+  result.nearest_error = reconstruction_error(layer, bias, X, Y);
+
+  RAdam optimizer(params, {s.lr, 0.9, 0.999, 1e-8});
+  // Per-layer step sampling from the seed and the layer's name (FNV: the same draws on every platform).
+  const uint64_t name_hash = std::stoull(fnv1a64_hex(layer.layer.data(), layer.layer.size()), nullptr, 16);
+  at::Generator gen = at::detail::createCPUGenerator(s.seed ^ name_hash);
+  const int64_t R = X.size(0);
+  const bool all_rows = R <= s.rows_per_step;
+  {
+    c10::AutoGradMode grad_on(true);
+    for (int it = 0; it < s.iterations; ++it) {
+      job.check();  // between iterations: the layer's codes are untouched until training completes
+      at::Tensor xb = X, yb = Y;
+      if (!all_rows) {
+        const at::Tensor rows = at::randint(R, {s.rows_per_step}, gen, at::kLong);
+        xb = X.index_select(0, rows);
+        yb = Y.index_select(0, rows);
+      }
+      const double beta = beta_at(it, s.iterations, s);
+      std::vector<at::Tensor> h, w;
+      for (const RoundingVariable& v : vars) {
+        h.push_back(rectified_sigmoid(v.alpha));
+        w.push_back(v.soft(h.back()));
+      }
+      const at::Tensor y = low_rank ? at::linear(at::linear(xb, w[1]), w[0], bias) : at::linear(xb, w[0], bias);
+      const at::Tensor rec = at::mse_loss(y, yb);
+      at::Tensor reg = at::zeros({}, X.options());
+      for (const at::Tensor& hv : h) reg = reg + (1 - (2 * hv - 1).abs().pow(beta)).mean();
+      reg = reg * s.reg_factor;
+      const at::Tensor loss = rec + reg;
+      optimizer.zero_grad();
+      loss.backward();
+      optimizer.step();
+      const double rec_v = rec.item<double>(), reg_v = reg.item<double>();
+      result.iterations = it + 1;
+      if (it % s.record_every == 0) {
+        result.reconstruction.push_back(static_cast<float>(rec_v));
+        result.regularizer.push_back(static_cast<float>(reg_v));
+      }
+      if (on_step) on_step(it, rec_v, reg_v, beta);
+      if (rec_v + reg_v < s.early_stop_loss) break;
+    }
+  }
+
+  // Hard rounding: the learned codes replace nearest rounding (unless they reconstruct worse and the guard is on).
+  c10::NoGradGuard no_grad;
+  std::vector<at::Tensor> nearest;
+  int64_t flipped = 0, total = 0;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    nearest.push_back(tensors[i]->codes);
+    const at::Tensor up = (vars[i].alpha.detach() >= 0).to(at::kFloat);
+    tensors[i]->codes = codes_from(vars[i].floor_codes, up, vars[i].zero, vars[i].qmax);
+    flipped += tensors[i]->codes.ne(nearest[i]).sum().item<int64_t>();
+    total += nearest[i].numel();
+  }
+  result.learned_error = reconstruction_error(layer, bias, X, Y);
+  result.flipped_fraction = total ? double(flipped) / double(total) : 0.0;
+  if (s.keep_nearest_if_worse && result.learned_error > result.nearest_error) {
+    for (size_t i = 0; i < tensors.size(); ++i) tensors[i]->codes = nearest[i];
+    result.kept_nearest = true;
+  } else {
+    layer.rounding_learned = true;
+  }
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return result;
+}
+
+}  // namespace rounding
+}  // namespace lorq
