@@ -226,7 +226,7 @@ int cmd_compress(int argc_in, char** argv_in) {
          {"--model",       "--calib",    "--calib-labels", "--avg-bits",     "--images",          "--lfh-images",
           "--projections", "--anchors",  "--eval",         "--labels",       "--limit",           "--seed",
           "--out",         "--cache",    "--budget-bytes", "--ratio",        "--constraints",     "--lfh-batch",
-          "--session",     "--act-bits", "--round-iters",  "--round-images", "--round-checkpoint"},
+          "--session",     "--act-bits", "--round-iters",  "--round-images", "--round-checkpoint", "--quantizer"},
          {"--uniform", "--estimate", "--lfh-as-coded", "--plain-svd", "--mse", "--swapped-size", "--refit", "--round",
           "--act-mp", "--no-ridge"});
   if (a.help()) {
@@ -249,6 +249,8 @@ int cmd_compress(int argc_in, char** argv_in) {
         "--constraints: JSON pins / minimum bits / maximum rank / exclusions (q8 or float) / layer groups, e.g.\n"
         "  {\"layers\": {\"head\": {\"exclude\": \"float\"}, \"blocks.0.attn.qkv\": {\"pin\": \"Q8\"}},\n"
         "   \"groups\": [[\"blocks.0.mlp.fc1\", \"blocks.1.mlp.fc1\"]]}\n"
+        "--quantizer nearest|gptq: nearest rounding, or error-compensating rounding through each layer's input\n"
+        "  moment XᵀX on the calibration images (GPTQ; the default).\n"
         "--refit: the final per-layer compression of spec §9 (low-rank factor ranges refitted for the chosen rank).\n"
         "--lfh-batch: projections back-propagated together (default 32; lower it to save memory on big models).\n"
         "--act-bits: quantize activations too (spec §8: per-tensor, log√2 after softmax, LayerNorm folding, ridge\n"
@@ -278,6 +280,7 @@ int cmd_compress(int argc_in, char** argv_in) {
   s.candidates.weighted_svd = !a.has("--plain-svd");
   s.candidates.hessian_weighted = !a.has("--mse");
   s.candidates.swapped_lr_size = a.has("--swapped-size");
+  s.candidates.quantizer = parse_quantizer(a.get("--quantizer", "gptq"));  // nearest | gptq (error compensation)
   const int budget_flags = a.has("--avg-bits") + a.has("--budget-bytes") + a.has("--ratio");
   if (budget_flags != 1) throw UsageError("give the budget once: --avg-bits, --budget-bytes or --ratio");
   ImageSet calib = open_image_set(a.require("--calib"), a.get("--calib-labels"), model->config().label_names);
@@ -338,6 +341,7 @@ int cmd_compress(int argc_in, char** argv_in) {
   // Steps 8-14: activation quantization, the final layers (refit), adaptive rounding, applied to a fresh model.
   FinalModelSettings fs;
   fs.refit = a.has("--refit");
+  fs.quantizer = s.candidates.quantizer;
   fs.activations.enabled = a.has("--act-bits");
   fs.activations.bits = static_cast<int>(a.get_int("--act-bits", 8, 2, 8));
   fs.activations.mixed_precision = a.has("--act-mp");

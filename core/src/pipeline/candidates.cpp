@@ -61,8 +61,24 @@ double weighted_loss(const at::Tensor& W, const at::Tensor& Wq, const at::Tensor
 
 }  // namespace
 
+at::Tensor weight_source(const LayerCandidates& c, int bits, const at::Tensor& W) {
+  auto it = c.weight_values.find(bits);
+  return it != c.weight_values.end() ? it->second : W.to(at::kFloat).reshape({c.out_features, c.in_features});
+}
+
+at::Tensor factor_a_source(const LayerCandidates& c, int bits_a, int bits_b) {
+  auto it = c.a_values.find({bits_a, bits_b});
+  return it != c.a_values.end() ? it->second : c.factors.A;
+}
+
+at::Tensor factor_b_source(const LayerCandidates& c, int bits_b) {
+  auto it = c.b_values.find(bits_b);
+  return it != c.b_values.end() ? it->second : c.factors.B;
+}
+
 LayerCandidates build_layer_candidates(const std::string& layer, const at::Tensor& W_in, const at::Tensor& H_in,
-                                       bool low_rank_allowed, const CandidateSettings& s) {
+                                       bool low_rank_allowed, const CandidateSettings& s,
+                                       const at::Tensor& input_moment) {
   if (W_in.dim() != 2) throw Error(layer + ": the weight must be a matrix");
   const at::Tensor W = W_in.to(at::kFloat).contiguous();
   const int64_t m = W.size(0), n = W.size(1), k = std::min(m, n);
@@ -76,6 +92,16 @@ LayerCandidates build_layer_candidates(const std::string& layer, const at::Tenso
   c.out_features = m;
   c.in_features = n;
   c.low_rank_allowed = low_rank_allowed;
+  // One factorisation of the input moment serves every bit width of W and of the first factor B.
+  const bool compensate = s.quantizer == Quantizer::Gptq && input_moment.defined();
+  at::Tensor Hx;
+  GptqFactor fx;
+  if (compensate) {
+    if (input_moment.dim() != 2 || input_moment.size(0) != n || input_moment.size(1) != n)
+      throw Error(layer + ": the input moment must be [" + std::to_string(n) + ", " + std::to_string(n) + "]");
+    Hx = input_moment.to(at::kDouble);
+    fx = gptq_factorize(Hx, s.gptq);
+  }
 
   // Everything considered, with the size the Pareto filter sees.
   std::vector<LayerOption> all;
@@ -87,8 +113,9 @@ LayerCandidates build_layer_candidates(const std::string& layer, const at::Tenso
     o.bits = b;
     o.size_bits = int64_t(b) * m * n;
     o.bytes = o.size_bits / 8;
-    o.local_loss = weighted_loss(W, fake_quantize_rows(W, p), hbar);
+    if (compensate) c.weight_values[b] = compensated_values(W, p, Hx, fx, s.gptq);
     c.weight_params[b] = p;
+    o.local_loss = weighted_loss(W, fake_quantize_rows(weight_source(c, b, W), p), hbar);
     all.push_back(o);
     points.emplace_back(double(o.size_bits), o.local_loss);
   }
@@ -98,10 +125,25 @@ LayerCandidates build_layer_candidates(const std::string& layer, const at::Tenso
       c.a_params[b] = search_row_ranges(c.factors.A, b, RangeError::Product, H, W, c.factors.B);
       c.b_params[b] = search_row_ranges(c.factors.B, b, RangeError::Plain);
     }
-    for (int ba : s.factor_bits) {
-      const at::Tensor Aq = fake_quantize_rows(c.factors.A, c.a_params[ba]);
+    if (compensate) {
+      // B̃ sees the layer's input; Ã sees B̃'s output z = B̃x, whose moment is B̃ H B̃ᵀ. Ã is swept in rank order
+      // (no activation order), so column j only absorbs the errors of columns before it and a rank-r prefix is
+      // the same for every r.
+      GptqSettings rank_order = s.gptq;
+      rank_order.act_order = false;
       for (int bb : s.factor_bits) {
-        const at::Tensor Bq = fake_quantize_rows(c.factors.B, c.b_params[bb]);
+        c.b_values[bb] = compensated_values(c.factors.B, c.b_params[bb], Hx, fx, s.gptq);
+        const at::Tensor Bt = fake_quantize_rows(c.b_values[bb], c.b_params[bb]).to(at::kDouble);
+        const at::Tensor Hz = at::mm(at::mm(Bt, Hx), Bt.t());
+        const GptqFactor fz = gptq_factorize(Hz, rank_order);
+        for (int ba : s.factor_bits)
+          c.a_values[{ba, bb}] = compensated_values(c.factors.A, c.a_params[ba], Hz, fz, rank_order);
+      }
+    }
+    for (int ba : s.factor_bits) {
+      for (int bb : s.factor_bits) {
+        const at::Tensor Aq = fake_quantize_rows(factor_a_source(c, ba, bb), c.a_params[ba]);
+        const at::Tensor Bq = fake_quantize_rows(factor_b_source(c, bb), c.b_params[bb]);
         const at::Tensor losses = low_rank_local_losses(W, Aq, Bq, hbar);
         auto acc = losses.accessor<double, 1>();
         for (int64_t r = 1; r <= k; ++r) {
@@ -140,12 +182,14 @@ at::Tensor compressed_weight(const LayerCandidates& c, const LayerOption& o, con
   if (o.kind == OptionKind::Quant) {
     auto it = c.weight_params.find(o.bits);
     if (it == c.weight_params.end()) throw Error(c.layer + ": no quantizer for " + o.label());
-    return fake_quantize_rows(W.to(at::kFloat).reshape({c.out_features, c.in_features}), it->second);
+    return fake_quantize_rows(weight_source(c, o.bits, W), it->second);
   }
   // Contiguous factors: the export decodes to exactly these [m, r] and [r, n] matrices, and the same product
   // must follow bit for bit.
-  const at::Tensor Aq = fake_quantize_rows(c.factors.A, c.a_params.at(o.bits_a)).slice(1, 0, o.rank).contiguous();
-  const at::Tensor Bq = fake_quantize_rows(c.factors.B, c.b_params.at(o.bits_b)).slice(0, 0, o.rank).contiguous();
+  const at::Tensor Aq =
+      fake_quantize_rows(factor_a_source(c, o.bits_a, o.bits_b), c.a_params.at(o.bits_a)).slice(1, 0, o.rank).contiguous();
+  const at::Tensor Bq =
+      fake_quantize_rows(factor_b_source(c, o.bits_b), c.b_params.at(o.bits_b)).slice(0, 0, o.rank).contiguous();
   return at::mm(Aq, Bq);
 }
 

@@ -8,6 +8,7 @@
 
 #include "lorq/quant/compressed_layer.h"
 #include "lorq/common/error.h"
+#include "lorq/pipeline/input_moments.h"
 #include "lorq/pipeline/session_cache.h"
 
 namespace lorq {
@@ -45,12 +46,16 @@ CompressionAnalysis analyze_model(Model& model, const ImageSet& images, const Co
   if (!cache || !cache->load_analysis(false, &a, &warnings)) {
     a = CompressionAnalysis();
     c10::NoGradGuard no_grad;
+    // Error-compensating quantization needs every layer's input moment XᵀX on the calibration images.
+    std::map<std::string, InputMoment> moments;
+    if (s.candidates.quantizer == Quantizer::Gptq)
+      moments = layer_input_moments(model, calib.images, s.calibration.batch, job);
     const auto& layers = model.linear_layers();
     for (size_t i = 0; i < layers.size(); ++i) {
       job.check();
       const LinearLayerInfo& l = layers[i];
-      a.layers.push_back(
-          build_layer_candidates(l.name, model.weight(l.name), H.at(l.name), l.low_rank_allowed, s.candidates));
+      a.layers.push_back(build_layer_candidates(l.name, model.weight(l.name), H.at(l.name), l.low_rank_allowed,
+                                                s.candidates, compensation_moment(moments, l.name)));
       a.compressible_params += l.params();
       job.report({"candidates", int64_t(i + 1), int64_t(layers.size()), since(t), l.name});
     }

@@ -8,6 +8,7 @@
 #include <set>
 
 #include "lorq/common/error.h"
+#include "lorq/pipeline/input_moments.h"
 #include "lorq/pipeline/sensitivity.h"
 
 namespace lorq {
@@ -15,6 +16,23 @@ namespace lorq {
 namespace {
 double since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+CandidateSettings refit_settings(const FinalModelSettings& s) {
+  CandidateSettings c;
+  c.quantizer = s.quantizer;
+  return c;
+}
+
+// Every layer's XᵀX on `images` where compensation may use it (compensation_moment).
+std::map<std::string, at::Tensor> compensation_moments(Model& model, const at::Tensor& images) {
+  const auto all = layer_input_moments(model, images);
+  std::map<std::string, at::Tensor> out;
+  for (const auto& l : model.linear_layers()) {
+    const at::Tensor m = compensation_moment(all, l.name);
+    if (m.defined()) out[l.name] = m;
+  }
+  return out;
 }
 }  // namespace
 
@@ -60,9 +78,17 @@ FinalModel build_final_model(const std::string& model_path, const CompressionAna
     const auto H = label_free_hessian(model, images.slice(0, 0, n), s.lfh, job);
     f.stage_seconds.emplace_back("sensitivity (rebuilt model)", since(t));
     t = std::chrono::steady_clock::now();
-    f.layers = refit_layers(model, a, alloc, H);
+    std::map<std::string, at::Tensor> moments;
+    if (s.quantizer == Quantizer::Gptq) {
+      enable_activation_quantization(model, f.activations);
+      moments = compensation_moments(model, images);
+      disable_activation_quantization(model);
+    }
+    f.layers = refit_layers(model, a, alloc, H, refit_settings(s), &moments);
   } else if (s.refit) {
-    f.layers = refit_layers(model, a, alloc, a.lfh);
+    std::map<std::string, at::Tensor> moments;
+    if (s.quantizer == Quantizer::Gptq) moments = compensation_moments(model, images);
+    f.layers = refit_layers(model, a, alloc, a.lfh, refit_settings(s), &moments);
   } else {
     f.layers = compress_layers(model, a, alloc);
   }

@@ -26,6 +26,7 @@ json settings_json(const CompressSettings& s) {
   return {{"calibration", {s.calibration.images, s.calibration.seed, s.calibration.batch}},
           {"lfh", {s.lfh_images, s.lfh.projections, s.lfh.as_coded_accumulation, s.lfh.seed}},
           {"candidates", {c.bits, c.factor_bits, c.hessian_weighted, c.weighted_svd, c.swapped_lr_size}},
+          {"quantizer", {quantizer_name(c.quantizer), c.gptq.damping, c.gptq.block, c.gptq.act_order}},
           {"global_error", {s.global_error.anchors, s.global_error.batch, s.global_error.estimate}}};
 }
 
@@ -108,6 +109,10 @@ void SessionCache::save_analysis(const CompressionAnalysis& a, bool with_errors)
                       {"guarded_rows", l.factors.guarded_rows},
                       {"options", opts}});
     put_params(t, l.layer + "/w", l.weight_params);
+    for (const auto& [b, v] : l.weight_values) t.emplace_back(l.layer + "/wv" + std::to_string(b), v);
+    for (const auto& [b, v] : l.b_values) t.emplace_back(l.layer + "/bv" + std::to_string(b), v);
+    for (const auto& [ab, v] : l.a_values)
+      t.emplace_back(l.layer + "/av" + std::to_string(ab.first) + "_" + std::to_string(ab.second), v);
     if (l.low_rank_allowed) {
       t.emplace_back(l.layer + "/A", l.factors.A);
       t.emplace_back(l.layer + "/B", l.factors.B);
@@ -159,6 +164,16 @@ bool SessionCache::load_analysis(bool with_errors, CompressionAnalysis* a, std::
         l.factors.guarded_rows = j.at("guarded_rows").get<int64_t>();
         l.a_params = get_params(t, l.layer + "/a", fb);
         l.b_params = get_params(t, l.layer + "/b", fb);
+      }
+      // Compensated values (absent for nearest rounding).
+      for (const auto& [b, p] : l.weight_params)
+        if (t.count(l.layer + "/wv" + std::to_string(b))) l.weight_values[b] = t.at(l.layer + "/wv" + std::to_string(b));
+      for (const auto& [bb, pb] : l.b_params) {
+        if (t.count(l.layer + "/bv" + std::to_string(bb))) l.b_values[bb] = t.at(l.layer + "/bv" + std::to_string(bb));
+        for (const auto& [ba, pa] : l.a_params) {
+          const std::string k = l.layer + "/av" + std::to_string(ba) + "_" + std::to_string(bb);
+          if (t.count(k)) l.a_values[{ba, bb}] = t.at(k);
+        }
       }
       for (const json& o : j.at("options")) {
         LayerOption x;

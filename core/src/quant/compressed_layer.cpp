@@ -5,6 +5,7 @@
 
 #include "lorq/pipeline/compress.h"
 #include "lorq/common/error.h"
+#include "lorq/quant/gptq.h"
 
 namespace lorq {
 
@@ -72,32 +73,53 @@ std::vector<CompressedLayer> compress_layers(const Model& model, const Compressi
                                              const Allocation& alloc) {
   return build_layers(a, alloc, [&](const LayerCandidates& l, CompressedLayer& c) {
     if (c.form == LayerForm::Quant) {
-      c.weight = QuantizedTensor::nearest(model.weight(l.layer), l.weight_params.at(c.option.bits));
+      // The values rounded to the analysis' codes: W, or its error-compensated values (rounding starts from them).
+      c.weight = QuantizedTensor::nearest(weight_source(l, c.option.bits, model.weight(l.layer)),
+                                          l.weight_params.at(c.option.bits));
     } else {
       // Stage 1 quantized the full factors once and truncated (§5.2): the same codes, sliced to rank r.
       const int64_t r = c.option.rank;
-      c.a = QuantizedTensor::nearest(l.factors.A.slice(1, 0, r), l.a_params.at(c.option.bits_a));
-      c.b = QuantizedTensor::nearest(l.factors.B.slice(0, 0, r), first_rows(l.b_params.at(c.option.bits_b), r));
+      c.a = QuantizedTensor::nearest(factor_a_source(l, c.option.bits_a, c.option.bits_b).slice(1, 0, r),
+                                     l.a_params.at(c.option.bits_a));
+      c.b = QuantizedTensor::nearest(factor_b_source(l, c.option.bits_b).slice(0, 0, r),
+                                     first_rows(l.b_params.at(c.option.bits_b), r));
     }
   });
 }
 
 std::vector<CompressedLayer> refit_layers(const Model& model, const CompressionAnalysis& a, const Allocation& alloc,
-                                          const std::map<std::string, at::Tensor>& lfh, const CandidateSettings& s) {
+                                          const std::map<std::string, at::Tensor>& lfh, const CandidateSettings& s,
+                                          const std::map<std::string, at::Tensor>* input_moments) {
   return build_layers(a, alloc, [&](const LayerCandidates& l, CompressedLayer& c) {
     const at::Tensor W = model.weight(l.layer).to(at::kFloat).contiguous();
     auto it = lfh.find(l.layer);
     const bool use_h = s.hessian_weighted && it != lfh.end() && it->second.defined();
     const at::Tensor H = use_h ? it->second.to(at::kFloat) : at::Tensor();
+    // Error compensation through the layer's input moment (when given for this layer).
+    at::Tensor Hx;
+    if (s.quantizer == Quantizer::Gptq && input_moments) {
+      auto m = input_moments->find(l.layer);
+      if (m != input_moments->end() && m->second.defined()) Hx = m->second.to(at::kDouble);
+    }
+    const auto compensated = [&](const at::Tensor& v, const RowQuantParams& p, const at::Tensor& Hv,
+                                 const GptqSettings& gs) {
+      return QuantizedTensor::nearest(Hv.defined() ? compensated_values(v, p, Hv, gptq_factorize(Hv, gs), gs) : v, p);
+    };
     if (c.form == LayerForm::Quant) {
       const RangeError kind = use_h ? RangeError::Hessian : RangeError::Plain;
-      c.weight = QuantizedTensor::nearest(W, search_row_ranges(W, c.option.bits, kind, H));
+      c.weight = compensated(W, search_row_ranges(W, c.option.bits, kind, H), Hx, s.gptq);
     } else {
       const int64_t r = c.option.rank;
       const LowRankFactors f = weighted_svd(W, s.weighted_svd ? H : at::Tensor());
       const at::Tensor A = f.A.slice(1, 0, r).contiguous(), B = f.B.slice(0, 0, r).contiguous();
-      c.a = QuantizedTensor::nearest(A, search_row_ranges(A, c.option.bits_a, RangeError::Product, H, W, B));
-      c.b = QuantizedTensor::nearest(B, search_row_ranges(B, c.option.bits_b, RangeError::Plain));
+      c.b = compensated(B, search_row_ranges(B, c.option.bits_b, RangeError::Plain), Hx, s.gptq);
+      // The second factor's input is the first factor's (quantized) output.
+      at::Tensor Hz;
+      if (Hx.defined()) {
+        const at::Tensor Bt = c.b.dequantized().to(at::kDouble);
+        Hz = at::mm(at::mm(Bt, Hx), Bt.t());
+      }
+      c.a = compensated(A, search_row_ranges(A, c.option.bits_a, RangeError::Product, H, W, B), Hz, s.gptq);
     }
   });
 }

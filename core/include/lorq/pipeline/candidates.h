@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "lorq/quant/gptq.h"
 #include "lorq/quant/quantizer.h"
 #include "lorq/quant/weighted_svd.h"
 
@@ -33,6 +34,10 @@ struct CandidateSettings {
   bool hessian_weighted = true;  // LFH-weighted ranges, SVD and Λ (the spec's HMSE); false: plain MSE
   bool weighted_svd = true;      // false: plain SVD (D = I)
   bool swapped_lr_size = false;  // the reference's swapped r·(n·b_A + m·b_B) in the filter and Pareto (parity)
+  // How the codes are rounded on each row's grid: error compensation (GPTQ) needs the layer's input moment XᵀX;
+  // without one a layer is rounded to nearest whatever this says.
+  Quantizer quantizer = Quantizer::Gptq;
+  GptqSettings gptq;
 };
 
 struct LayerCandidates {
@@ -45,11 +50,25 @@ struct LayerCandidates {
   std::map<int, RowQuantParams> a_params;       // per-row ranges of the full A, by bits (reused for every r, §5.2)
   std::map<int, RowQuantParams> b_params;       // per-row ranges of the full B, by bits
   int64_t candidates_considered = 0;            // before Pareto filtering
+  // Error-compensated rounding (quant/gptq.h): the values the codes round from, so that nearest rounding of them
+  // on the same grids gives the compensated codes. Empty maps: nearest rounding of W and of the factors.
+  std::map<int, at::Tensor> weight_values;                  // Q(b): [m, n], by bits
+  std::map<int, at::Tensor> b_values;                       // B̃ (first factor, input x): [k, n], by b_B
+  std::map<std::pair<int, int>, at::Tensor> a_values;       // Ã (second factor, input B̃x): [m, k], by (b_A, b_B)
 };
 
-// Builds every option of one layer. W [m, n]; H its LFH (or undefined for H ≡ 1).
+// Builds every option of one layer. W [m, n]; H its LFH (or undefined for H ≡ 1). input_moment: XᵀX [n, n] of the
+// layer's calibration inputs; with settings.quantizer == Gptq every option's codes are error-compensated through it
+// (Q(b) on W; LR: B̃ on x, then Ã on B̃x in rank order, so a rank-r prefix of Ã does not depend on r), each tensor
+// kept only where it lowers the output error on those inputs (compensated_values). Λ is that of the options' codes.
 LayerCandidates build_layer_candidates(const std::string& layer, const at::Tensor& W, const at::Tensor& H,
-                                       bool low_rank_allowed, const CandidateSettings& settings = {});
+                                       bool low_rank_allowed, const CandidateSettings& settings = {},
+                                       const at::Tensor& input_moment = {});
+
+// The values an option's tensors round from: the compensated ones when the layer has them, else W / A / B.
+at::Tensor weight_source(const LayerCandidates& c, int bits, const at::Tensor& W);
+at::Tensor factor_a_source(const LayerCandidates& c, int bits_a, int bits_b);
+at::Tensor factor_b_source(const LayerCandidates& c, int bits_b);
 
 // The compressed weight W̃ of an option: fake-quantized Q(W), or Ã_r·B̃_r (W is then unused).
 at::Tensor compressed_weight(const LayerCandidates& c, const LayerOption& option, const at::Tensor& W);

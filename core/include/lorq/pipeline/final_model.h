@@ -32,6 +32,9 @@ FinalImages split_final_images(const ImageSet& set, const std::vector<std::strin
 struct FinalModelSettings {
   ActQuantSettings activations;  // .enabled switches activation quantization on (off: weight-only)
   bool refit = false;            // §9 refit of weight-only layers (always done with activation quantization)
+  // The refit's rounding (the analysis' codes are used as they are otherwise): Gptq compensates through the input
+  // moments of the rebuilt model, measured with its activation quantizers on (what the layers will see).
+  Quantizer quantizer = Quantizer::Gptq;
   bool round = false;            // §10 adaptive rounding
   RoundingSettings rounding;
   LfhOptions lfh;  // for the LFH of the rebuilt model (activation quantization only)

@@ -49,9 +49,12 @@ std::vector<CompressedLayer> compress_layers(const Model& model, const Compressi
 // Spec §9: the allocation's layers refitted to the model's *current* weights with `lfh` (the LFH of the current
 // model): Q(b) by a per-row E2 search on W; LR by a fresh weighted SVD with `lfh`, then a per-row E3 search on A_r
 // (float B_r as complement) and E1 on B_r, for the chosen rank only. Options keep the allocation's bits and ranks.
+// With settings.quantizer == Gptq and `input_moments` (layer -> XᵀX of its current inputs), the codes are
+// error-compensated (B̃_r on x, then Ã_r on B̃_r x; layers without a moment are rounded to nearest).
 std::vector<CompressedLayer> refit_layers(const Model& model, const CompressionAnalysis& analysis,
                                           const Allocation& allocation, const std::map<std::string, at::Tensor>& lfh,
-                                          const CandidateSettings& settings = {});
+                                          const CandidateSettings& settings = {},
+                                          const std::map<std::string, at::Tensor>* input_moments = nullptr);
 
 // Sets every non-Float layer's weight to its W̃.
 void apply_compressed_layers(Model& model, const std::vector<CompressedLayer>& layers);
