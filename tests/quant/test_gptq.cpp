@@ -155,7 +155,7 @@ TEST(Gptq, IdentityOrDiagonalMomentGivesNearestRounding) {
 TEST(Gptq, OutputErrorBelowNearestAtEveryBitWidth) {
   // Per-bit ceilings on (compensated output error) / (nearest rounding's) on the calibration inputs, with margin
   // over what this seed gives; the guarded values may never exceed nearest.
-  const double ceiling[] = {0.85, 0.85, 0.9, 0.95, 1.0};
+  const double ceiling[] = {0.7, 0.65, 0.6, 0.6, 0.6};
   at::manual_seed(11);
   for (auto [m, n] : std::vector<std::pair<int64_t, int64_t>>{{31, 67}, {96, 191}}) {
     const at::Tensor X = correlated_inputs(4 * n, n);
@@ -175,7 +175,6 @@ TEST(Gptq, OutputErrorBelowNearestAtEveryBitWidth) {
       const std::string what = std::to_string(m) + "x" + std::to_string(n) + " bits " + std::to_string(kBits[i]);
       EXPECT_NEAR(direct, guarded, 1e-6 * guarded) << what;
       EXPECT_LE(raw, ceiling[i] * nearest) << what;
-      std::printf("RATIO %s %.3f\n", what.c_str(), raw / nearest);
       EXPECT_LE(guarded, nearest) << what;
       EXPECT_TRUE(compensated) << what;
     }
