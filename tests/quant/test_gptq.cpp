@@ -73,7 +73,10 @@ at::Tensor reference_values(const at::Tensor& W, const RowQuantParams& p, const 
 
 at::Tensor codes64(const at::Tensor& V, const RowQuantParams& p) {
   const double qmax = std::pow(2.0, p.bits) - 1;
-  return (V / p.scale.to(at::kDouble).unsqueeze(1)).round().add(p.zero_point.to(at::kDouble).unsqueeze(1)).clamp(0, qmax);
+  return (V / p.scale.to(at::kDouble).unsqueeze(1))
+      .round()
+      .add(p.zero_point.to(at::kDouble).unsqueeze(1))
+      .clamp(0, qmax);
 }
 
 }  // namespace
@@ -170,8 +173,8 @@ TEST(Gptq, OutputErrorBelowNearestAtEveryBitWidth) {
       const at::Tensor V = compensated_values(W, p, H, f, {}, &compensated);
       const double guarded = output_error(W, fake_quantize_rows(V, p), H);
       // Directly on the data: Σ‖(W − Ŵ) x‖² over the rows equals the moment form.
-      const double direct = (at::mm(X.to(at::kDouble), (W - fake_quantize_rows(V, p)).t().to(at::kDouble)))
-                                .pow(2).sum().item<double>();
+      const double direct =
+          (at::mm(X.to(at::kDouble), (W - fake_quantize_rows(V, p)).t().to(at::kDouble))).pow(2).sum().item<double>();
       const std::string what = std::to_string(m) + "x" + std::to_string(n) + " bits " + std::to_string(kBits[i]);
       EXPECT_NEAR(direct, guarded, 1e-6 * guarded) << what;
       EXPECT_LE(raw, ceiling[i] * nearest) << what;

@@ -186,8 +186,9 @@ at::Tensor compressed_weight(const LayerCandidates& c, const LayerOption& o, con
   }
   // Contiguous factors: the export decodes to exactly these [m, r] and [r, n] matrices, and the same product
   // must follow bit for bit.
-  const at::Tensor Aq =
-      fake_quantize_rows(factor_a_source(c, o.bits_a, o.bits_b), c.a_params.at(o.bits_a)).slice(1, 0, o.rank).contiguous();
+  const at::Tensor Aq = fake_quantize_rows(factor_a_source(c, o.bits_a, o.bits_b), c.a_params.at(o.bits_a))
+                            .slice(1, 0, o.rank)
+                            .contiguous();
   const at::Tensor Bq =
       fake_quantize_rows(factor_b_source(c, o.bits_b), c.b_params.at(o.bits_b)).slice(0, 0, o.rank).contiguous();
   return at::mm(Aq, Bq);

@@ -167,7 +167,8 @@ bool SessionCache::load_analysis(bool with_errors, CompressionAnalysis* a, std::
       }
       // Compensated values (absent for nearest rounding).
       for (const auto& [b, p] : l.weight_params)
-        if (t.count(l.layer + "/wv" + std::to_string(b))) l.weight_values[b] = t.at(l.layer + "/wv" + std::to_string(b));
+        if (t.count(l.layer + "/wv" + std::to_string(b)))
+          l.weight_values[b] = t.at(l.layer + "/wv" + std::to_string(b));
       for (const auto& [bb, pb] : l.b_params) {
         if (t.count(l.layer + "/bv" + std::to_string(bb))) l.b_values[bb] = t.at(l.layer + "/bv" + std::to_string(bb));
         for (const auto& [ba, pa] : l.a_params) {

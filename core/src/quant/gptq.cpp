@@ -96,8 +96,7 @@ at::Tensor gptq_values_t(const at::Tensor& W, const RowQuantParams& p, const Gpt
   for (int64_t i1 = 0; i1 < n; i1 += B) {
     const int64_t i2 = std::min(n, i1 + B);
     at::parallel_for(0, m, 16, [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r)
-        sweep<T>(wp + r * n, vp + r * n, ep + r * B, U, n, i1, i2, sp[r], zp[r], qmax);
+      for (int64_t r = r0; r < r1; ++r) sweep<T>(wp + r * n, vp + r * n, ep + r * B, U, n, i1, i2, sp[r], zp[r], qmax);
     });
     // The block's errors reach the later columns in one product (the lazy update).
     if (i2 < n)
@@ -141,7 +140,8 @@ at::Tensor compensated_values(const at::Tensor& W, const RowQuantParams& p, cons
   const GptqFactor f32{f.order, f.U.to(at::kFloat).contiguous()};
   const at::Tensor W32 = W.to(at::kFloat).contiguous();
   at::Tensor V = gptq_values(W32, p, f32, s32);
-  const bool better = output_error(W32, fake_quantize_rows(V, p), H) <= output_error(W32, fake_quantize_rows(W32, p), H);
+  const bool better =
+      output_error(W32, fake_quantize_rows(V, p), H) <= output_error(W32, fake_quantize_rows(W32, p), H);
   if (compensated) *compensated = better;
   return better ? V : W32;
 }

@@ -52,9 +52,9 @@ struct LayerCandidates {
   int64_t candidates_considered = 0;            // before Pareto filtering
   // Error-compensated rounding (quant/gptq.h): the values the codes round from, so that nearest rounding of them
   // on the same grids gives the compensated codes. Empty maps: nearest rounding of W and of the factors.
-  std::map<int, at::Tensor> weight_values;                  // Q(b): [m, n], by bits
-  std::map<int, at::Tensor> b_values;                       // B̃ (first factor, input x): [k, n], by b_B
-  std::map<std::pair<int, int>, at::Tensor> a_values;       // Ã (second factor, input B̃x): [m, k], by (b_A, b_B)
+  std::map<int, at::Tensor> weight_values;             // Q(b): [m, n], by bits
+  std::map<int, at::Tensor> b_values;                  // B̃ (first factor, input x): [k, n], by b_B
+  std::map<std::pair<int, int>, at::Tensor> a_values;  // Ã (second factor, input B̃x): [m, k], by (b_A, b_B)
 };
 
 // Builds every option of one layer. W [m, n]; H its LFH (or undefined for H ≡ 1). input_moment: XᵀX [n, n] of the

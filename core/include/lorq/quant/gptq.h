@@ -29,9 +29,9 @@ const char* quantizer_name(Quantizer q);             // "nearest", "gptq"
 Quantizer parse_quantizer(const std::string& name);  // throws lorq::Error on another name
 
 struct GptqSettings {
-  double damping = 0.01;    // H + damping·mean(diag H)·I, which keeps the Cholesky factorisation defined
-  int64_t block = 128;      // columns per lazy-update block
-  bool act_order = true;    // columns in descending diag(H) (the most active inputs first)
+  double damping = 0.01;  // H + damping·mean(diag H)·I, which keeps the Cholesky factorisation defined
+  int64_t block = 128;    // columns per lazy-update block
+  bool act_order = true;  // columns in descending diag(H) (the most active inputs first)
   // The data type of the sweep: float32 as the rest of the quantizer; float64 for tests against the reference.
   at::ScalarType dtype = at::kFloat;
 };
