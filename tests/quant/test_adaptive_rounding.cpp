@@ -135,6 +135,10 @@ class RoundingDemo : public ::testing::Test {
     cs.calibration.images = 16;
     cs.lfh_images = 4;
     cs.lfh.projections = 16;
+    // The learning is tested against nearest rounding's codes. From error-compensated codes (the default quantizer)
+    // 200 steps do not beat the start (the soft start is the compensated values, whose output is far from W's);
+    // keep_nearest_if_worse then keeps the compensated codes.
+    cs.candidates.quantizer = Quantizer::Nearest;
     analysis_ = new CompressionAnalysis(analyze_model(*model, set, cs));
     allocation_ = new Allocation(allocate(*analysis_, uniform_allocation(*analysis_, 3).bytes));
     // Round on the analysis' calibration images plus the first others; score on the rest.
