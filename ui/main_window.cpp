@@ -290,7 +290,18 @@ bool MainWindow::startAnalysis() {
       [this, result] {
         const auto& s = *result;
         undo_->clear();  // edits refer to the previous analysis' options
-        const QString problem = state_->setSession(s, pendingConstraints_, pendingBudget_);
+        // A session file's constraints name options by label: resolved against this analysis.
+        lorq::api::ConstraintMap pending;
+        QString resolveProblem;
+        if (!pendingConstraints_.empty()) {
+          try {
+            pending = s->parse_constraints(pendingConstraints_, sessionPath_.toStdString()).layers;
+          } catch (const std::exception& e) {
+            resolveProblem = QString::fromStdString(e.what());
+          }
+        }
+        QString problem = state_->setSession(s, pending, pendingBudget_);
+        if (!resolveProblem.isEmpty()) problem = "Constraints dropped: " + resolveProblem;
         pendingConstraints_.clear();
         pendingBudget_ = 0;
         if (!problem.isEmpty()) report("Session constraints", problem);
@@ -459,7 +470,11 @@ bool MainWindow::saveSession(const QString& path) {
   f.cache_dir = cacheDir_.toStdString();
   f.settings = session_->settings();
   f.budget_bytes = state_->ready() ? state_->budget() : 0;
-  f.constraints = state_->constraints();
+  if (state_->ready()) {
+    lorq::api::Constraints c;
+    c.layers = state_->constraints();
+    f.constraints_json = state_->session()->constraints_json(c);
+  }
   try {
     save_session_file(path.toStdString(), f);
   } catch (const std::exception& e) {
@@ -491,7 +506,7 @@ bool MainWindow::openSession(const QString& path) {
   setEvalImages(QString::fromStdString(f.eval_images), QString::fromStdString(f.eval_labels));
   setSettings(f.settings);
   if (!f.cache_dir.empty()) cacheDir_ = QString::fromStdString(f.cache_dir);
-  pendingConstraints_ = f.constraints;
+  pendingConstraints_ = f.constraints_json;
   pendingBudget_ = f.budget_bytes;
   sessionPath_ = path;
   addRecent("recent/sessions", path);

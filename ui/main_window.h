@@ -112,6 +112,6 @@ class MainWindow : public QMainWindow {
   QString modelPath_, sessionPath_, cacheDir_, lastError_;
   bool quiet_ = false;
   // Restored after the analysis of a reopened session.
-  lorq::api::ConstraintMap pendingConstraints_;
+  std::string pendingConstraints_;  // a session file's constraints JSON, resolved once its analysis is ready
   int64_t pendingBudget_ = 0;
 };

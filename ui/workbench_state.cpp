@@ -32,7 +32,7 @@ QString WorkbenchState::setSession(std::shared_ptr<CompressionSession> session, 
     constraints_ = constraints;
   } catch (const std::exception& e) {
     problem = QString("Constraints dropped: %1").arg(e.what());
-    allocator_ = session_->make_allocator({});
+    allocator_ = session_->make_allocator(lorq::api::Constraints{});
     constraints_.clear();
   }
   budget_ = budget_bytes > 0 ? budget_bytes : budget_bytes_for_avg_bits(4.0, params());

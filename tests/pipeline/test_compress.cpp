@@ -111,7 +111,7 @@ TEST_F(CompressDemo, ExportRoundTripsExactly) {
   apply_allocation(*in_memory, *analysis_, a);
   auto loaded = load_model(out);
   at::Tensor x = at::randn({5, 3, 64, 64});
-  EXPECT_TRUE(at::equal(loaded->forward(x), in_memory->forward(x))) << "low rank used: " << has_low_rank;
+  EXPECT_TRUE(at::equal(loaded->forward(x).logits(), in_memory->forward(x).logits())) << "low rank used: " << has_low_rank;
   for (const auto& [key, t] : in_memory->named_tensors()) EXPECT_TRUE(at::equal(loaded->tensor(key), t)) << key;
 
   // The codes are integers in range and the config records every layer.
@@ -314,7 +314,7 @@ TEST_F(CompressDemo, FloatExclusionAndGroupsAreHonoured) {
   auto in_memory = load_model(demo_->model_dir);
   apply_allocation(*in_memory, *analysis_, a);
   at::Tensor x = at::randn({3, 3, 64, 64});
-  EXPECT_TRUE(at::equal(loaded->forward(x), in_memory->forward(x)));
+  EXPECT_TRUE(at::equal(loaded->forward(x).logits(), in_memory->forward(x).logits()));
   std::filesystem::remove_all(out);
   const LayerAllocator with_float(*analysis_, c);
   EXPECT_GT(with_float.max_bytes(), LayerAllocator(*analysis_).max_bytes());
@@ -323,7 +323,7 @@ TEST_F(CompressDemo, FloatExclusionAndGroupsAreHonoured) {
 TEST_F(CompressDemo, RefitKeepsTheChoiceAndRoundTrips) {
   auto model = load_model(demo_->model_dir);
   const ImageSet set = open_labels_csv(demo_->labels_csv);
-  at::Tensor images = load_batch(set, 0, 4, model->config().preprocessing).images;
+  at::Tensor images = load_batch(set, 0, 4, model->preprocessing()).images;
   LfhOptions lfh;
   lfh.projections = 16;
   const auto H = label_free_hessian(*model, images, lfh);
@@ -347,7 +347,7 @@ TEST_F(CompressDemo, RefitKeepsTheChoiceAndRoundTrips) {
   auto loaded = load_model(out);
   apply_compressed_layers(*model, refit);
   at::Tensor x = at::randn({3, 3, 64, 64});
-  EXPECT_TRUE(at::equal(loaded->forward(x), model->forward(x)));
+  EXPECT_TRUE(at::equal(loaded->forward(x).logits(), model->forward(x).logits()));
   std::filesystem::remove_all(out);
 }
 
@@ -388,7 +388,7 @@ TEST_F(CompressDemo, ActivationQuantizedExportRoundTripsExactly) {
   // W·A: LayerNorms folded and weights ridge-corrected at A6, the layers refitted to the rebuilt weights, the
   // quantizers exported with the codes; loading the folder must reproduce the in-memory outputs bit for bit.
   auto model = load_model(demo_->model_dir);
-  at::Tensor images = load_batch(*set_, 0, 16, model->config().preprocessing).images;
+  at::Tensor images = load_batch(*set_, 0, 16, model->preprocessing()).images;
   ActQuantSettings as;
   as.bits = 6;
   as.num_images = 16;
@@ -405,8 +405,8 @@ TEST_F(CompressDemo, ActivationQuantizedExportRoundTripsExactly) {
   auto loaded = load_model(out);
   EXPECT_TRUE(loaded->has_activation_hooks());
   at::Tensor x = images.slice(0, 0, 4);
-  EXPECT_TRUE(at::equal(loaded->forward(x), model->forward(x)));
+  EXPECT_TRUE(at::equal(loaded->forward(x).logits(), model->forward(x).logits()));
   disable_activation_quantization(*model);
-  EXPECT_FALSE(at::equal(loaded->forward(x), model->forward(x)));  // the quantizers do act
+  EXPECT_FALSE(at::equal(loaded->forward(x).logits(), model->forward(x).logits()));  // the quantizers do act
   std::filesystem::remove_all(out);
 }

@@ -149,7 +149,7 @@ class RoundingDemo : public ::testing::Test {
       (rounding_set.size() < 96 ? rounding_set : held_out).items.push_back(item);
     }
     held_out_ = new ImageSet(held_out);
-    images_ = new at::Tensor(load_batch(rounding_set, 0, rounding_set.size(), model->config().preprocessing).images);
+    images_ = new at::Tensor(load_batch(rounding_set, 0, rounding_set.size(), model->preprocessing()).images);
     settings_ = new RoundingSettings();
     settings_->iterations = 200;
     settings_->images = 96;

@@ -121,7 +121,12 @@ void export_compressed(const std::string& out_dir, const Model& model, const std
         {"predicted_error", total_error}}},
   };
   write_tensors(out_dir + "/compressed.safetensors", tensors, meta);
-  write_text_atomically(out_dir + "/config.json", model_config_to_json(model.config()) + "\n");
+  // The source's own config (and a Hugging Face image processor's), so the export loads like the original.
+  std::string config = model.config_json();
+  if (config.empty() || config.back() != '\n') config += "\n";
+  write_text_atomically(out_dir + "/config.json", config);
+  if (!model.preprocessor_config_path().empty())
+    write_text_atomically(out_dir + "/preprocessor_config.json", read_text_file(model.preprocessor_config_path()));
   write_text_atomically(out_dir + "/lorq-config.json", cfg.dump(1) + "\n");
 }
 

@@ -41,11 +41,11 @@ FinalImages split_final_images(const ImageSet& set, const std::vector<std::strin
   return out;
 }
 
-FinalModel build_final_model(const std::string& model_path, const CompressionAnalysis& a, const Allocation& alloc,
+FinalModel build_final_model(const Model& float_model, const CompressionAnalysis& a, const Allocation& alloc,
                              const at::Tensor& images, const FinalModelSettings& s, const JobControl& job) {
   if (images.dim() != 4 || images.size(0) == 0) throw Error("build_final_model: no calibration images");
   FinalModel f;
-  f.model = load_model(model_path);
+  f.model = float_model.clone();  // a fresh float model; the caller's stays untouched
   Model& model = *f.model;
   auto t = std::chrono::steady_clock::now();
   if (s.activations.enabled) {

@@ -47,11 +47,11 @@ class HookGuard {
   std::set<std::string> overridden_;
 };
 
-// Segment −1 is embed(), 0..S−1 the stages, S finish().
-at::Tensor run_segment(Model& model, int segment, const at::Tensor& x) {
-  if (segment < 0) return model.embed(x);
+// Segment −1 is embed() (its input: the images), 0..S−1 the stages, S finish() (its output: the model's outputs).
+StageState run_segment(Model& model, int segment, const StageState& x) {
+  if (segment < 0) return model.embed(x.at(0));
   if (segment < model.num_stages()) return model.run_stage(segment, x);
-  return model.finish(x);
+  return model.finish(x).tensors;
 }
 
 // The segment each layer runs in, found by watching one image go through the network.
@@ -63,7 +63,7 @@ std::map<std::string, int> segments_of_layers(Model& model, const at::Tensor& im
   model.set_observer(names, [&](const std::string& layer, const at::Tensor&, const at::Tensor&) {
     if (!where.count(layer)) where[layer] = current;
   });
-  at::Tensor x = image;
+  StageState x{image};
   for (current = -1; current <= model.num_stages(); ++current) x = run_segment(model, current, x);
   model.clear_observer();
   for (const auto& n : names)
@@ -178,24 +178,26 @@ RoundingReport round_layers(Model& model, std::vector<CompressedLayer>& layers, 
 
   // Runs `segment` over the cached input in batches, storing the output when `out` is given.
   std::function<void(int64_t)> on_batch;
-  auto run_over = [&](int segment, const at::Tensor& in, at::Tensor* out) {
+  auto run_over = [&](int segment, const StageState& in, StageState* out) {
     for (int64_t n0 = 0; n0 < N; n0 += s.batch) {
       const int64_t n1 = std::min<int64_t>(N, n0 + s.batch);
       job.check();
       if (on_batch) on_batch(n0);
-      at::Tensor y;
+      StageState y;
       try {
-        y = run_segment(model, segment, in.slice(0, n0, n1));
+        y = run_segment(model, segment, slice_batch(in, n0, n1));
       } catch (const StopSegment&) {
         continue;
       }
       if (out) {
-        if (!out->defined()) {
-          std::vector<int64_t> shape = y.sizes().vec();
-          shape[0] = N;
-          *out = at::empty(shape, y.options());
+        if (out->empty()) {
+          for (const at::Tensor& t : y) {
+            std::vector<int64_t> shape = t.sizes().vec();
+            shape[0] = N;
+            out->push_back(at::empty(shape, t.options()));
+          }
         }
-        out->slice(0, n0, n1).copy_(y);
+        for (size_t i = 0; i < y.size(); ++i) (*out)[i].slice(0, n0, n1).copy_(y[i]);
       }
     }
   };
@@ -209,7 +211,7 @@ RoundingReport round_layers(Model& model, std::vector<CompressedLayer>& layers, 
     }
   };
 
-  at::Tensor float_in = calib, comp_in = calib;
+  StageState float_in{calib}, comp_in{calib};
   for (int segment = -1; segment <= last_segment; ++segment) {
     job.check();
     std::vector<size_t> learn;
@@ -230,7 +232,7 @@ RoundingReport round_layers(Model& model, std::vector<CompressedLayer>& layers, 
       LayerData& d = data.at(index_of.at(layer));
       d.tokens.capture(out, batch_start, d.Y);
     });
-    at::Tensor float_next;
+    StageState float_next;
     run_over(segment, float_in, segment < last_segment ? &float_next : nullptr);
     model.clear_observer();
 
@@ -278,7 +280,7 @@ RoundingReport round_layers(Model& model, std::vector<CompressedLayer>& layers, 
     }
 
     if (segment < last_segment) {  // advance both caches past this segment
-      at::Tensor comp_next;
+      StageState comp_next;
       hooks.clear();
       use_compressed(segment);
       on_batch = nullptr;

@@ -8,11 +8,10 @@
 #include <vector>
 
 #include "lorq/quant/quantizer.h"
+#include "lorq/types.h"
 #include "lorq/quant/weighted_svd.h"
 
 namespace lorq {
-
-enum class OptionKind { Quant, LowRank };
 
 struct LayerOption {
   OptionKind kind = OptionKind::Quant;

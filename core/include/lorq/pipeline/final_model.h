@@ -51,7 +51,7 @@ struct FinalModel {
 
 // `model_path`: the float model the analysis was made on. `images`: preprocessed calibration images [N, C, H, W]
 // (the first ones are used for activation ranges, the LFH and rounding). Progress per stage; throws Cancelled.
-FinalModel build_final_model(const std::string& model_path, const CompressionAnalysis& analysis,
+FinalModel build_final_model(const Model& float_model, const CompressionAnalysis& analysis,
                              const Allocation& allocation, const at::Tensor& images, const FinalModelSettings& s,
                              const JobControl& job = {});
 
