@@ -493,6 +493,10 @@ int main(int argc, char** argv) {
     std::fputs(kUsage, argc < 2 ? stderr : stdout);
     return argc < 2 ? 2 : 0;
   }
+  if (std::string(argv[1]) == "--version" || std::string(argv[1]) == "version") {
+    std::printf("lorq %s\n", LORQ_VERSION);
+    return 0;
+  }
   init_threads();
   const std::map<std::string, int (*)(int, char**)> commands = {
       {"inspect", cmd_inspect},       {"eval", cmd_eval},

@@ -98,6 +98,34 @@ class TokenSample {
   at::Tensor index_;
 };
 
+// The compressed layers must be the model's, in its order, without overrides of their own.
+void check_rounding_inputs(const Model& model, const std::vector<CompressedLayer>& layers) {
+  const auto& infos = model.linear_layers();
+  if (layers.size() != infos.size())
+    throw Error("adaptive rounding: " + std::to_string(layers.size()) + " compressed layers for a model with " +
+                std::to_string(infos.size()) + " layers");
+  for (size_t i = 0; i < infos.size(); ++i) {
+    if (layers[i].layer != infos[i].name)
+      throw Error("adaptive rounding: layer " + std::to_string(i) + " is '" + layers[i].layer + "', the model's is '" +
+                  infos[i].name + "' (layers must be in model order)");
+    if (model.has_linear_override(infos[i].name))
+      throw Error("adaptive rounding: layer '" + infos[i].name +
+                  "' already has a linear override (rounding runs without activation quantization; clear it first)");
+  }
+}
+
+// The model must be the float reference: a model already holding every compressed W̃ would be its own target.
+void check_float_reference(const Model& model, const std::vector<CompressedLayer>& layers) {
+  int compressed = 0, applied = 0;
+  for (size_t i = 0; i < layers.size(); ++i) {
+    if (layers[i].form == LayerForm::Float) continue;
+    ++compressed;
+    applied += at::equal(model.weight(layers[i].layer), layers[i].dequantized_weight()) ? 1 : 0;
+  }
+  if (compressed > 0 && applied == compressed)
+    throw Error("adaptive rounding: the model holds the compressed weights; pass the float model they came from");
+}
+
 struct LayerData {
   at::Tensor X, Y;
   TokenSample tokens;
@@ -112,34 +140,15 @@ RoundingReport round_layers(Model& model, std::vector<CompressedLayer>& layers, 
   c10::NoGradGuard no_grad;
   RoundingReport report;
   const auto& infos = model.linear_layers();
-  if (layers.size() != infos.size())
-    throw Error("adaptive rounding: " + std::to_string(layers.size()) + " compressed layers for a model with " +
-                std::to_string(infos.size()) + " layers");
-  for (size_t i = 0; i < infos.size(); ++i) {
-    if (layers[i].layer != infos[i].name)
-      throw Error("adaptive rounding: layer " + std::to_string(i) + " is '" + layers[i].layer + "', the model's is '" +
-                  infos[i].name + "' (layers must be in model order)");
-    if (model.has_linear_override(infos[i].name))
-      throw Error("adaptive rounding: layer '" + infos[i].name +
-                  "' already has a linear override (rounding runs without activation quantization; clear it first)");
-  }
+  check_rounding_inputs(model, layers);
   if (images.dim() != 4 || images.size(0) == 0) throw Error("adaptive rounding: expected [N, C, H, W] images");
   if (s.images < 1 || s.batch < 1) throw Error("adaptive rounding: images and batch must be at least 1");
+  check_float_reference(model, layers);
   const int64_t N = std::min<int64_t>(images.size(0), s.images);
   if (N < s.images)
     report.warnings.push_back("adaptive rounding uses " + std::to_string(N) + " images (" + std::to_string(s.images) +
                               " requested)");
   const at::Tensor calib = images.slice(0, 0, N).to(at::kFloat).contiguous();
-
-  // The model must be the float reference: a model already holding every compressed W̃ would be its own target.
-  int compressed = 0, applied = 0;
-  for (size_t i = 0; i < layers.size(); ++i) {
-    if (layers[i].form == LayerForm::Float) continue;
-    ++compressed;
-    applied += at::equal(model.weight(infos[i].name), layers[i].dequantized_weight()) ? 1 : 0;
-  }
-  if (compressed > 0 && applied == compressed)
-    throw Error("adaptive rounding: the model holds the compressed weights; pass the float model they came from");
 
   std::vector<size_t> todo;  // layers to learn in this run
   std::map<std::string, size_t> index_of;
