@@ -18,6 +18,7 @@
 #include "lorq/common/error.h"
 #include "lorq/tasks/evaluate.h"
 #include "lorq/io/export.h"
+#include "lorq/io/export_size.h"
 #include "lorq/pipeline/final_model.h"
 #include "lorq/io/images.h"
 #include "lorq/models/model.h"
@@ -373,6 +374,7 @@ int cmd_compress(int argc_in, char** argv_in) {
     export_compressed(a.get("--out"), *final_model.model, model_path, analysis, alloc, final_model.layers,
                       final_model.activations_quantized ? &final_model.activations : nullptr);
     std::printf("exported to %s (lorq-config.json, compressed.safetensors, config.json)\n", a.get("--out").c_str());
+    std::fputs(format_export_size(export_size_breakdown(a.get("--out"))).c_str(), stdout);
   }
   if (a.has("--eval")) {
     ImageSet eval_set = open_image_set(a.get("--eval"), a.get("--labels"), model->config().label_names);
