@@ -12,6 +12,8 @@
 #include "lorq/io/onnx_export.h"
 #include "lorq/io/timm_export.h"
 #include "lorq/pipeline/compress.h"
+#include "lorq/quant/activation_quant.h"
+#include "lorq/quant/compressed_layer.h"
 #include "lorq/tasks/evaluate.h"
 #include "lorq/session/api.h"
 
@@ -104,4 +106,42 @@ TEST_F(OnnxDemo, TimmCheckpointHoldsTheDequantizedWeights) {
   SafetensorsFile f = SafetensorsFile::open(out + "/timm/model.safetensors");
   EXPECT_EQ(f.find("blocks.0.attn.qkv.weight.codes"), nullptr);
   EXPECT_EQ(f.at("patch_embed.proj.weight").shape.size(), 4u);  // timm's conv shape
+}
+
+TEST_F(OnnxDemo, ActivationQuantizersRunInTheRuntime) {
+  ASSERT_TRUE(onnx_export_available()) << "built without libonnx-dev";
+  ASSERT_TRUE(std::filesystem::exists(testdata::ort_module_dir()))
+      << "onnxruntime-node is not installed in " << LORQ_ORT_DIR << " (run scripts/setup)";
+  // A8: integer zero-points (QuantizeLinear/DequantizeLinear pairs) and log√2 softmax; A6: LayerNorm folding
+  // makes fractional zero-points (elementary operators).
+  for (int act_bits : {8, 6}) {
+    auto model = load_model(demo_->model_dir);
+    const at::Tensor calib = load_batch(*set_, 0, 16, model->config().preprocessing).images;
+    ActQuantSettings as;
+    as.bits = act_bits;
+    as.num_images = 16;
+    const ActivationQuantization aq = quantize_activations(*model, calib, as);
+    disable_activation_quantization(*model);
+    const Allocation a = allocate(*analysis_, uniform_allocation(*analysis_, 4).bytes);
+    const auto layers = refit_layers(*model, *analysis_, a, analysis_->lfh);
+    apply_compressed_layers(*model, layers);
+    const std::string out = dir_ + "/a" + std::to_string(act_bits);
+    std::filesystem::remove_all(out);
+    export_compressed(out, *model, demo_->model_dir, *analysis_, a, layers, &aq);
+    const OnnxExportSummary s = export_onnx(out, out + "/model.onnx");
+    std::printf("W4A%d: %d quantizer pairs, %d in elementary operators\n", act_bits, s.activation_qdq,
+                s.activation_elementwise);
+    EXPECT_EQ(s.activation_qdq + s.activation_elementwise, static_cast<int>(aq.quantizers.size()));
+    EXPECT_GT(act_bits == 8 ? s.activation_qdq : s.activation_elementwise, 0);
+    auto loaded = load_model(out);
+    ASSERT_TRUE(loaded->has_activation_hooks());
+    const ImageBatch batch = load_batch(*set_, 100, 164, loaded->config().preprocessing);
+    const at::Tensor logits = loaded->forward(batch.images);
+    const testdata::OrtComparison r =
+        testdata::compare_with_ort(out + "/model.onnx", batch.images, logits, batch.labels, out);
+    // Same arithmetic, but an activation that float rounding puts on the other side of a rounding boundary moves
+    // by one quantization step: agreement, not equality, is what holds.
+    EXPECT_GE(r.top1_agree_disabled, r.images - 2) << "A" << act_bits;
+    EXPECT_LE(r.max_abs_diff_disabled, 0.1 * std::max(1.0, r.max_abs_logit)) << "A" << act_bits;
+  }
 }

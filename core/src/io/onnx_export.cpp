@@ -116,9 +116,7 @@ class ViTWriter {
     check_lorq_config_version(cfg_path);
     version_ = export_format_version(file_.metadata(), file_.path());
     if (version_ == 0) throw Error(file_.path(), "not a lorq export");
-    for (const TensorInfo& t : file_.tensors())
-      if (t.name.rfind("activation.", 0) == 0)
-        throw Error(file_.path(), "holds activation quantizers, which the ONNX export does not write yet");
+    read_activation_quantizers();
     std::map<std::string, std::vector<int64_t>> shapes;
     for (const TensorInfo& t : file_.tensors()) shapes[t.name] = t.shape;
     std::ifstream in(cfg_path);
@@ -167,23 +165,25 @@ class ViTWriter {
     const std::string q_scale_name = b_.floats("attn_q_scale", {}, q_scale);
     for (int i = 0; i < c_.depth; ++i) {
       const std::string p = "blocks." + std::to_string(i) + ".";
-      std::string h = layer_norm(p + "norm1", x);
+      std::string h = act(p + "norm1.out", layer_norm(p + "norm1", x));
       std::string qkv = linear(p + "attn.qkv", h);
       qkv = b_.op("Reshape", {qkv, b_.ints({0, 0, 3, H, hd})}, p + "attn");
       qkv = b_.op("Transpose", {qkv}, p + "attn", [](auto* n) { set_ints(n, "perm", {2, 0, 3, 1, 4}); });
       auto part = [&](int64_t k) {
         return b_.op("Gather", {qkv, b_.ints({k}, true)}, p + "attn", [](auto* n) { set_int(n, "axis", 0); });
       };
-      const std::string q = b_.op("Mul", {part(0), q_scale_name}, p + "attn");
-      const std::string kt = b_.op("Transpose", {part(1)}, p + "attn", [](auto* n) { set_ints(n, "perm", {0, 1, 3, 2}); });
+      const std::string q = act(p + "attn.q", b_.op("Mul", {part(0), q_scale_name}, p + "attn"));
+      const std::string kt =
+          b_.op("Transpose", {act(p + "attn.k", part(1))}, p + "attn", [](auto* n) { set_ints(n, "perm", {0, 1, 3, 2}); });
       std::string attn = b_.op("MatMul", {q, kt}, p + "attn");
-      attn = b_.op("Softmax", {attn}, p + "attn", [](auto* n) { set_int(n, "axis", -1); });
-      std::string o = b_.op("MatMul", {attn, part(2)}, p + "attn");
+      attn = act(p + "attn.softmax", b_.op("Softmax", {attn}, p + "attn", [](auto* n) { set_int(n, "axis", -1); }));
+      std::string o = b_.op("MatMul", {attn, act(p + "attn.v", part(2))}, p + "attn");
       o = b_.op("Transpose", {o}, p + "attn", [](auto* n) { set_ints(n, "perm", {0, 2, 1, 3}); });
-      o = b_.op("Reshape", {o, b_.ints({0, 0, D})}, p + "attn");
+      o = act(p + "attn.proj.in", b_.op("Reshape", {o, b_.ints({0, 0, D})}, p + "attn"));
       x = b_.op("Add", {x, linear(p + "attn.proj", o)}, p + "attn");
-      h = layer_norm(p + "norm2", x);
-      h = b_.op("Gelu", {linear(p + "mlp.fc1", h)}, p + "mlp", [](auto* n) { set_string(n, "approximate", "none"); });
+      h = act(p + "norm2.out", layer_norm(p + "norm2", x));
+      h = act(p + "mlp.fc2.in", b_.op("Gelu", {linear(p + "mlp.fc1", h)}, p + "mlp",
+                                      [](auto* n) { set_string(n, "approximate", "none"); }));
       x = b_.op("Add", {x, linear(p + "mlp.fc2", h)}, p + "mlp");
     }
     std::string pooled;
@@ -196,7 +196,9 @@ class ViTWriter {
       pooled = b_.op("Gather", {layer_norm("norm", x), b_.ints({0}, true)}, "pool",
                      [](auto* n) { set_int(n, "axis", 1); });
     }
-    const std::string logits = linear("head", pooled);
+    const std::string logits = linear("head", act("head.in", pooled));
+    for (const auto& [point, q] : act_)
+      if (!q.used) throw Error(file_.path(), "activation quantizer '" + point + "' is at no point of the graph");
     onnx::NodeProto* id = g->add_node();
     id->set_op_type("Identity");
     id->set_name("logits");
@@ -294,6 +296,109 @@ class ViTWriter {
     return y;
   }
 
+  struct ActQuant {
+    std::string type;  // per_tensor | per_channel | log_sqrt2
+    int bits = 8;
+    std::vector<float> scale, zero_point;
+    bool used = false;
+  };
+
+  void read_activation_quantizers() {
+    const std::string head = "activation.", tail = ".scale";
+    for (const TensorInfo& t : file_.tensors()) {
+      if (t.name.rfind(head, 0) != 0 || t.name.size() <= head.size() + tail.size() ||
+          t.name.compare(t.name.size() - tail.size(), tail.size(), tail) != 0)
+        continue;
+      const std::string point = t.name.substr(head.size(), t.name.size() - head.size() - tail.size());
+      const auto& meta = file_.metadata();
+      auto type = meta.find(head + point + ".type");
+      auto bits = meta.find(head + point + ".bits");
+      if (type == meta.end() || bits == meta.end() || bits->second.size() != 1 || bits->second[0] < '1' ||
+          bits->second[0] > '8')
+        throw Error(file_.path(), "activation quantizer '" + point + "' lacks a valid type or bit width");
+      ActQuant q;
+      q.type = type->second;
+      q.bits = bits->second[0] - '0';
+      q.scale = file_.to_f32(t);
+      if (q.type != "log_sqrt2") {
+        const TensorInfo* z = file_.find(head + point + ".zero_point");
+        if (!z || z->numel() != t.numel())
+          throw Error(file_.path(), "activation quantizer '" + point + "': zero-point missing or of another shape");
+        q.zero_point = file_.to_f32(*z);
+      } else if (q.scale.size() != 1) {
+        throw Error(file_.path(), "activation quantizer '" + point + "': log-sqrt2 takes one scale");
+      }
+      if (q.type != "per_tensor" && q.type != "per_channel" && q.type != "log_sqrt2")
+        throw Error(file_.path(), "activation quantizer '" + point + "' has unknown type '" + q.type + "'");
+      act_[point] = q;
+    }
+  }
+
+  // The export's quantizer at `point` applied to x, exactly as the product's fake quantizers compute it (see
+  // activation_quant.h). Uniform quantizers whose zero-points are integers in 0..255 become a QuantizeLinear /
+  // DequantizeLinear pair (uint8; below 8 bits the input is first clamped to the b-bit range, which is what
+  // the b-bit clip of the codes does); others (zero-points that LayerNorm folding made fractional) the same
+  // arithmetic in elementary operators, as does log√2.
+  std::string act(const std::string& point, const std::string& x) {
+    auto it = act_.find(point);
+    if (it == act_.end()) return x;
+    ActQuant& q = it->second;
+    q.used = true;
+    const std::string where = "activation." + point;
+    const int64_t C = static_cast<int64_t>(q.scale.size());
+    const std::vector<int64_t> dims = C == 1 ? std::vector<int64_t>{} : std::vector<int64_t>{C};
+    const std::string scale = b_.floats(where + ".scale", dims, q.scale);
+    auto scalar = [&](const std::string& name, float v) { return b_.floats(where + "." + name, {}, {v}); };
+    if (q.type == "log_sqrt2") {
+      ++summary_->activation_elementwise;
+      const float levels = static_cast<float>(1 << q.bits);
+      std::string p = b_.op("Div", {x, scale}, where);
+      p = b_.op("Log", {p}, where);
+      p = b_.op("Mul", {p, scalar("minus_two_over_ln2", static_cast<float>(-2.0 / std::log(2.0)))}, where);
+      p = b_.op("Round", {p}, where);
+      const std::string zero = b_.op("Not", {b_.op("Less", {p, scalar("levels", levels)}, where)}, where);
+      p = b_.op("Clip", {p, scalar("pmin", 0.f), scalar("pmax", levels - 1)}, where);
+      const std::string odd = b_.op("Mod", {p, scalar("two", 2.f)}, where, [](auto* n) { set_int(n, "fmod", 1); });
+      const std::string e = b_.op("Neg", {b_.op("Ceil", {b_.op("Div", {p, scalar("two_", 2.f)}, where)}, where)}, where);
+      std::string out = b_.op("Pow", {scalar("base", 2.f), e}, where);
+      const std::string f = b_.op(
+          "Add", {b_.op("Mul", {odd, scalar("sqrt2_minus_1", static_cast<float>(std::sqrt(2.0) - 1.0))}, where),
+                  scalar("one", 1.f)},
+          where);
+      out = b_.op("Mul", {b_.op("Mul", {out, f}, where), scale}, where);
+      return b_.op("Where", {zero, scalar("zero", 0.f), out}, where);
+    }
+    const float qmax = static_cast<float>((1 << q.bits) - 1);
+    bool qdq = true;
+    for (float z : q.zero_point) qdq = qdq && z >= 0 && z <= 255 && std::nearbyint(z) == z;
+    if (qdq) {
+      ++summary_->activation_qdq;
+      std::vector<uint8_t> z8(q.zero_point.begin(), q.zero_point.end());
+      const std::string zero = b_.init(where + ".zero_point", kUint8, dims, z8.data(), z8.size());
+      std::string y = x;
+      if (q.bits < 8) {
+        std::vector<float> lo(C), hi(C);
+        for (int64_t c = 0; c < C; ++c) {
+          lo[c] = q.scale[c] * (0.f - q.zero_point[c]);
+          hi[c] = q.scale[c] * (qmax - q.zero_point[c]);
+        }
+        y = b_.op("Max", {y, b_.floats(where + ".low", dims, lo)}, where);
+        y = b_.op("Min", {y, b_.floats(where + ".high", dims, hi)}, where);
+      }
+      auto axis = [C](auto* n) {
+        if (C > 1) set_int(n, "axis", -1);
+      };
+      y = b_.op("QuantizeLinear", {y, scale, zero}, where, axis);
+      return b_.op("DequantizeLinear", {y, scale, zero}, where, axis);
+    }
+    ++summary_->activation_elementwise;
+    const std::string zero = b_.floats(where + ".zero_point", dims, q.zero_point);
+    std::string y = b_.op("Round", {b_.op("Div", {x, scale}, where)}, where);
+    y = b_.op("Clip", {b_.op("Add", {y, zero}, where), scalar("qmin", 0.f), scalar("qmax", qmax)}, where);
+    return b_.op("Mul", {b_.op("Sub", {y, zero}, where), scale}, where);
+  }
+
+  std::map<std::string, ActQuant> act_;
   SafetensorsFile file_;
   GraphBuilder b_;
   OnnxExportSummary* summary_;
