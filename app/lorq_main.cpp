@@ -504,11 +504,12 @@ int cmd_export_onnx(int argc, char** argv) {
     return 0;
   }
   const OnnxExportSummary s = export_onnx(a.require("--model"), a.require("--out"));
-  std::printf("wrote %s: %lld bytes (%.3f MB); %d quantized, %d low-rank, %d float layers; codes %lld B UINT4, %lld B "
-              "UINT8, %lld B INT32\n",
-              a.get("--out").c_str(), static_cast<long long>(s.file_bytes), s.file_bytes / 1e6, s.quantized_layers,
-              s.low_rank_layers, s.float_layers, static_cast<long long>(s.uint4_bytes),
-              static_cast<long long>(s.uint8_bytes), static_cast<long long>(s.int32_bytes));
+  std::printf(
+      "wrote %s: %lld bytes (%.3f MB); %d quantized, %d low-rank, %d float layers; codes %lld B UINT4, %lld B "
+      "UINT8, %lld B INT32\n",
+      a.get("--out").c_str(), static_cast<long long>(s.file_bytes), s.file_bytes / 1e6, s.quantized_layers,
+      s.low_rank_layers, s.float_layers, static_cast<long long>(s.uint4_bytes), static_cast<long long>(s.uint8_bytes),
+      static_cast<long long>(s.int32_bytes));
   return 0;
 }
 

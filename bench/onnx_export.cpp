@@ -3,6 +3,8 @@
 // of both, their top-1 agreement and the largest logit difference, with ORT's graph optimisations disabled and
 // enabled, plus the export's size breakdown and the ONNX file size.
 //   bench_onnx_export EXPORT_DIR IMAGES [LIMIT]   (writes EXPORT_DIR/model.onnx when it is missing)
+#include "lorq/io/onnx_export.h"
+
 #include <ATen/ATen.h>
 
 #include <cstdio>
@@ -16,7 +18,6 @@
 
 #include "lorq/io/export_size.h"
 #include "lorq/io/images.h"
-#include "lorq/io/onnx_export.h"
 #include "lorq/models/model.h"
 #include "lorq/tasks/evaluate.h"
 
@@ -59,10 +60,10 @@ int main(int argc, char** argv) {
       std::ofstream out(work + "/input.f32", std::ios::binary);
       out.write(reinterpret_cast<const char*>(x.data_ptr<float>()), x.numel() * 4);
     }
-    const std::string cmd = "node " LORQ_SOURCE_DIR "/tests/io/run_onnx.js " LORQ_ORT_DIR
-                            "/node_modules/onnxruntime-node " + onnx + " " + work + "/input.f32 " +
-                            std::to_string(x.size(0)) + " " + std::to_string(x.size(1)) + " " +
-                            std::to_string(x.size(2)) + " " + std::to_string(x.size(3)) + " " + work + "/ort >/dev/null";
+    const std::string cmd =
+        "node " LORQ_SOURCE_DIR "/tests/io/run_onnx.js " LORQ_ORT_DIR "/node_modules/onnxruntime-node " + onnx + " " +
+        work + "/input.f32 " + std::to_string(x.size(0)) + " " + std::to_string(x.size(1)) + " " +
+        std::to_string(x.size(2)) + " " + std::to_string(x.size(3)) + " " + work + "/ort >/dev/null";
     if (std::system(cmd.c_str()) != 0) {
       std::fprintf(stderr, "ONNX Runtime failed: %s\n", cmd.c_str());
       return 1;

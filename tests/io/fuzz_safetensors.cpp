@@ -502,11 +502,42 @@ TEST_F(PackedExportFuzz, SeedIsValid) { EXPECT_TRUE(check("seed")); }
 // Metadata edits: bit widths, shapes, layouts and versions replaced by other plausible and implausible values.
 TEST_F(PackedExportFuzz, MetadataEdits) {
   std::mt19937_64 rng(0x5eed0004);
-  const std::vector<std::string> values = {"0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "12", "-1", "", "4x",
-                                           "[5, 7]", "[7, 5]", "[5, 6]", "[5, 8]", "[6, 3]", "[3, 6]", "[3, 9]",
-                                           "[3, 10]", "[0, 7]", "[5]", "[5, 7, 1]", "[-5, 7]", "[5, 4294967296]",
-                                           "[9223372036854775807, 1]", "[1e3, 2]", "{}", "[", "rows", "columns",
-                                           "diagonal", "lorq-compressed", "pt"};
+  const std::vector<std::string> values = {"0",
+                                           "1",
+                                           "2",
+                                           "3",
+                                           "4",
+                                           "5",
+                                           "6",
+                                           "7",
+                                           "8",
+                                           "9",
+                                           "12",
+                                           "-1",
+                                           "",
+                                           "4x",
+                                           "[5, 7]",
+                                           "[7, 5]",
+                                           "[5, 6]",
+                                           "[5, 8]",
+                                           "[6, 3]",
+                                           "[3, 6]",
+                                           "[3, 9]",
+                                           "[3, 10]",
+                                           "[0, 7]",
+                                           "[5]",
+                                           "[5, 7, 1]",
+                                           "[-5, 7]",
+                                           "[5, 4294967296]",
+                                           "[9223372036854775807, 1]",
+                                           "[1e3, 2]",
+                                           "{}",
+                                           "[",
+                                           "rows",
+                                           "columns",
+                                           "diagonal",
+                                           "lorq-compressed",
+                                           "pt"};
   std::vector<std::string> keys;
   for (const auto& [k, v] : meta_) keys.push_back(k);
   int accepted = 0, rejected = 0;

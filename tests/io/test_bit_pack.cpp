@@ -75,6 +75,6 @@ TEST(BitPack, RejectsBadInput) {
   pack_codes(codes.data(), 1, 4, 3, packed.data());
   EXPECT_THROW(unpack_codes(packed.data(), 1, 1, 4, 3, out.data()), Error);  // truncated
   EXPECT_THROW(unpack_codes(packed.data(), 2, 2, 4, 3, out.data()), Error);  // a row missing
-  packed[1] |= 0x80;                                                            // a padding bit set
+  packed[1] |= 0x80;                                                         // a padding bit set
   EXPECT_THROW(unpack_codes(packed.data(), 2, 1, 4, 3, out.data()), Error);
 }

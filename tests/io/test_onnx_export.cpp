@@ -14,8 +14,8 @@
 #include "lorq/pipeline/compress.h"
 #include "lorq/quant/activation_quant.h"
 #include "lorq/quant/compressed_layer.h"
-#include "lorq/tasks/evaluate.h"
 #include "lorq/session/api.h"
+#include "lorq/tasks/evaluate.h"
 
 using namespace lorq;
 

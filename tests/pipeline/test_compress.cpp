@@ -433,9 +433,8 @@ std::string replace_once(std::string s, const std::string& from, const std::stri
 }
 
 // Rewrites a packed export's weights with one edit: `edit` may change any tensor (by name) or the metadata.
-void rewrite_export(const std::string& dir,
-                    const std::function<void(std::vector<std::pair<std::string, at::Tensor>>&,
-                                             std::map<std::string, std::string>&)>& edit) {
+void rewrite_export(const std::string& dir, const std::function<void(std::vector<std::pair<std::string, at::Tensor>>&,
+                                                                     std::map<std::string, std::string>&)>& edit) {
   const std::string path = dir + "/compressed.safetensors";
   std::vector<std::pair<std::string, at::Tensor>> tensors;
   std::map<std::string, std::string> meta;
@@ -472,8 +471,7 @@ TEST_F(CompressDemo, PackedExportIsAsSmallAsTheBudgetSays) {
   // Every demo row holds a whole number of bytes of codes, so the packed codes are exactly the budget's count.
   EXPECT_EQ(s.code_bytes, s.budget_code_bytes);
   EXPECT_EQ(s.file_bytes, static_cast<int64_t>(std::filesystem::file_size(out + "/compressed.safetensors")));
-  EXPECT_EQ(s.file_bytes,
-            s.code_bytes + s.param_bytes + s.float_layer_bytes + s.float_other_bytes + s.header_bytes);
+  EXPECT_EQ(s.file_bytes, s.code_bytes + s.param_bytes + s.float_layer_bytes + s.float_other_bytes + s.header_bytes);
   // Scales (4 B) and uint8 zero-points (1 B) per row: 5 B for each row of W, A (m rows) and B (r rows).
   int64_t rows = 0;
   for (size_t i = 0; i < a.choice.size(); ++i) {
@@ -513,7 +511,8 @@ TEST_F(CompressDemo, OldUnpackedExportStillLoadsAndUnknownVersionsAreRejected) {
       }
       meta["lorq_format_version"] = "1";
     });
-    write_text(out + "/lorq-config.json", replace_once(read_text(out + "/lorq-config.json"), "\"version\": 2", "\"version\": 1"));
+    write_text(out + "/lorq-config.json",
+               replace_once(read_text(out + "/lorq-config.json"), "\"version\": 2", "\"version\": 1"));
   }
   auto unpacked = load_model(out);
   const at::Tensor x = at::randn({3, 3, 64, 64});
@@ -524,7 +523,8 @@ TEST_F(CompressDemo, OldUnpackedExportStillLoadsAndUnknownVersionsAreRejected) {
   std::string e = load_error(out);
   EXPECT_NE(e.find("compressed.safetensors: lorq export format version 7 is not supported"), std::string::npos) << e;
   rewrite_export(out, [](auto&, auto& meta) { meta["lorq_format_version"] = "1"; });
-  write_text(out + "/lorq-config.json", replace_once(read_text(out + "/lorq-config.json"), "\"version\": 1", "\"version\": 9"));
+  write_text(out + "/lorq-config.json",
+             replace_once(read_text(out + "/lorq-config.json"), "\"version\": 1", "\"version\": 9"));
   e = load_error(out);
   EXPECT_NE(e.find("lorq-config.json: lorq export format version 9 is not supported"), std::string::npos) << e;
   std::filesystem::remove_all(out);

@@ -42,8 +42,8 @@ void unpack_codes(const uint8_t* packed, size_t packed_size, int64_t rows, int64
   const size_t row_bytes = packed_row_bytes(cols, bits);
   if (rows < 0) throw Error("bit packing: negative row count");
   if (packed_size != static_cast<size_t>(rows) * row_bytes)
-    throw Error("packed codes hold " + std::to_string(packed_size) + " bytes, but " + std::to_string(rows) + " rows of " +
-                std::to_string(cols) + " codes at " + std::to_string(bits) + " bits need " +
+    throw Error("packed codes hold " + std::to_string(packed_size) + " bytes, but " + std::to_string(rows) +
+                " rows of " + std::to_string(cols) + " codes at " + std::to_string(bits) + " bits need " +
                 std::to_string(static_cast<size_t>(rows) * row_bytes));
   const uint32_t mask = (1u << bits) - 1;
   for (int64_t r = 0; r < rows; ++r) {
@@ -63,7 +63,8 @@ void unpack_codes(const uint8_t* packed, size_t packed_size, int64_t rows, int64
     }
     // The bits left over in the last byte are padding and must be zero.
     if (acc != 0 || (i < row_bytes))
-      throw Error("packed codes: row " + std::to_string(r) + " has non-zero padding bits (another bit width or shape?)");
+      throw Error("packed codes: row " + std::to_string(r) +
+                  " has non-zero padding bits (another bit width or shape?)");
   }
 }
 

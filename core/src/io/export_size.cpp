@@ -73,7 +73,8 @@ std::string format_export_size(const ExportSizeBreakdown& s) {
   std::string out;
   std::snprintf(buf, sizeof buf, "export size (format version %d):\n", s.format_version);
   out += buf;
-  std::snprintf(buf, sizeof buf, "  weight codes      %12lld B  (%.3f MB; budget accounting %lld B of a %lld B budget)\n",
+  std::snprintf(buf, sizeof buf,
+                "  weight codes      %12lld B  (%.3f MB; budget accounting %lld B of a %lld B budget)\n",
                 static_cast<long long>(s.code_bytes), mb(s.code_bytes), static_cast<long long>(s.budget_code_bytes),
                 static_cast<long long>(s.budget_bytes));
   out += buf;

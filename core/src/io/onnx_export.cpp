@@ -1,13 +1,13 @@
 #include "lorq/io/onnx_export.h"
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <limits>
-#include <cmath>
 #include <map>
-#include <set>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <vector>
 
 #include "lorq/common/error.h"
@@ -117,7 +117,7 @@ class ViTWriter {
     version_ = export_format_version(file_.metadata(), file_.path());
     if (version_ == 0) throw Error(file_.path(), "not a lorq export");
     read_activation_quantizers();
-    std::map<std::string, std::vector<int64_t>> shapes;
+    std::map<std::string, std::vector<int64_t> > shapes;
     for (const TensorInfo& t : file_.tensors()) shapes[t.name] = t.shape;
     std::ifstream in(cfg_path);
     try {
@@ -125,7 +125,7 @@ class ViTWriter {
       for (const auto& l : cfg.at("layers")) {
         const std::string name = l.at("name").get<std::string>();
         kinds_[name] = l.at("kind").get<std::string>();
-        shapes[name + ".weight"] = l.at("checkpoint_shape").get<std::vector<int64_t>>();
+        shapes[name + ".weight"] = l.at("checkpoint_shape").get<std::vector<int64_t> >();
       }
     } catch (const nlohmann::json::exception& e) {
       throw Error(cfg_path, std::string("not a lorq export configuration (") + e.what() + ")");
@@ -156,7 +156,8 @@ class ViTWriter {
         set_int(n, "start", 0);
         set_int(n, "end", 1);
       });
-      const std::string shape = b_.op("Concat", {batch, b_.ints({1, D})}, "cls", [](auto* n) { set_int(n, "axis", 0); });
+      const std::string shape =
+          b_.op("Concat", {batch, b_.ints({1, D})}, "cls", [](auto* n) { set_int(n, "axis", 0); });
       const std::string cls = b_.op("Expand", {float_tensor("cls_token"), shape}, "cls");
       x = b_.op("Concat", {cls, x}, "cls", [](auto* n) { set_int(n, "axis", 1); });
     }
@@ -173,8 +174,9 @@ class ViTWriter {
         return b_.op("Gather", {qkv, b_.ints({k}, true)}, p + "attn", [](auto* n) { set_int(n, "axis", 0); });
       };
       const std::string q = act(p + "attn.q", b_.op("Mul", {part(0), q_scale_name}, p + "attn"));
-      const std::string kt =
-          b_.op("Transpose", {act(p + "attn.k", part(1))}, p + "attn", [](auto* n) { set_ints(n, "perm", {0, 1, 3, 2}); });
+      const std::string kt = b_.op("Transpose", {act(p + "attn.k", part(1))}, p + "attn", [](auto* n) {
+        set_ints(n, "perm", {0, 1, 3, 2});
+      });
       std::string attn = b_.op("MatMul", {q, kt}, p + "attn");
       attn = act(p + "attn.softmax", b_.op("Softmax", {attn}, p + "attn", [](auto* n) { set_int(n, "axis", -1); }));
       std::string o = b_.op("MatMul", {attn, act(p + "attn.v", part(2))}, p + "attn");
@@ -193,8 +195,8 @@ class ViTWriter {
       pooled = b_.op("ReduceMean", {t, b_.ints({1})}, "pool", [](auto* n) { set_int(n, "keepdims", 0); });
       if (c_.fc_norm) pooled = layer_norm("fc_norm", pooled);
     } else {
-      pooled = b_.op("Gather", {layer_norm("norm", x), b_.ints({0}, true)}, "pool",
-                     [](auto* n) { set_int(n, "axis", 1); });
+      pooled =
+          b_.op("Gather", {layer_norm("norm", x), b_.ints({0}, true)}, "pool", [](auto* n) { set_int(n, "axis", 1); });
     }
     const std::string logits = linear("head", act("head.in", pooled));
     for (const auto& [point, q] : act_)
@@ -359,12 +361,14 @@ class ViTWriter {
       const std::string zero = b_.op("Not", {b_.op("Less", {p, scalar("levels", levels)}, where)}, where);
       p = b_.op("Clip", {p, scalar("pmin", 0.f), scalar("pmax", levels - 1)}, where);
       const std::string odd = b_.op("Mod", {p, scalar("two", 2.f)}, where, [](auto* n) { set_int(n, "fmod", 1); });
-      const std::string e = b_.op("Neg", {b_.op("Ceil", {b_.op("Div", {p, scalar("two_", 2.f)}, where)}, where)}, where);
+      const std::string e =
+          b_.op("Neg", {b_.op("Ceil", {b_.op("Div", {p, scalar("two_", 2.f)}, where)}, where)}, where);
       std::string out = b_.op("Pow", {scalar("base", 2.f), e}, where);
-      const std::string f = b_.op(
-          "Add", {b_.op("Mul", {odd, scalar("sqrt2_minus_1", static_cast<float>(std::sqrt(2.0) - 1.0))}, where),
-                  scalar("one", 1.f)},
-          where);
+      const std::string f =
+          b_.op("Add",
+                {b_.op("Mul", {odd, scalar("sqrt2_minus_1", static_cast<float>(std::sqrt(2.0) - 1.0))}, where),
+                 scalar("one", 1.f)},
+                where);
       out = b_.op("Mul", {b_.op("Mul", {out, f}, where), scale}, where);
       return b_.op("Where", {zero, scalar("zero", 0.f), out}, where);
     }

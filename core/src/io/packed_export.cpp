@@ -145,7 +145,8 @@ QuantGroup read_quant_group(const SafetensorsFile& file, const std::string& pref
   g.scale = file.to_f32(scale);
   g.zero_point = file.to_f32(zero);
   for (int64_t r = 0; r < g.rows; ++r) {
-    if (!(std::isfinite(g.scale[r]) && g.scale[r] > 0)) throw fail("scale of row " + std::to_string(r) + " is not positive");
+    if (!(std::isfinite(g.scale[r]) && g.scale[r] > 0))
+      throw fail("scale of row " + std::to_string(r) + " is not positive");
     if (!std::isfinite(g.zero_point[r]) || std::nearbyint(g.zero_point[r]) != g.zero_point[r])
       throw fail("zero-point of row " + std::to_string(r) + " is not an integer");
   }

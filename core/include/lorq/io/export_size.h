@@ -9,15 +9,15 @@ namespace lorq {
 
 struct ExportSizeBreakdown {
   int format_version = 0;
-  int64_t budget_bytes = 0;           // the allocation's budget
-  int64_t budget_code_bytes = 0;      // the budget's accounting of the quantized and low-rank layers' codes
-  int64_t code_bytes = 0;             // those codes as stored (bit-packed from version 2)
-  int64_t param_bytes = 0;            // their per-row scales and zero-points, plus activation quantizers
-  int64_t float_layer_bytes = 0;      // compressible layers kept in float32 (the budget counts them too)
-  int64_t float_other_bytes = 0;      // everything else kept as in the checkpoint: embeddings, norms, biases, ...
-  int64_t header_bytes = 0;           // the safetensors header (names, shapes, metadata)
-  int64_t file_bytes = 0;             // compressed.safetensors on disk: the sum of the five parts above
-  int64_t float_checkpoint_bytes = 0; // the same model with every parameter in float32
+  int64_t budget_bytes = 0;            // the allocation's budget
+  int64_t budget_code_bytes = 0;       // the budget's accounting of the quantized and low-rank layers' codes
+  int64_t code_bytes = 0;              // those codes as stored (bit-packed from version 2)
+  int64_t param_bytes = 0;             // their per-row scales and zero-points, plus activation quantizers
+  int64_t float_layer_bytes = 0;       // compressible layers kept in float32 (the budget counts them too)
+  int64_t float_other_bytes = 0;       // everything else kept as in the checkpoint: embeddings, norms, biases, ...
+  int64_t header_bytes = 0;            // the safetensors header (names, shapes, metadata)
+  int64_t file_bytes = 0;              // compressed.safetensors on disk: the sum of the five parts above
+  int64_t float_checkpoint_bytes = 0;  // the same model with every parameter in float32
 };
 
 // Throws lorq::Error naming the file when the folder is not a readable lorq export.

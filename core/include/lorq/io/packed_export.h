@@ -39,8 +39,8 @@ struct QuantGroup {
   std::string prefix;
   int bits = 0;
   int64_t rows = 0, cols = 0;
-  std::vector<uint8_t> codes;  // rows·cols codes, row-major, each < 2^bits
-  std::vector<float> scale;    // [rows], finite and > 0
+  std::vector<uint8_t> codes;     // rows·cols codes, row-major, each < 2^bits
+  std::vector<float> scale;       // [rows], finite and > 0
   std::vector<float> zero_point;  // [rows], integer-valued
 };
 
