@@ -14,6 +14,10 @@
 #include "lorq/common/file_util.h"
 #include "lorq/demo/demo.h"
 #include "lorq/demo/shapes_dataset.h"
+#include "lorq/io/export.h"
+#include "lorq/io/export_size.h"
+#include "lorq/io/onnx_export.h"
+#include "lorq/io/timm_export.h"
 #include "lorq/io/images.h"
 #include "lorq/models/model.h"
 #include "lorq/session/api.h"
@@ -42,6 +46,8 @@ const char* kUsage =
     "  round        adaptive rounding of a workbench session (compress --round)\n"
     "  demo-data    generate the procedural shapes image set\n"
     "  demo-train   train the tiny demo ViT on generated shapes\n"
+    "  export-onnx  an export as an ONNX model (integer weights + DequantizeLinear) for ONNX Runtime\n"
+    "  export-timm  an export's dequantized weights as an ordinary timm checkpoint\n"
     "\n"
     "Run 'lorq COMMAND --help' for a command's options.\n";
 
@@ -400,6 +406,7 @@ int cmd_compress(int argc, char** argv) {
   if (!r.out.empty()) {
     session->export_to(r.out, alloc);
     std::printf("exported to %s (lorq-config.json, compressed.safetensors, config.json)\n", r.out.c_str());
+    std::fputs(format_export_size(export_size_breakdown(r.out)).c_str(), stdout);
   }
   if (!r.eval.empty()) {
     const api::EvalSummary fr = session->evaluate_float(r.eval, r.eval_labels, r.limit, job);
@@ -486,6 +493,41 @@ int cmd_fronts(int argc, char** argv) {
   return 0;
 }
 
+int cmd_export_onnx(int argc, char** argv) {
+  Args a(argc, argv, 2, {"--model", "--out"}, {});
+  if (a.help()) {
+    std::puts(
+        "usage: lorq export-onnx --model EXPORT --out model.onnx\n\n"
+        "Writes a 'lorq compress --out' export as an ONNX model (opset 21) for standard runtimes: input\n"
+        "'pixel_values' [batch, C, H, W] (preprocessed as 'lorq eval' does), output 'logits'. Quantized layers keep\n"
+        "their integer codes (UINT4 for 4 bits and fewer, else UINT8) behind a per-row DequantizeLinear feeding\n"
+        "the MatMul; low-rank layers are two such matmuls.");
+    return 0;
+  }
+  const OnnxExportSummary s = export_onnx(a.require("--model"), a.require("--out"));
+  std::printf(
+      "wrote %s: %lld bytes (%.3f MB); %d quantized, %d low-rank, %d float layers; codes %lld B UINT4, %lld B "
+      "UINT8, %lld B INT32\n",
+      a.get("--out").c_str(), static_cast<long long>(s.file_bytes), s.file_bytes / 1e6, s.quantized_layers,
+      s.low_rank_layers, s.float_layers, static_cast<long long>(s.uint4_bytes), static_cast<long long>(s.uint8_bytes),
+      static_cast<long long>(s.int32_bytes));
+  return 0;
+}
+
+int cmd_export_timm(int argc, char** argv) {
+  Args a(argc, argv, 2, {"--model", "--out"}, {});
+  if (a.help()) {
+    std::puts(
+        "usage: lorq export-timm --model EXPORT --out DIR\n\n"
+        "Writes an export's dequantized weights (low-rank layers multiplied back out) as an ordinary timm\n"
+        "checkpoint: DIR/model.safetensors (float32) and DIR/config.json. It is NOT smaller than the float model.");
+    return 0;
+  }
+  export_timm_checkpoint(a.require("--model"), a.require("--out"));
+  std::printf("wrote %s/model.safetensors and %s/config.json\n", a.get("--out").c_str(), a.get("--out").c_str());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -503,6 +545,7 @@ int main(int argc, char** argv) {
       {"predict", cmd_predict},       {"demo-data", cmd_demo_data},
       {"demo-train", cmd_demo_train}, {"compress", cmd_compress},
       {"fronts", cmd_fronts},         {"round", cmd_round},
+      {"export-onnx", cmd_export_onnx}, {"export-timm", cmd_export_timm},
   };
   auto it = commands.find(argv[1]);
   if (it == commands.end()) {

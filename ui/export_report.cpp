@@ -9,6 +9,7 @@
 #include "allocation_view.h"
 #include "budget_view.h"
 #include "format.h"
+#include "lorq/io/export_size.h"
 #include "workbench_state.h"
 
 using namespace lorq::api;
@@ -82,6 +83,7 @@ QString writeExportExtras(const QString& dir, const WorkbenchState& state, Budge
   QSaveFile file(md);  // written whole or not at all
   if (!file.open(QIODevice::WriteOnly | QIODevice::Text)) return md + ": " + file.errorString();
   file.write(exportReport(state, comparison).toUtf8());
+  file.write(("\n```\n" + lorq::export_size_report(out.filePath("model").toStdString()) + "```\n").c_str());
   if (!file.commit()) return md + ": " + file.errorString();
   return {};
 }

@@ -2,11 +2,13 @@
 // architecture, build it, and reinstall an export's activation quantizers.
 #include <ATen/ATen.h>
 
+#include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "lorq/common/error.h"
 #include "lorq/common/file_util.h"
 #include "lorq/io/export.h"
+#include "lorq/io/packed_export.h"
 #include "lorq/io/tensor_io.h"
 #include "lorq/models/model.h"
 #include "lorq/models/registry.h"
@@ -39,9 +41,15 @@ std::unique_ptr<Model> load_model(const std::string& path) {
   info.files = locate_model_files(path);
   read_recognition_fields(info);
   SafetensorsFile file = SafetensorsFile::open(info.files.weights);
+  // An export's lorq-config.json and its weights must be of a format version this build reads, and the same one.
+  const std::string lorq_config =
+      (std::filesystem::path(info.files.weights).parent_path() / "lorq-config.json").string();
+  const int version = export_format_version(file.metadata(), info.files.weights);
+  if (version != 0 && std::filesystem::exists(lorq_config) && check_lorq_config_version(lorq_config) != version)
+    throw Error(lorq_config, "format version differs from " + info.files.weights + "'s " + std::to_string(version));
   std::map<std::string, at::Tensor> tensors = read_all_tensors(file, /*to_float=*/false);
   // A lorq export stores integer codes; decode them to the exact weights the compressed model used.
-  decode_compressed_tensors(tensors, file.metadata(), info.files.weights);
+  decode_compressed_tensors(tensors, file);
   const ActivationQuantization activations =
       take_activation_quantizers(tensors, file.metadata(), info.files.weights);
   for (auto& [name, t] : tensors) t = t.to(at::kFloat);
