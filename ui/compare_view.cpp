@@ -54,37 +54,41 @@ CompareView::CompareView(QWidget* parent) : QWidget(parent) {
   top->addWidget(metrics_, 1);
   layout->addLayout(top);
 
+  // The image on the left, its caption and both top-5 lists beside it: nothing is drawn over the image.
   auto* split = new QSplitter(Qt::Horizontal, this);
-  auto* imageBox = new QWidget(split);
-  auto* imageLayout = new QVBoxLayout(imageBox);
-  imageLayout->setContentsMargins(0, 0, 0, 0);
-  canvas_ = new QLabel(imageBox);
+  canvas_ = new QLabel(split);
   canvas_->setAlignment(Qt::AlignCenter);
-  canvas_->setMinimumSize(120, 120);
+  canvas_->setMinimumSize(80, 80);
   canvas_->setFrameShape(QFrame::StyledPanel);
-  caption_ = new QLabel(imageBox);
+  canvas_->setObjectName("compareCanvas");
+  auto* details = new QWidget(split);
+  auto* detailsLayout = new QVBoxLayout(details);
+  detailsLayout->setContentsMargins(0, 0, 0, 0);
+  caption_ = new QLabel(details);
   caption_->setWordWrap(true);
-  imageLayout->addWidget(canvas_, 1);
-  imageLayout->addWidget(caption_);
-  table_ = new QTableWidget(5, 5, split);
+  caption_->setObjectName("compareCaption");
+  caption_->setTextInteractionFlags(Qt::TextSelectableByMouse);
+  table_ = new QTableWidget(5, 5, details);
   table_->setHorizontalHeaderLabels({"Float class", "p", "Compressed class", "p", "Δp (float's class)"});
   table_->verticalHeader()->setVisible(true);
   table_->horizontalHeader()->setSectionResizeMode(QHeaderView::Stretch);
   table_->setEditTriggers(QAbstractItemView::NoEditTriggers);
   table_->setObjectName("compareTable");
-  split->addWidget(imageBox);
-  split->addWidget(table_);
+  detailsLayout->addWidget(caption_);
+  detailsLayout->addWidget(table_, 1);
+  split->addWidget(canvas_);
+  split->addWidget(details);
   split->setStretchFactor(1, 2);
   layout->addWidget(split, 1);
 
-  layout->addWidget(new QLabel("Largest output change first (KL of the softmax outputs):", this));
   strip_ = new QListWidget(this);
   strip_->setViewMode(QListView::IconMode);
   strip_->setFlow(QListView::LeftToRight);
   strip_->setWrapping(false);
-  strip_->setIconSize(QSize(48, 48));
-  strip_->setFixedHeight(96);
+  strip_->setIconSize(QSize(40, 40));
+  strip_->setFixedHeight(76);
   strip_->setObjectName("changeStrip");
+  strip_->setToolTip("Largest output change first (KL of the softmax outputs)");
   layout->addWidget(strip_);
 
   connect(evaluate_, &QPushButton::clicked, this, &CompareView::evaluateRequested);
@@ -158,4 +162,13 @@ void CompareView::showImage(const ImageComparison& image) {
 void CompareView::markStale() {
   if (result_ && !metrics_->text().startsWith("<i>"))
     metrics_->setText("<i>(previous allocation)</i> " + metrics_->text());
+}
+
+void CompareView::clear() {
+  result_.reset();
+  metrics_->setText("Not evaluated yet");
+  strip_->clear();
+  canvas_->clear();
+  caption_->clear();
+  table_->clearContents();
 }

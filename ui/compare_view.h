@@ -21,6 +21,7 @@ class CompareView : public QWidget {
   // One image's predictions (from the strip, or an image opened on its own).
   void showImage(const lorq::api::ImageComparison& image);
   void markStale();  // the allocation moved since the evaluation
+  void clear();      // a new document: no results
   const lorq::api::ComparisonResult* result() const { return result_.get(); }
   int limit() const;
   QListWidget* strip() const { return strip_; }

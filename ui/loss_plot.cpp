@@ -5,10 +5,13 @@
 #include <QRegularExpression>
 #include <QVBoxLayout>
 
+#include "plot_export.h"
+
 LossPlot::LossPlot(QWidget* parent) : QWidget(parent) {
   auto* layout = new QVBoxLayout(this);
   layout->setContentsMargins(0, 0, 0, 0);
   plot_ = new QCustomPlot(this);
+  enablePlotSaveMenu(plot_, "rounding-loss");
   plot_->addGraph();
   plot_->graph(0)->setPen(QPen(QColor(200, 80, 40), 1.5));
   plot_->yAxis->setScaleType(QCPAxis::stLogarithmic);

@@ -10,18 +10,20 @@
 
 #include "commands.h"
 #include "format.h"
-#include "workbench_state.h"
+#include "plot_export.h"
+#include "workbench_document.h"
 
 using namespace lorq::api;
 
-ParetoView::ParetoView(WorkbenchState* state, EditActions* edit, QWidget* parent)
+ParetoView::ParetoView(WorkbenchDocument* state, EditActions* edit, QWidget* parent)
     : QWidget(parent), state_(state), edit_(edit) {
   auto* layout = new QVBoxLayout(this);
   layout->setContentsMargins(4, 4, 4, 4);
   title_ = new QLabel("Select a layer", this);
   title_->setWordWrap(true);
   plot_ = new QCustomPlot(this);
-  plot_->setMinimumSize(280, 220);
+  enablePlotSaveMenu(plot_, "layer-options");
+  plot_->setMinimumSize(260, 160);  // small enough for a 1280x760 window
   plot_->setMouseTracking(true);
   plot_->xAxis->setLabel("size (KB)");
   plot_->yAxis->setLabel("predicted error (log)");
@@ -52,10 +54,10 @@ ParetoView::ParetoView(WorkbenchState* state, EditActions* edit, QWidget* parent
   hint->setStyleSheet("color: gray");
   layout->addWidget(hint);
 
-  connect(state_, &WorkbenchState::selectedLayerChanged, this, &ParetoView::rebuild);
-  connect(state_, &WorkbenchState::sessionChanged, this, &ParetoView::rebuild);
-  connect(state_, &WorkbenchState::allocationChanged, this, &ParetoView::updateSelection);
-  connect(state_, &WorkbenchState::constraintsChanged, this, &ParetoView::updateSelection);
+  connect(state_, &WorkbenchDocument::selectedLayerChanged, this, &ParetoView::rebuild);
+  connect(state_, &WorkbenchDocument::sessionChanged, this, &ParetoView::rebuild);
+  connect(state_, &WorkbenchDocument::allocationChanged, this, &ParetoView::updateSelection);
+  connect(state_, &WorkbenchDocument::constraintsChanged, this, &ParetoView::updateSelection);
   connect(plot_, &QCustomPlot::mouseMove, this, &ParetoView::onMouseMove);
   connect(plot_, &QCustomPlot::mousePress, this, &ParetoView::onMousePress);
 }

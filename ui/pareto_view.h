@@ -10,12 +10,12 @@ class QCustomPlot;
 class QCPGraph;
 class QLabel;
 class QMouseEvent;
-class WorkbenchState;
+class WorkbenchDocument;
 
 class ParetoView : public QWidget {
   Q_OBJECT
  public:
-  ParetoView(WorkbenchState* state, EditActions* edit, QWidget* parent = nullptr);
+  ParetoView(WorkbenchDocument* state, EditActions* edit, QWidget* parent = nullptr);
   QCustomPlot* plot() const { return plot_; }
   // The option under a widget position of the plot (within a few pixels), or -1.
   int optionAt(const QPointF& pos) const;
@@ -29,7 +29,7 @@ class ParetoView : public QWidget {
   void onMousePress(QMouseEvent* event);
   double plotError(double error) const;
 
-  WorkbenchState* state_;
+  WorkbenchDocument* state_;
   EditActions* edit_;
   QCustomPlot* plot_;
   QLabel* title_;

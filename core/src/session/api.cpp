@@ -15,6 +15,7 @@
 #include <set>
 
 #include "lorq/pipeline/compress.h"
+#include "lorq/alloc/constraints_io.h"
 #include "lorq/common/error.h"
 #include "lorq/tasks/evaluate.h"
 #include "lorq/io/export.h"
@@ -143,6 +144,7 @@ void save_session_file(const std::string& path, const SessionFile& f) {
                 {"seed", s.seed}}},
               {"budget_bytes", f.budget_bytes},
               {"constraints", constraints}};
+  if (!f.groups.empty()) doc["groups"] = f.groups;
   write_text_atomically(path, doc.dump(2) + "\n");
 }
 
@@ -178,6 +180,7 @@ SessionFile load_session_file(const std::string& path) {
         k.excluded = exclusion_from(c.value("excluded", "none"));
         f.constraints[layer] = k;
       }
+    if (doc.contains("groups")) f.groups = doc["groups"].get<LayerGroups>();
   } catch (const json::exception& e) {
     throw Error(path, std::string("malformed session file: ") + e.what());
   }
@@ -368,10 +371,42 @@ bool CompressionSession::has_cached_analysis() const {
 }
 
 std::shared_ptr<const Allocator> CompressionSession::make_allocator(const ConstraintMap& constraints) const {
+  return make_allocator(constraints, {});
+}
+
+std::shared_ptr<const Allocator> CompressionSession::make_allocator(const ConstraintMap& constraints,
+                                                                    const LayerGroups& groups) const {
   if (!impl_->analyzed) throw Error("run the analysis before allocating");
+  lorq::Constraints engine = to_engine(constraints);
+  engine.groups = groups;
   auto impl = std::make_unique<Allocator::Impl>();
-  impl->allocator = std::make_unique<LayerAllocator>(impl_->analysis, to_engine(constraints));
+  impl->allocator = std::make_unique<LayerAllocator>(impl_->analysis, engine);
   return std::shared_ptr<const Allocator>(new Allocator(std::move(impl)));
+}
+
+std::string CompressionSession::constraints_to_json(const ConstraintMap& constraints, const LayerGroups& groups) const {
+  if (!impl_->analyzed) throw Error("run the analysis before writing constraints");
+  lorq::Constraints engine = to_engine(constraints);
+  engine.groups = groups;
+  return lorq::constraints_to_json(engine, impl_->analysis);
+}
+
+void CompressionSession::constraints_from_json(const std::string& text, const std::string& source,
+                                               ConstraintMap* constraints, LayerGroups* groups) const {
+  if (!impl_->analyzed) throw Error(source, "run the analysis before reading constraints");
+  const lorq::Constraints engine = lorq::constraints_from_json(text, impl_->analysis, source);
+  constraints->clear();
+  for (const auto& [layer, e] : engine.layers) {
+    LayerConstraint c;
+    c.pinned_option = e.pinned_option;
+    c.min_bits = e.min_bits;
+    c.max_rank = e.max_rank;
+    c.excluded = e.excluded == lorq::Exclusion::Q8      ? Exclusion::Q8
+                 : e.excluded == lorq::Exclusion::Float ? Exclusion::Float
+                                                        : Exclusion::None;
+    if (!c.empty()) (*constraints)[layer] = c;
+  }
+  *groups = engine.groups;
 }
 
 std::vector<ClassScore> CompressionSession::predict(const std::string& image_path, int k,

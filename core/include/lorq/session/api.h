@@ -112,6 +112,8 @@ struct LayerConstraint {
   bool operator!=(const LayerConstraint& o) const { return !(*this == o); }
 };
 using ConstraintMap = std::map<std::string, LayerConstraint>;  // by layer name; empty constraints are ignored
+// Layers that must take the same choice (the same option label), as lorq::Constraints::groups.
+using LayerGroups = std::vector<std::vector<std::string>>;
 
 struct AllocationResult {
   int64_t budget_bytes = 0, bytes = 0;
@@ -181,6 +183,7 @@ struct SessionFile {
   AnalysisSettings settings;
   int64_t budget_bytes = 0;
   ConstraintMap constraints;
+  LayerGroups groups;
 };
 void save_session_file(const std::string& path, const SessionFile& session);  // atomic; throws lorq::Error
 SessionFile load_session_file(const std::string& path);                       // throws lorq::Error naming the file
@@ -215,6 +218,12 @@ class CompressionSession {
 
   // Throws lorq::Error on an impossible constraint (unknown layer, pin on an excluded layer, nothing allowed).
   std::shared_ptr<const Allocator> make_allocator(const ConstraintMap& constraints) const;
+  std::shared_ptr<const Allocator> make_allocator(const ConstraintMap& constraints, const LayerGroups& groups) const;
+  // The constraints JSON of `lorq compress --constraints` (lorq/alloc/constraints_io.h: pins by option label).
+  std::string constraints_to_json(const ConstraintMap& constraints, const LayerGroups& groups) const;
+  // Throws lorq::Error naming `source` and the problem (bad JSON, unknown layer or option label).
+  void constraints_from_json(const std::string& text, const std::string& source, ConstraintMap* constraints,
+                             LayerGroups* groups) const;
 
   // The model with `allocation` applied is built on first use and kept until another allocation is asked for.
   std::vector<ClassScore> predict(const std::string& image_path, int k, const AllocationResult* compressed);
