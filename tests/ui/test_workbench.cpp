@@ -431,7 +431,28 @@ class WorkbenchTest : public QObject {
     QVERIFY(w_->startRounding(20));
     QVERIFY(done.wait(300000));
     QCOMPARE(done.takeFirst().at(0).toBool(), true);
-    QVERIFY(w_->jobPanel()->lossPlot()->points() > 0);
+    LossPlot* loss = w_->jobPanel()->lossPlot();
+    QVERIFY(loss->points() > 0);
+    // One segment per rounded layer, none of its first or last steps lost to the progress throttle.
+    int rounded = 0;
+    for (int c : w_->state()->allocation().choice) rounded += c != kKeepFloat;
+    const auto& segments = loss->segments();
+    QCOMPARE(static_cast<int>(segments.size()), rounded);
+    QCOMPARE(segments.front().firstStep, qint64(1));
+    for (size_t i = 1; i < segments.size(); ++i) QCOMPARE(segments[i].firstStep, segments[i - 1].lastStep + 1);
+    QCOMPARE(segments.back().lastStep, qint64(rounded) * 20);
+    // The log has one line per layer with its loss at the start and the end.
+    const QStringList lines = w_->jobPanel()->logText().split('\n');
+    int layerLines = 0;
+    for (const QString& line : lines)
+      if (line.contains(QRegularExpression(R"(layer \d+/\d+ \S+: loss \S+ at its first step → \S+ at its last \(20 steps\))")))
+        ++layerLines;
+    QCOMPARE(layerLines, rounded);
+    // One layer alone.
+    loss->showSegment(2);
+    QCOMPARE(loss->plot()->xAxis->range().lower, segments[2].firstStep - 0.5);
+    QCOMPARE(loss->plot()->xAxis->range().upper, segments[2].lastStep + 0.5);
+    loss->showSegment(-1);
     QVERIFY(w_->state()->session()->rounded(w_->state()->allocation()));
     const QString dir = path("export-rounded");
     QSignalSpy exported(w_.get(), &MainWindow::exportFinished);
