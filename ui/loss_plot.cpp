@@ -28,8 +28,7 @@ LossPlot::LossPlot(QWidget* parent) : QWidget(parent) {
   plot_->setMinimumHeight(120);
   plot_->addLayer("boundaries", plot_->layer("grid"), QCustomPlot::limAbove);
   layout->addWidget(plot_, 1);
-  connect(chooser_, qOverload<int>(&QComboBox::currentIndexChanged), this,
-          [this](int i) { showSegment(i - 1); });
+  connect(chooser_, qOverload<int>(&QComboBox::currentIndexChanged), this, [this](int i) { showSegment(i - 1); });
   clear();
 }
 
@@ -88,7 +87,8 @@ void LossPlot::showSegment(int index) {
     const Segment& s = segments_[shown_];
     plot_->xAxis->setRange(s.firstStep - 0.5, s.lastStep + 0.5);
     bool found = false;
-    const QCPRange y = plot_->graph(0)->getValueRange(found, QCP::sdBoth, QCPRange(s.firstStep - 0.5, s.lastStep + 0.5));
+    const QCPRange y =
+        plot_->graph(0)->getValueRange(found, QCP::sdBoth, QCPRange(s.firstStep - 0.5, s.lastStep + 0.5));
     if (found) plot_->yAxis->setRange(y.lower / 1.2, y.upper * 1.2);
   }
   if (chooser_->currentIndex() != shown_ + 1) {

@@ -19,6 +19,8 @@
 #include <QTimer>
 #include <QUndoStack>
 #include <QVBoxLayout>
+#include <cmath>
+#include <map>
 
 #include "allocation_view.h"
 #include "budget_view.h"
@@ -158,7 +160,15 @@ void MainWindow::buildDocks() {
   connect(session_, &SessionPanel::chooseEvalRequested, this, &MainWindow::onChooseEval);
   connect(session_, &SessionPanel::analyzeRequested, this, &MainWindow::startAnalysis);
   connect(compare_, &CompareView::evaluateRequested, this, &MainWindow::startEvaluation);
-  connect(compare_, &CompareView::openImageRequested, this, &MainWindow::predictImage);
+  connect(compare_, &CompareView::openImageRequested, this, [this](const QString& path) { predictImage(path); });
+  // An evaluated image whose float class left the compressed top-5: both models on every class, when no job runs.
+  connect(compare_, &CompareView::detailsRequested, this, [this](const ImageComparison& image) {
+    if (jobs_->running())
+      statusBar()->showMessage("A job is running: every class of this image is computed once it ends", 5000);
+    else
+      predictImage(QString::fromStdString(image.path), image.label);
+  });
+  compare_->setClassNamer([this](int index) { return state_->className(index); });
   connect(jobs_, &JobRunner::started, this, [this] {
     if (!compareDock_->isVisible() || compareDock_->visibleRegion().isEmpty()) jobsDock_->raise();
   });
@@ -432,26 +442,47 @@ bool MainWindow::startRounding(int iterations, int activation_bits) {
       &MainWindow::roundingFinished);
 }
 
-void MainWindow::predictImage(const QString& path) {
+bool MainWindow::predictImage(const QString& path, int label) {
   if (!state_->ready()) {
     report("Cannot predict", "run the analysis first");
-    return;
+    emit predictionFinished(false);
+    return false;
   }
   auto session = state_->session();
   const AllocationResult alloc = state_->allocation();
-  auto result = std::make_shared<ImageComparison>();
-  result->path = path.toStdString();
-  runJob(
+  const int classes = std::max(1, state_->model().num_classes);
+  struct Prediction {
+    ImageComparison image;
+    std::vector<ClassScore> compressedAll;
+  };
+  auto result = std::make_shared<Prediction>();
+  result->image.path = path.toStdString();
+  result->image.label = label;
+  return runJob(
       "Prediction",
       [=](const lorq::JobControl&) {
-        result->float_top = session->predict(result->path, 5, nullptr);
-        result->compressed_top = session->predict(result->path, 5, &alloc);
+        // Every class of both models, so the KL, max |Δp| and each float class's Δp are exact.
+        const std::vector<ClassScore> floatAll = session->predict(result->image.path, classes, nullptr);
+        result->compressedAll = session->predict(result->image.path, classes, &alloc);
+        std::map<int, double> compressed;
+        for (const ClassScore& c : result->compressedAll) compressed[c.class_index] = c.probability;
+        double kl = 0, maxChange = 0;
+        for (const ClassScore& f : floatAll) {
+          const double q = compressed.count(f.class_index) ? compressed[f.class_index] : 0.0;
+          if (f.probability > 0) kl += f.probability * std::log(f.probability / std::max(q, 1e-30));
+          maxChange = std::max(maxChange, std::abs(f.probability - q));
+        }
+        result->image.kl = std::max(0.0, kl);
+        result->image.max_prob_change = maxChange;
+        const size_t k = std::min<size_t>(5, floatAll.size());
+        result->image.float_top.assign(floatAll.begin(), floatAll.begin() + k);
+        result->image.compressed_top.assign(result->compressedAll.begin(), result->compressedAll.begin() + k);
       },
       [this, result] {
-        compare_->showImage(*result);
+        compare_->showImage(result->image, &result->compressedAll);
         compareDock_->raise();
       },
-      nullptr);
+      &MainWindow::predictionFinished);
 }
 
 bool MainWindow::startExport(const QString& dir) {

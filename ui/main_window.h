@@ -64,6 +64,9 @@ class MainWindow : public QMainWindow {
   // in the Jobs dock; evaluation and export then use the rounded model. Emits roundingFinished.
   bool startRounding(int iterations, int activation_bits = 0);
   JobPanel* jobPanel() const { return jobPanel_; }
+  // Both models on one image, every class: its KL, max |Δp| and Δp of each float class (`label`: its true class
+  // when known, -1 otherwise). Emits predictionFinished.
+  bool predictImage(const QString& path, int label = -1);
   bool saveSession(const QString& path);
   // The constraints JSON of `lorq compress --constraints` (per-layer constraints and layer groups); an import is
   // one undo step. False (and the problem reported, naming the file) on failure.
@@ -94,6 +97,7 @@ class MainWindow : public QMainWindow {
   void evaluationFinished(bool ok);
   void exportFinished(bool ok);
   void roundingFinished(bool ok);
+  void predictionFinished(bool ok);
 
  protected:
   void closeEvent(QCloseEvent* event) override;
@@ -116,7 +120,6 @@ class MainWindow : public QMainWindow {
   bool loadModel(const QString& path, bool quiet);
   bool loadSession(const QString& path);
   void onExport();
-  void predictImage(const QString& path);
 
   WorkbenchDocument* state_;
   QUndoStack* undo_;

@@ -1,7 +1,12 @@
 #include "workbench_document.h"
 
+#include <QDir>
+#include <QFile>
 #include <QFileInfo>
 #include <QFutureWatcher>
+#include <QJsonArray>
+#include <QJsonDocument>
+#include <QJsonObject>
 #include <QRegularExpression>
 #include <QUndoStack>
 #include <QtConcurrent>
@@ -29,6 +34,27 @@ std::vector<TradeoffPoint> sampledCurve(const Allocator& allocator, const std::a
   return out;
 }
 
+// The names the engine's predictions carry, read for the classes that are in no top-k list (an image's true class).
+QStringList readClassNames(const QString& modelPath) {
+  const QFileInfo info(modelPath);
+  QFile file(QDir(info.isDir() ? modelPath : info.absolutePath()).filePath("config.json"));
+  if (!file.open(QIODevice::ReadOnly)) return {};
+  const QJsonObject config = QJsonDocument::fromJson(file.readAll()).object();
+  QStringList names;
+  for (const QJsonValue& v : config.value("label_names").toArray()) names << v.toString();
+  if (names.isEmpty()) {
+    const QJsonObject id2label = config.value("id2label").toObject();
+    for (auto it = id2label.begin(); it != id2label.end(); ++it) {
+      bool ok = false;
+      const int index = it.key().toInt(&ok);
+      if (!ok || index < 0 || index > 1000000) continue;
+      while (names.size() <= index) names << QString();
+      names[index] = it.value().toString();
+    }
+  }
+  return names;
+}
+
 }  // namespace
 
 bool sameSettings(const AnalysisSettings& a, const AnalysisSettings& b) {
@@ -54,6 +80,7 @@ void WorkbenchDocument::setModel(const QString& path, const ModelSummary& summar
   undo_->clear();
   modelPath_ = path;
   model_ = summary;
+  classNames_ = readClassNames(path);
   selected_ = -1;
   budget_ = 0;
   sessionPath_.clear();
@@ -62,6 +89,11 @@ void WorkbenchDocument::setModel(const QString& path, const ModelSummary& summar
   emit modelChanged();
   emit sessionPathChanged();
   emit modifiedChanged(isModified());
+}
+
+QString WorkbenchDocument::className(int index) const {
+  if (index >= 0 && index < classNames_.size() && !classNames_[index].isEmpty()) return classNames_[index];
+  return QString("class %1").arg(index);
 }
 
 QString WorkbenchDocument::setCalibration(const QString& images, const QString& labels) {

@@ -6,6 +6,7 @@
 // edit. The trade-off curve is computed on a worker and cancelled when superseded.
 #include <QObject>
 #include <QString>
+#include <QStringList>
 #include <atomic>
 #include <memory>
 #include <vector>
@@ -30,6 +31,9 @@ class WorkbenchDocument : public QObject {
   QString modelPath() const { return modelPath_; }
   const lorq::api::ModelSummary& model() const { return model_; }
   bool hasModel() const { return !model_.layers.empty(); }
+  // Class names from the model's config.json ("label_names" or Hugging Face "id2label"); empty when it has none.
+  const QStringList& classNames() const { return classNames_; }
+  QString className(int index) const;  // the name, or "class N"
 
   // Lists the folder (no decoding); on a problem nothing changes and the problem is returned.
   QString setCalibration(const QString& images, const QString& labels);
@@ -124,6 +128,7 @@ class WorkbenchDocument : public QObject {
 
   QString modelPath_, calibImages_, calibLabels_, evalImages_, evalLabels_, cacheDir_, sessionPath_;
   lorq::api::ImageSetInfo calibInfo_;
+  QStringList classNames_;
   lorq::api::AnalysisSettings settings_;
   bool sourcesModified_ = false;  // images or settings changed since the last save
   QUndoStack* undo_;

@@ -11,6 +11,7 @@
 #include <QDoubleSpinBox>
 #include <QFile>
 #include <QHeaderView>
+#include <QLabel>
 #include <QLineEdit>
 #include <QListWidget>
 #include <QMenuBar>
@@ -21,6 +22,7 @@
 #include <QStandardPaths>
 #include <QStatusBar>
 #include <QTableView>
+#include <QTableWidget>
 #include <QTemporaryDir>
 #include <QUndoStack>
 #include <QtTest>
@@ -408,6 +410,45 @@ class WorkbenchTest : public QObject {
     QVERIFY(r->images.front().kl >= r->images.back().kl);
     QCOMPARE(static_cast<int>(r->images.front().float_top.size()), 5);
     QVERIFY(w_->compareView()->strip()->count() > 0);
+    QVERIFY(!w_->jobRunning());  // showing the first image starts nothing
+    // The caption names the true class, beside the image rather than over it.
+    const ImageComparison& first = r->images.front();
+    QVERIFY(first.label >= 0);
+    QLabel* caption = w_->compareView()->caption();
+    QVERIFY2(caption->text().contains("true class: <b>" + w_->state()->className(first.label) + "</b>"),
+             qPrintable(caption->text()));
+    QVERIFY(!w_->state()->className(first.label).startsWith("class "));  // a name, not an index
+    QWidget* canvas = w_->compareView()->findChild<QWidget*>("compareCanvas");
+    QVERIFY(canvas);
+    w_->show();
+    w_->compareDock()->raise();
+    QVERIFY(QTest::qWaitForWindowExposed(w_.get()));
+    QTRY_VERIFY_WITH_TIMEOUT(canvas->isVisible() && caption->isVisible(), 10000);
+    const QRect captionRect(caption->mapTo(w_->compareView(), QPoint(0, 0)), caption->size());
+    const QRect canvasRect(canvas->mapTo(w_->compareView(), QPoint(0, 0)), canvas->size());
+    QVERIFY(captionRect.left() > canvasRect.right());  // beside the image, not under or over it
+  }
+
+  void oneImageGetsEveryClassKLAndDeltaP() {
+    // The image whose float class is likeliest to leave the compressed top-5: the most changed one.
+    const ImageComparison image = w_->compareView()->result()->images.front();
+    QSignalSpy done(w_.get(), &MainWindow::predictionFinished);
+    QVERIFY(w_->predictImage(QString::fromStdString(image.path), image.label));
+    QVERIFY(done.wait(120000));
+    QCOMPARE(done.takeFirst().at(0).toBool(), true);
+    // The KL computed for the opened image is the evaluation's (both over every class), not 0.
+    const QString caption = w_->compareView()->caption()->text();
+    QVERIFY2(caption.contains(QString("KL %1,").arg(image.kl, 0, 'g', 3)), qPrintable(caption));
+    QVERIFY(image.kl > 0);
+    // Δp is a number for every float class, in the compressed top-5 or not.
+    QTableWidget* table = w_->compareView()->table();
+    for (int row = 0; row < std::min<int>(5, w_->state()->model().num_classes); ++row) {
+      QVERIFY(table->item(row, 0));
+      QVERIFY(table->item(row, 4));
+      bool number = false;
+      table->item(row, 4)->text().toDouble(&number);
+      QVERIFY2(number, qPrintable(table->item(row, 4)->text()));
+    }
   }
 
   void exportWritesModelPlotsAndReport() {
@@ -445,7 +486,8 @@ class WorkbenchTest : public QObject {
     const QStringList lines = w_->jobPanel()->logText().split('\n');
     int layerLines = 0;
     for (const QString& line : lines)
-      if (line.contains(QRegularExpression(R"(layer \d+/\d+ \S+: loss \S+ at its first step → \S+ at its last \(20 steps\))")))
+      if (line.contains(
+              QRegularExpression(R"(layer \d+/\d+ \S+: loss \S+ at its first step → \S+ at its last \(20 steps\))")))
         ++layerLines;
     QCOMPARE(layerLines, rounded);
     // One layer alone.
