@@ -40,8 +40,8 @@ AllocationView::AllocationView(WorkbenchDocument* state, EditActions* edit, QWid
   plot_->setObjectName("allocationPlot");
   plot_->setPlottingHints(QCP::phFastPolylines | QCP::phCacheLabels);
   plot_->setMinimumSize(300, 150);
-  plot_->yAxis->setLabel("bits per weight");
-  plot_->yAxis2->setLabel("rank / full rank");
+  plot_->yAxis->setLabel("bits/weight");  // short labels: the chart is short at laptop size
+  plot_->yAxis2->setLabel("rank/full");
   plot_->yAxis2->setVisible(true);
   plot_->yAxis2->setRange(0, 1.12);
   plot_->xAxis->setTickLabelRotation(60);

@@ -42,7 +42,7 @@ BudgetView::BudgetView(WorkbenchDocument* state, EditActions* edit, QWidget* par
   plot_->xAxis->setLabel("memory of the compressed layers (MB)");
   plot_->xAxis2->setLabel("average bits per weight");
   plot_->xAxis2->setVisible(true);
-  plot_->yAxis->setLabel("predicted error");  // short: the plot may be short at laptop size
+  plot_->yAxis->setLabel("pred. error");  // short: the plot may be short at laptop size
   plot_->yAxis->setScaleType(QCPAxis::stLogarithmic);
   auto ticker = QSharedPointer<QCPAxisTickerLog>(new QCPAxisTickerLog);
   ticker->setTickCount(3);  // readable even when the plot is short
@@ -92,7 +92,8 @@ BudgetView::BudgetView(WorkbenchDocument* state, EditActions* edit, QWidget* par
   row->addStretch(1);
   layout->addLayout(row);
   summary_ = new QLabel("Run the analysis to set a budget", this);
-  summary_->setWordWrap(true);
+  // One line (the whole text is its tooltip, and the status bar repeats it): the curve keeps the height.
+  summary_->setSizePolicy(QSizePolicy::Ignored, QSizePolicy::Preferred);
   layout->addWidget(summary_);
 
   connect(slider_, &QSlider::valueChanged, this, &BudgetView::onSlider);
@@ -186,6 +187,7 @@ void BudgetView::onAllocation() {
                         .arg(4.0 * p / budget, 0, 'f', 2)
                         .arg(formatBytes(static_cast<double>(a.bytes)))
                         .arg(a.predicted_error, 0, 'g', 4));
+  summary_->setToolTip(summary_->text());
   if (curve_->dataCount() > 0)
     plot_->layer("marker")->replot();  // only the marker; the widget repaint that follows is coalesced by Qt
   else

@@ -108,7 +108,8 @@ void MainWindow::resetLayout() {
   };
   resizeDocks(docks({"sessionDock", "paretoDock"}), {290, 430}, Qt::Horizontal);
   resizeDocks(docks({"allocationDock"}), {height() < 900 ? 220 : 260}, Qt::Vertical);
-  resizeDocks(docks({"paretoDock", "budgetDock"}), {400, 330}, Qt::Vertical);
+  // In a short window the budget (slider, boxes and curve) gets the larger share: it is the main control.
+  resizeDocks(docks({"paretoDock", "budgetDock"}), {height() < 900 ? 230 : 400, 330}, Qt::Vertical);
   findChild<QDockWidget*>("allocationDock")->raise();
 }
 

@@ -9,6 +9,7 @@ class EditActions;
 class QCustomPlot;
 class QCPGraph;
 class QLabel;
+class QToolButton;
 class QMouseEvent;
 class WorkbenchDocument;
 
@@ -21,6 +22,12 @@ class ParetoView : public QWidget {
   int optionAt(const QPointF& pos) const;
   // Plot coordinates of an option (for tests and the tooltip).
   QPointF optionPixel(int option) const;
+  // Collapses or shows the legend (a plot shorter than kLegendMinPlotHeight starts with it collapsed).
+  void setLegendShown(bool shown);
+  static constexpr int kLegendMinPlotHeight = 300;
+
+ protected:
+  void resizeEvent(QResizeEvent* event) override;
 
  private:
   void rebuild();          // a new layer or analysis: all points
@@ -33,6 +40,8 @@ class ParetoView : public QWidget {
   EditActions* edit_;
   QCustomPlot* plot_;
   QLabel* title_;
+  QToolButton* legendButton_;
+  bool legendChosen_ = false;  // the user's choice wins over the automatic one
   QCPGraph* front_ = nullptr;
   QCPGraph* current_ = nullptr;
   QCPGraph* pinned_ = nullptr;

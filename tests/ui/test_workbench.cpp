@@ -326,9 +326,9 @@ class WorkbenchTest : public QObject {
   void laptopSizeKeepsBudgetControlsAndRunAnalysisReachable() {
     w_->resize(1280, 760);
     w_->show();
-    w_->resetLayout();
     QVERIFY(QTest::qWaitForWindowExposed(w_.get()));
     QTRY_COMPARE_WITH_TIMEOUT(w_->size(), QSize(1280, 760), 10000);
+    w_->resetLayout();  // View > Reset layout at this size
     QApplication::processEvents();
     BudgetView* budget = w_->budgetView();
     QVERIFY2(reachable(budget->slider(), w_.get()), "budget slider");
@@ -338,6 +338,18 @@ class WorkbenchTest : public QObject {
     QTableView* table = w_->layersView()->table();
     const QRect choice = table->visualRect(table->model()->index(0, LayersModel::Choice));
     QVERIFY2(table->viewport()->rect().contains(choice), "choice column");
+    // Legends take at most a small part of a plot (or are collapsed); axis labels fit beside their axes.
+    for (QCustomPlot* plot : {w_->paretoView()->plot(), w_->budgetView()->plot(), w_->allocationView()->plot()}) {
+      plot->replot();
+      const int axisHeight = plot->axisRect()->rect().height();
+      QVERIFY2(axisHeight >= 60, qPrintable(plot->objectName()));
+      if (plot->legend->visible() && plot->legend->layout() != plot->axisRect()->insetLayout())
+        QVERIFY2(plot->legend->outerRect().height() <= 0.5 * plot->height(), qPrintable(plot->objectName()));
+      for (QCPAxis* axis : {plot->yAxis, plot->yAxis2})
+        if (axis->visible() && !axis->label().isEmpty())
+          QVERIFY2(QFontMetrics(axis->labelFont()).horizontalAdvance(axis->label()) <= axisHeight,
+                   qPrintable(plot->objectName() + ": " + axis->label()));
+    }
     // The curve is drawn: the budget plot holds the curve's colour.
     QTRY_VERIFY_WITH_TIMEOUT(!w_->state()->curve().empty(), 120000);
     budget->plot()->replot();
