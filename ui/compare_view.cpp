@@ -12,6 +12,7 @@
 #include <QSplitter>
 #include <QTableWidget>
 #include <QVBoxLayout>
+#include <algorithm>
 
 using namespace lorq::api;
 
@@ -71,6 +72,7 @@ CompareView::CompareView(QWidget* parent) : QWidget(parent) {
   table_ = new QTableWidget(5, 5, details);
   table_->setHorizontalHeaderLabels({"Float class", "p", "Compressed class", "p", "Δp (float's class)"});
   table_->verticalHeader()->setVisible(true);
+  table_->verticalHeader()->setDefaultSectionSize(table_->fontMetrics().height() + 6);  // five rows in a short dock
   table_->horizontalHeader()->setSectionResizeMode(QHeaderView::Stretch);
   table_->setEditTriggers(QAbstractItemView::NoEditTriggers);
   table_->setObjectName("compareTable");
@@ -149,7 +151,9 @@ void CompareView::setResult(const ComparisonResult& result) {
 
 void CompareView::showImage(const ImageComparison& image, const std::vector<ClassScore>* compressedAll) {
   const QString path = QString::fromStdString(image.path);
-  const QPixmap pix = thumbnail(path, 256);
+  // Fitted to the canvas, so a short dock shows the whole image rather than its corner.
+  const int side = std::clamp(std::min(canvas_->width(), canvas_->height()) - 4, 64, 256);
+  const QPixmap pix = thumbnail(path, side);
   canvas_->setPixmap(pix.isNull() ? QPixmap() : pix);
   if (pix.isNull()) canvas_->setText("cannot display " + QFileInfo(path).fileName());
   QString caption = QFileInfo(path).fileName().toHtmlEscaped();
