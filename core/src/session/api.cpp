@@ -446,20 +446,44 @@ std::shared_ptr<const Allocator> CompressionSession::make_allocator(const Constr
 }
 
 std::shared_ptr<const Allocator> CompressionSession::make_allocator(const ConstraintMap& constraints) const {
+  return make_allocator(constraints, {});
+}
+
+namespace {
+Constraints joined(const ConstraintMap& constraints, const LayerGroups& groups) {
   Constraints c;
   for (const auto& [layer, k] : constraints)
     if (!k.empty()) c.layers[layer] = k;
-  return make_allocator(c);
+  c.groups = groups;
+  return c;
+}
+}  // namespace
+
+std::shared_ptr<const Allocator> CompressionSession::make_allocator(const ConstraintMap& constraints,
+                                                                    const LayerGroups& groups) const {
+  return make_allocator(joined(constraints, groups));
+}
+
+std::string CompressionSession::constraints_to_json(const ConstraintMap& constraints,
+                                                    const LayerGroups& groups) const {
+  return constraints_json(joined(constraints, groups));
+}
+
+void CompressionSession::constraints_from_json(const std::string& text, const std::string& source,
+                                               ConstraintMap* constraints, LayerGroups* groups) const {
+  const Constraints c = parse_constraints(text, source);
+  *constraints = c.layers;
+  *groups = c.groups;
 }
 
 Constraints CompressionSession::parse_constraints(const std::string& json_text, const std::string& source) const {
   impl_->require_analysis("reading constraints");
-  return constraints_from_json(json_text, impl_->analysis, source);
+  return lorq::constraints_from_json(json_text, impl_->analysis, source);
 }
 
 std::string CompressionSession::constraints_json(const Constraints& constraints) const {
   impl_->require_analysis("writing constraints");
-  return constraints_to_json(constraints, impl_->analysis);
+  return lorq::constraints_to_json(constraints, impl_->analysis);
 }
 
 int64_t CompressionSession::budget_for_avg_bits(double avg_bits) const {

@@ -44,6 +44,8 @@ using lorq::OptionKind;
 using lorq::TaskKind;
 using AllocationResult = lorq::Allocation;
 using TradeoffPoint = lorq::CurvePoint;
+// Layers that must take the same choice (the same option label), as lorq::Constraints::groups.
+using LayerGroups = std::vector<std::vector<std::string>>;
 
 struct EvalSummary {
   int64_t images = 0, labeled = 0;
@@ -229,10 +231,15 @@ class CompressionSession {
   // group without a common option).
   std::shared_ptr<const Allocator> make_allocator(const Constraints& constraints) const;
   std::shared_ptr<const Allocator> make_allocator(const ConstraintMap& constraints) const;
+  std::shared_ptr<const Allocator> make_allocator(const ConstraintMap& constraints, const LayerGroups& groups) const;
   // Constraints as JSON (the schema of `--constraints FILE`), resolved against the analysis; throws lorq::Error
   // naming `source`, the layer and the label.
   Constraints parse_constraints(const std::string& json_text, const std::string& source) const;
   std::string constraints_json(const Constraints& constraints) const;
+  // The same for a front end that keeps per-layer constraints and groups apart (the workbench's document).
+  std::string constraints_to_json(const ConstraintMap& constraints, const LayerGroups& groups) const;
+  void constraints_from_json(const std::string& text, const std::string& source, ConstraintMap* constraints,
+                             LayerGroups* groups) const;
   // The one budget formula (spec §2.5) over this model's compressible weights.
   int64_t budget_for_avg_bits(double avg_bits) const;
   int64_t budget_for_ratio(double ratio) const;
