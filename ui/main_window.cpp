@@ -446,13 +446,18 @@ bool MainWindow::startRounding(int iterations, int activation_bits) {
       "Adaptive rounding", [=](const lorq::JobControl& job) { *result = session->round(alloc, options, job); },
       [this, result] {
         for (const std::string& w : result->warnings) jobPanel_->log("warning: " + QString::fromStdString(w));
-        const QString text = QString(
-                                 "Adaptive rounding: %1 layers, summed reconstruction error %2 → %3 in %4 s; "
-                                 "evaluation and export now use the rounded model")
-                                 .arg(result->layers)
-                                 .arg(result->nearest_error, 0, 'g', 4)
-                                 .arg(result->learned_error, 0, 'g', 4)
-                                 .arg(result->seconds, 0, 'f', 1);
+        // A cancelled rounding keeps the layers it finished: say how many, and that the rest stay nearest.
+        const QString text =
+            result->cancelled
+                ? QString("Adaptive rounding cancelled: %1; evaluation and export now use them")
+                      .arg(QString::fromStdString(result->message()))
+                : QString(
+                      "Adaptive rounding: %1 layers, summed reconstruction error %2 → %3 in %4 s; "
+                      "evaluation and export now use the rounded model")
+                      .arg(result->layers)
+                      .arg(result->nearest_error, 0, 'g', 4)
+                      .arg(result->learned_error, 0, 'g', 4)
+                      .arg(result->seconds, 0, 'f', 1);
         jobPanel_->log(text);
         statusBar()->showMessage(text, 10000);
       },

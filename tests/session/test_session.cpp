@@ -226,3 +226,34 @@ TEST_F(SessionTest, CliAndSessionAllocateTheSame) {
   }
   EXPECT_EQ(exported.at("totals").at("bytes").get<int64_t>(), a.bytes);
 }
+
+// Cancelling adaptive rounding keeps the layers already learned (the workbench's Cancel), says how many, and the
+// export records exactly those as learned.
+TEST_F(SessionTest, CancelledRoundingKeepsTheLearnedLayers) {
+  const api::Allocation a = session_->make_allocator(api::Constraints{})->solve(session_->budget_for_avg_bits(4.0));
+  api::RoundingOptions o;
+  o.iterations = 100;
+  o.images = 16;
+  std::atomic<bool> cancel{false};
+  JobControl job;
+  job.cancel = &cancel;
+  job.progress = [&](const Progress& p) {  // cancel as soon as the third layer starts learning
+    if (p.stage == "rounding" && p.detail.rfind("layer 3/", 0) == 0) cancel = true;
+  };
+  const api::RoundingSummary r = session_->round(a, o, job);
+  EXPECT_TRUE(r.cancelled);
+  EXPECT_EQ(r.compressed_layers, static_cast<int>(session_->layers().size()));
+  // Two layers finished before the cancel; a layer whose learned rounding reconstructs worse keeps nearest, so at
+  // least one and at most two are learned (the run is seeded: always the same number).
+  EXPECT_GE(r.learned_layers, 1);
+  EXPECT_LE(r.learned_layers, 2);
+  EXPECT_EQ(r.message(), std::to_string(r.learned_layers) + " of " + std::to_string(r.compressed_layers) +
+                             " layers learned; the rest keep nearest rounding");
+  EXPECT_TRUE(session_->rounded(a));
+  const std::string out = temp("cancelled_rounding") + "/model";
+  session_->export_to(out, a);
+  const nlohmann::json cfg = nlohmann::json::parse(read_text_file(out + "/lorq-config.json"));
+  int learned = 0;
+  for (const auto& l : cfg.at("layers")) learned += l.value("rounding", "") == "learned";
+  EXPECT_EQ(learned, r.learned_layers);
+}

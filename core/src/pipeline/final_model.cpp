@@ -70,9 +70,20 @@ FinalModel build_final_model(const Model& float_model, const CompressionAnalysis
   if (s.round) {
     t = std::chrono::steady_clock::now();
     RoundingCheckpoint ckpt{s.rounding_checkpoint};
-    f.rounding = round_layers(model, f.layers, images, s.rounding, job, s.rounding_checkpoint.empty() ? nullptr : &ckpt,
-                              s.on_rounding_step);
+    try {
+      f.rounding = round_layers(model, f.layers, images, s.rounding, job,
+                                s.rounding_checkpoint.empty() ? nullptr : &ckpt, s.on_rounding_step);
+    } catch (const Cancelled&) {
+      // round_layers leaves the finished layers learned and the others at nearest rounding: a consistent model.
+      if (!s.keep_learned_on_cancel) throw;
+      f.rounding_cancelled = true;
+    }
     f.stage_seconds.emplace_back("adaptive rounding", since(t));
+  }
+  for (const CompressedLayer& l : f.layers) {
+    if (l.form == LayerForm::Float) continue;
+    ++f.compressed_layers;
+    f.learned_layers += l.rounding_learned ? 1 : 0;
   }
   apply_compressed_layers(model, f.layers);
   if (f.activations_quantized) enable_activation_quantization(model, f.activations);

@@ -580,6 +580,7 @@ FinalSummary CompressionSession::finalize(const Allocation& allocation, const Fi
   fs.lfh = cs.lfh;
   fs.lfh_images = cs.lfh_images;
   fs.round = o.round;
+  fs.keep_learned_on_cancel = o.keep_learned_on_cancel;
   fs.on_rounding_step = impl_->on_rounding_step;
   fs.rounding.iterations = std::max(1, o.round_iterations);
   fs.rounding.images = std::max(1, o.round_images);
@@ -598,6 +599,9 @@ FinalSummary CompressionSession::finalize(const Allocation& allocation, const Fi
   auto final_model =
       std::make_unique<FinalModel>(build_final_model(model, impl_->analysis, allocation, images.images, fs, job));
   out.stage_seconds = final_model->stage_seconds;
+  out.rounding_cancelled = final_model->rounding_cancelled;
+  out.learned_layers = final_model->learned_layers;
+  out.compressed_layers = final_model->compressed_layers;
   for (const auto& l : final_model->rounding.layers) {
     ++out.rounded_layers;
     out.nearest_error += l.nearest_error;
@@ -650,6 +654,7 @@ RoundingSummary CompressionSession::round(const AllocationResult& allocation, co
   fs.round_iterations = o.iterations;
   fs.round_images = o.images;
   fs.activation_bits = o.activation_bits;
+  fs.keep_learned_on_cancel = true;  // the workbench's Cancel keeps what was learned
   int64_t compressed_layers = 0;
   for (int c : allocation.choice) compressed_layers += c != kKeepFloat;
   const int64_t total_steps = compressed_layers * std::max(1, o.iterations);
@@ -683,7 +688,16 @@ RoundingSummary CompressionSession::round(const AllocationResult& allocation, co
   for (const auto& [name, sec] : f.stage_seconds)
     if (name == "adaptive rounding") out.seconds = sec;
   out.warnings = f.warnings;
+  out.cancelled = f.rounding_cancelled;
+  out.learned_layers = f.learned_layers;
+  out.compressed_layers = f.compressed_layers;
   return out;
+}
+
+std::string RoundingSummary::message() const {
+  if (!cancelled) return "";
+  return std::to_string(learned_layers) + " of " + std::to_string(compressed_layers) +
+         " layers learned; the rest keep nearest rounding";
 }
 
 ImageSetInfo list_image_set(const std::string& images, const std::string& labels) {

@@ -37,6 +37,9 @@ struct FinalModelSettings {
   LfhOptions lfh;  // for the LFH of the rebuilt model (activation quantization only)
   int lfh_images = 8;
   std::string rounding_checkpoint;  // file for finished layers' codes ("" = none): an interrupted run resumes
+  // A cancelled rounding keeps the layers learned so far (the others keep nearest rounding) and the final model is
+  // still built from them, instead of throwing Cancelled: FinalModel::rounding_cancelled says it happened.
+  bool keep_learned_on_cancel = false;
   RoundingStepFn on_rounding_step;  // every optimizer step (live loss curves)
 };
 
@@ -46,6 +49,9 @@ struct FinalModel {
   bool activations_quantized = false;
   ActivationQuantization activations;
   RoundingReport rounding;
+  bool rounding_cancelled = false;  // keep_learned_on_cancel: the rounding was cancelled part-way
+  int learned_layers = 0;           // layers whose codes come from adaptive rounding
+  int compressed_layers = 0;        // layers not kept in float
   std::vector<std::pair<std::string, double>> stage_seconds;
 };
 

@@ -163,10 +163,15 @@ struct RoundingOptions {
   int activation_bits = 0;  // 0: weights only; 4, 6 or 8: activations quantized too
 };
 struct RoundingSummary {
-  int layers = 0;
+  int layers = 0;  // layers rounded in this run
   double nearest_error = 0, learned_error = 0;  // summed layer reconstruction errors
   double seconds = 0;
   std::vector<std::string> warnings;
+  // A cancelled rounding keeps what it learned: learned_layers of compressed_layers have learned codes, the rest
+  // keep nearest rounding, and the export records exactly that.
+  bool cancelled = false;
+  int learned_layers = 0, compressed_layers = 0;
+  std::string message() const;  // "7 of 50 layers learned; the rest keep nearest rounding" when cancelled
 };
 
 // After the allocation (spec §1 steps 8-14): what the final model gets.
@@ -179,10 +184,13 @@ struct FinalSettings {
   int round_iterations = 500;  // optimizer steps per layer (the CPU default; the spec uses 20000)
   int round_images = 128;      // calibration images first, then more of the calibration set
   std::string round_checkpoint;  // finished layers' file ("" = <cache>/rounding.safetensors, none without cache)
+  bool keep_learned_on_cancel = false;  // a cancelled rounding keeps the layers learned so far (see RoundingSummary)
 };
 struct FinalSummary {
   std::vector<std::pair<std::string, double>> stage_seconds;
   int rounded_layers = 0;
+  bool rounding_cancelled = false;  // FinalSettings::keep_learned_on_cancel and the job was cancelled
+  int learned_layers = 0, compressed_layers = 0;
   double nearest_error = 0, learned_error = 0;  // summed layer reconstruction errors (rounding)
   std::vector<std::string> warnings;
 };
