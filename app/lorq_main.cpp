@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <map>
 #include <set>
@@ -88,20 +89,42 @@ int cmd_inspect(int argc, char** argv) {
 }
 
 int cmd_eval(int argc, char** argv) {
-  Args a(argc, argv, 2, {"--model", "--images", "--labels", "--limit", "--batch"}, {});
+  Args a(argc, argv, 2, {"--model", "--images", "--labels", "--limit", "--batch"}, {"--include-calibration"});
   if (a.help()) {
     std::puts(
-        "usage: lorq eval --model M --images DIR [--labels CSV] [--limit N] [--batch B]\n\n"
-        "Top-1/top-5 accuracy with the model's eval preprocessing. Labels come from --labels (file,class_index),\n"
-        "a labels.csv in or beside DIR, or class sub-folders; without labels only throughput is reported.");
+        "usage: lorq eval --model M --images DIR [--labels CSV] [--limit N] [--batch B] [--include-calibration]\n\n"
+        "The task's metric (top-1/top-5) with the model's eval preprocessing. Labels come from --labels\n"
+        "(file,class_index), a labels.csv in or beside DIR, or class sub-folders; without labels only throughput is\n"
+        "reported. An export made by 'lorq compress --out' records its calibration images: they are left out (as\n"
+        "compress left them out), unless --include-calibration.");
     return 0;
   }
-  auto model = load_model(a.require("--model"));
-  ImageSet set = open_image_set(a.require("--images"), a.get("--labels"), model->label_names());
-  warn_skipped(set.skipped, "non-image files");
+  const std::string model_path = a.require("--model");
   EvalOptions o;
   o.limit = a.get_int("--limit", 0, 0, 1LL << 40);
   o.batch = static_cast<int>(a.get_int("--batch", 32, 1, 4096));
+  auto model = load_model(model_path);
+  ImageSet set = open_image_set(a.require("--images"), a.get("--labels"), model->label_names());
+  warn_skipped(set.skipped, "non-image files");
+  if (!a.has("--include-calibration")) {
+    const std::vector<std::string> calibration = export_calibration_images(model_path);
+    if (!calibration.empty()) {
+      const std::set<std::string> seen(calibration.begin(), calibration.end());
+      const size_t before = set.items.size();
+      set.items.erase(std::remove_if(set.items.begin(), set.items.end(),
+                                     [&](const ImageItem& i) {
+                                       std::error_code ec;
+                                       const std::filesystem::path c = std::filesystem::weakly_canonical(i.path, ec);
+                                       return seen.count(ec ? i.path : c.string()) > 0;
+                                     }),
+                      set.items.end());
+      if (set.items.size() < before)
+        std::printf("leaving out %zu images the export was calibrated on (--include-calibration keeps them)\n",
+                    before - set.items.size());
+      if (set.items.empty())
+        throw Error(a.require("--images"), "holds no images besides the export's calibration images");
+    }
+  }
   ProgressBar bar;
   JobControl job;
   job.progress = [&](const Progress& p) { bar.update(p); };

@@ -49,7 +49,7 @@ at::Tensor to_tensor(const std::vector<float>& v) {
 
 void export_compressed(const std::string& out_dir, const Model& model, const std::string& source_path,
                        const CompressionAnalysis& a, const Allocation& alloc, const std::vector<CompressedLayer>& given,
-                       const ActivationQuantization* activations) {
+                       const ActivationQuantization* activations, const std::vector<std::string>& seen_images) {
   c10::NoGradGuard no_grad;
   const std::vector<CompressedLayer> layers_c = given.empty() ? compress_layers(model, a, alloc) : given;
   if (layers_c.size() != a.layers.size()) throw Error("export: one compressed layer per analysed layer is needed");
@@ -136,6 +136,13 @@ void export_compressed(const std::string& out_dir, const Model& model, const std
         {"fp32_bytes", 4 * a.compressible_params},
         {"predicted_error", total_error}}},
   };
+  nlohmann::json seen = nlohmann::json::array();
+  for (const std::string& path : seen_images) {
+    std::error_code canon_ec;
+    const fs::path c = fs::weakly_canonical(path, canon_ec);
+    seen.push_back(canon_ec ? path : c.string());
+  }
+  cfg["calibration_images"] = seen;
   write_tensors(out_dir + "/compressed.safetensors", tensors, meta);
   // The source's own config (and a Hugging Face image processor's), so the export loads like the original.
   std::string config = model.config_json();
@@ -248,6 +255,20 @@ void decode_compressed_tensors(std::map<std::string, at::Tensor>& t, const Safet
     } else {
       throw Error(source, "'" + prefix + "': codes of an unknown kind of tensor");
     }
+  }
+}
+
+std::vector<std::string> export_calibration_images(const std::string& model_path) {
+  const ModelFiles files = locate_model_files(model_path);
+  const fs::path cfg = fs::path(files.weights).parent_path() / "lorq-config.json";
+  std::error_code ec;
+  if (!fs::is_regular_file(cfg, ec)) return {};
+  try {
+    const nlohmann::json j = nlohmann::json::parse(read_text_file(cfg.string()));
+    if (!j.is_object() || j.value("format", "") != "lorq-config" || !j.contains("calibration_images")) return {};
+    return j.at("calibration_images").get<std::vector<std::string>>();
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(cfg.string(), std::string("malformed calibration_images (") + e.what() + ")");
   }
 }
 

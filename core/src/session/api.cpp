@@ -561,9 +561,10 @@ void CompressionSession::export_to(const std::string& out_dir, const AllocationR
   const FinalModel* f = impl_->final && impl_->final_choice == allocation.choice ? impl_->final.get() : nullptr;
   if (f)
     export_compressed(out_dir, *f->model, impl_->model_path, impl_->analysis, allocation, f->layers,
-                      f->activations_quantized ? &f->activations : nullptr);
+                      f->activations_quantized ? &f->activations : nullptr, seen_images());
   else
-    export_compressed(out_dir, *impl_->model, impl_->model_path, impl_->analysis, allocation);
+    export_compressed(out_dir, *impl_->model, impl_->model_path, impl_->analysis, allocation, {}, nullptr,
+                      seen_images());
 }
 
 FinalSummary CompressionSession::finalize(const Allocation& allocation, const FinalSettings& o,

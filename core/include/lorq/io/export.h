@@ -24,10 +24,17 @@ namespace lorq {
 // `model` holds the uncompressed weights (the analysis' source); `source_path` is recorded with its checksum.
 // `layers`: the final compressed layers (refitted, learned rounding); empty = compress_layers(model, analysis,
 // allocation), the stage-1 quantizers.
+// `seen_images`: the images the compressed model was calibrated (and rounded) on, recorded as
+// "calibration_images" so that `lorq eval` can leave them out and reproduce the accuracy the compression reported.
 void export_compressed(const std::string& out_dir, const Model& model, const std::string& source_path,
                        const CompressionAnalysis& analysis, const Allocation& allocation,
                        const std::vector<CompressedLayer>& layers = {},
-                       const ActivationQuantization* activations = nullptr);
+                       const ActivationQuantization* activations = nullptr,
+                       const std::vector<std::string>& seen_images = {});
+
+// The images an export records as its calibration images (canonical paths; empty for other models or older
+// exports). `model_path` is what load_model takes.
+std::vector<std::string> export_calibration_images(const std::string& model_path);
 
 // Activation quantizers in a compressed checkpoint: tensors "activation.<point>.scale|.zero_point" with the type
 // and bits in the metadata. take_activation_quantizers() removes them from `tensors` (empty result when none);
