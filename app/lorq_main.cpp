@@ -394,7 +394,13 @@ int cmd_compress(int argc, char** argv) {
   session->analyze(job);
   progress.bar.finish();
   for (const auto& w : session->warnings()) std::fprintf(stderr, "warning: %s\n", w.c_str());
-  for (const auto& [name, sec] : session->stage_seconds()) std::printf("stage %-14s %8.1f s\n", name.c_str(), sec);
+  for (const auto& name : session->cached_stages())
+    std::printf("stage %-14s from the cache %s\n", name.c_str(), r.cache.c_str());
+  for (const auto& [name, sec] : session->stage_seconds()) {
+    const auto& cached = session->cached_stages();
+    if (std::find(cached.begin(), cached.end(), name) == cached.end())
+      std::printf("stage %-14s %8.1f s\n", name.c_str(), sec);
+  }
 
   const int64_t params = session->compressible_params();
   const int64_t budget = r.avg_bits > 0 ? session->budget_for_avg_bits(r.avg_bits)

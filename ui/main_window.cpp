@@ -404,6 +404,14 @@ bool MainWindow::startAnalysis() {
         if (reopening && !wasModified && problem.isEmpty()) state_->markSaved(state_->sessionPath());
         if (!problem.isEmpty()) report("Session constraints", problem);
         for (const std::string& w : s->warnings()) jobPanel_->log("warning: " + QString::fromStdString(w));
+        // Which stages ran (with their times) and which came from the session cache.
+        QStringList ran, cached;
+        for (const std::string& c : s->cached_stages()) cached << QString::fromStdString(c);
+        for (const auto& [stage, sec] : s->stage_seconds())
+          if (!cached.contains(QString::fromStdString(stage)))
+            ran << QString("%1 %2 s").arg(QString::fromStdString(stage)).arg(sec, 0, 'f', 1);
+        if (!ran.isEmpty()) jobPanel_->log("Analysis: " + ran.join(", "));
+        if (!cached.isEmpty()) jobPanel_->log("From the session cache: " + cached.join(", "));
         if (state_->selectedLayer() < 0 && !s->layers().empty()) state_->setSelectedLayer(0);
       },
       &MainWindow::analysisFinished);

@@ -23,8 +23,11 @@ CompressionAnalysis analyze_model(Model& model, const ImageSet& images, const Co
   std::vector<std::string> warnings;
   CompressionAnalysis a;
   if (cache && cache->load_analysis(true, &a, &warnings) && cache->load_lfh(&a.lfh, &warnings)) {
+    // Not a warning, and not the stage times of the run that filled the cache: say where it came from.
     a.warnings = warnings;
-    a.warnings.push_back("loaded the complete analysis from the session cache " + cache->dir());
+    a.stage_seconds.clear();
+    a.cached_stages = {"calibration", "sensitivity", "candidates", "global error"};
+    a.cache_dir = cache->dir();
     return a;
   }
   auto t = std::chrono::steady_clock::now();
@@ -34,10 +37,13 @@ CompressionAnalysis analyze_model(Model& model, const ImageSet& images, const Co
 
   std::map<std::string, at::Tensor> H;
   t = std::chrono::steady_clock::now();
+  std::vector<std::string> cached;
   if (!cache || !cache->load_lfh(&H, &warnings)) {
     const int64_t n = std::min<int64_t>(s.lfh_images, calib.images.size(0));
     H = label_free_hessian(model, calib.images.slice(0, 0, n), s.lfh, job);
     if (cache) cache->save_lfh(H);
+  } else {
+    cached.push_back("sensitivity");
   }
   stages.emplace_back("sensitivity", since(t));
 
@@ -66,6 +72,8 @@ CompressionAnalysis analyze_model(Model& model, const ImageSet& images, const Co
   a.stage_seconds = stages;
   a.warnings = warnings;
   if (cache) cache->save_analysis(a, true);
+  a.cached_stages = cached;
+  if (cache) a.cache_dir = cache->dir();
   return a;
 }
 

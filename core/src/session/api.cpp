@@ -409,6 +409,7 @@ const std::vector<std::string>& CompressionSession::warnings() const { return im
 std::vector<std::pair<std::string, double>> CompressionSession::stage_seconds() const {
   return impl_->analysis.stage_seconds;
 }
+const std::vector<std::string>& CompressionSession::cached_stages() const { return impl_->analysis.cached_stages; }
 const std::vector<std::string>& CompressionSession::calibration_files() const {
   return impl_->analysis.calibration_files;
 }

@@ -29,7 +29,9 @@ struct CompressionAnalysis {
   int64_t compressible_params = 0;
   std::vector<std::string> calibration_files;  // the images the analysis saw (evaluate on others)
   std::vector<std::string> warnings;
-  std::vector<std::pair<std::string, double>> stage_seconds;  // stage name, wall time
+  std::vector<std::pair<std::string, double>> stage_seconds;  // stage name, wall time (stages run by this call)
+  std::vector<std::string> cached_stages;  // stages loaded from the session cache instead of computed
+  std::string cache_dir;                   // the session cache used ("" without one)
 };
 
 class SessionCache;

@@ -232,7 +232,8 @@ class CompressionSession {
   const std::vector<LayerAnalysis>& layers() const;  // empty until analyzed
   int64_t compressible_params() const;
   const std::vector<std::string>& warnings() const;
-  std::vector<std::pair<std::string, double>> stage_seconds() const;
+  std::vector<std::pair<std::string, double>> stage_seconds() const;  // the stages this analysis ran
+  const std::vector<std::string>& cached_stages() const;              // the stages it loaded from the cache
   const std::vector<std::string>& calibration_files() const;
 
   // Throws lorq::Error on an impossible constraint (unknown layer, pin on an excluded layer, nothing allowed, a
