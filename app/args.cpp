@@ -1,6 +1,41 @@
 #include "args.h"
 
+#include <algorithm>
+#include <vector>
+
 namespace lorq::cli {
+
+namespace {
+
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diag = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diag = up;
+    }
+  }
+  return row[b.size()];
+}
+
+// The known flag closest to a mistyped one, when it is close enough to be what was meant.
+std::string nearest_flag(const std::string& name, const std::set<std::string>& valued,
+                         const std::set<std::string>& switches) {
+  std::string best;
+  size_t best_d = std::string::npos;
+  for (const auto* set : {&valued, &switches})
+    for (const std::string& f : *set) {
+      const size_t d = edit_distance(name, f);
+      if (d < best_d) best_d = d, best = f;
+    }
+  return best_d <= std::max<size_t>(2, name.size() / 3) ? best : "";
+}
+
+}  // namespace
 
 Args::Args(int argc, char** argv, int first, const std::set<std::string>& valued,
            const std::set<std::string>& switches) {
@@ -30,7 +65,8 @@ Args::Args(int argc, char** argv, int first, const std::set<std::string>& valued
     } else if (switches.count(name) && !inline_value) {
       switches_.insert(name);
     } else {
-      throw UsageError("unknown option " + name);
+      std::string known = nearest_flag(name, valued, switches);
+      throw UsageError("unknown option " + name + (known.empty() ? "" : " (did you mean " + known + "?)"));
     }
   }
 }

@@ -13,6 +13,9 @@ class UsageError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// Thrown by a command's parser when --help was given, so the command prints its help and does nothing else.
+class HelpRequested : public std::exception {};
+
 class Args {
  public:
   // `valued` flags take a value, `switches` do not; anything else starting with "--" is an error.

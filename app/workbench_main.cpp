@@ -1,22 +1,23 @@
 // lorq-workbench: the GUI. Opens the embedded demo unless told otherwise.
 #include <QApplication>
-#include <QCommandLineParser>
 #include <QDockWidget>
 #include <QTimer>
+#include <cstdio>
 
 #include "lorq/session/api.h"
 #include "main_window.h"
-#include "workbench_state.h"
+#include "workbench_args.h"
+#include "workbench_document.h"
 
 namespace {
 
 // --screenshot: the demo (or --model/--images) analyzed with fast settings, a 4-bit budget, one layer selected
 // and an evaluation, rendered to FILE; the compare dock goes to FILE with "-compare" before the extension.
-int screenshot(QApplication& app, MainWindow& window, const QString& file) {
+int screenshot(QApplication& app, MainWindow& window, const QString& file, QSize size) {
   int rc = 1;
   window.setQuiet(true);
   window.setSettings(lorq::api::AnalysisSettings::fast());
-  window.resize(1600, 1000);
+  window.resize(size);
   window.show();
   window.resetLayout();  // the default arrangement, whatever the user's saved one
   QObject::connect(&window, &MainWindow::analysisFinished, &window, [&](bool ok) {
@@ -52,39 +53,43 @@ int screenshot(QApplication& app, MainWindow& window, const QString& file) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  QApplication app(argc, argv);
+  // Qt would take "--session FILE" for itself: rewritten before QApplication sees it.
+  std::vector<std::string> protectedArgs = protectWorkbenchArguments(argc, argv);
+  std::vector<char*> args;
+  for (std::string& a : protectedArgs) args.push_back(a.data());
+  int count = static_cast<int>(args.size());
+  args.push_back(nullptr);
+  QApplication app(count, args.data());
   QApplication::setApplicationName("LoRQ Workbench");
   QApplication::setOrganizationName("LoRQ");
+
+  const WorkbenchOptions options = parseWorkbenchArguments(QApplication::arguments());
+  if (!options.error.isEmpty()) {
+    std::fprintf(stderr, "lorq-workbench: %s\n", qPrintable(options.error));
+    return 2;
+  }
+  if (options.help) {
+    std::printf("%s", qPrintable(options.helpText));
+    return 0;
+  }
   lorq::api::init_engine();
 
-  QCommandLineParser parser;
-  parser.setApplicationDescription("Compress vision transformers: low-rank + mixed-precision quantization");
-  parser.addHelpOption();
-  QCommandLineOption model({"m", "model"}, "Model folder or .safetensors file (default: the embedded demo).", "path");
-  QCommandLineOption images({"i", "images"}, "Calibration image folder.", "dir");
-  QCommandLineOption labels("labels", "labels.csv for the image folder.", "csv");
-  QCommandLineOption session("session", "Open a saved session (.lorq).", "file");
-  QCommandLineOption screenshotOption("screenshot", "Analyze (fast settings), render the window to a PNG and exit.",
-                                      "file");
-  parser.addOptions({model, images, labels, session, screenshotOption});
-  parser.process(app);
-
   MainWindow window;
-  const bool shooting = parser.isSet(screenshotOption);
-  if (parser.isSet(session)) {
+  const bool shooting = !options.screenshot.isEmpty();
+  if (!options.session.isEmpty()) {
     window.show();
-    window.openSession(parser.value(session));
+    window.openSession(options.session);  // a problem is shown in a dialog; the window stays for another try
     return app.exec();
   }
   const lorq::api::DemoPaths demo = lorq::api::find_demo();
-  const QString modelPath = parser.isSet(model) ? parser.value(model) : QString::fromStdString(demo.model_dir);
+  const QString modelPath = !options.model.isEmpty() ? options.model : QString::fromStdString(demo.model_dir);
   if (!modelPath.isEmpty()) window.openModel(modelPath, shooting);
-  if (parser.isSet(images)) {
-    window.setImages(parser.value(images), parser.value(labels));
+  if (!options.images.isEmpty()) {
+    window.setImages(options.images, options.labels);
   } else if (!demo.images_dir.empty()) {
     window.setImages(QString::fromStdString(demo.images_dir), QString::fromStdString(demo.labels_csv));
   }
-  if (shooting) return screenshot(app, window, parser.value(screenshotOption));
+  if (shooting) return screenshot(app, window, options.screenshot, options.screenshotSize);
   window.show();
   return app.exec();
 }

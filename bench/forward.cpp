@@ -13,6 +13,7 @@
 #include "bench_util.h"
 #include "lorq/tasks/evaluate.h"
 #include "lorq/models/model.h"
+#include "lorq/models/vit.h"
 #include "lorq/common/parallel_ops.h"
 
 using namespace lorq;
@@ -38,7 +39,7 @@ double matmul_gflops(int64_t n, int reps) {
 }
 
 // Multiply-adds x2 of every matmul in the network, per image.
-double vit_flops(const ModelConfig& c) {
+double vit_flops(const VitConfig& c) {
   const double P = c.patch_size, D = c.embed_dim, G = c.img_size / c.patch_size, N = G * G + (c.class_token ? 1 : 0);
   const double hidden = D * c.mlp_ratio;
   double f = 2 * G * G * (c.in_chans * P * P) * D;
@@ -71,13 +72,14 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "bench_forward: %s\n", e.what());
     return 1;
   }
-  const ModelConfig& c = model->config();
-  at::Tensor x = at::randn({batch, 3, c.img_size, c.img_size});
-  model->forward(x);  // warm-up
+  const VitConfig& c = dynamic_cast<const VisionTransformer&>(*model).config();  // the FLOP count is ViT's
+  const Preprocessing& pp = model->preprocessing();
+  at::Tensor x = at::randn({batch, pp.input_channels, pp.input_height, pp.input_width});
+  model->forward(x).logits();  // warm-up
   std::vector<double> times;
   for (int i = 0; i < iters; ++i) {
     const double t = now();
-    model->forward(x);
+    model->forward(x).logits();
     times.push_back(now() - t);
   }
   std::sort(times.begin(), times.end());

@@ -17,6 +17,7 @@
 #include "lorq/tasks/evaluate.h"
 #include "lorq/common/parallel_ops.h"
 #include "lorq/pipeline/sensitivity.h"
+#include "lorq/models/vit.h"
 
 using namespace lorq;
 
@@ -62,7 +63,7 @@ double roof_gflops() {
 }
 
 // Multiply-adds x2 of running the network from `stage` on one image (ViT).
-double flops_from(const ModelConfig& c, int stage) {
+double flops_from(const VitConfig& c, int stage) {
   const double D = c.embed_dim, G = c.img_size / c.patch_size, N = G * G + (c.class_token ? 1 : 0);
   const double block = 2 * N * D * 3 * D + 2 * 2 * N * N * D + 2 * N * D * D + 2 * 2 * N * D * D * c.mlp_ratio;
   double f = 2 * D * c.num_classes + (c.depth - std::max(stage, 0)) * block;
@@ -93,7 +94,7 @@ int main(int argc, char** argv) {
   std::printf("matmul roof: %.1f GFLOP/s\n", roof);
   try {
     auto model = load_model(model_path);
-    ImageSet set = open_image_set(calib_dir, "", model->config().label_names);
+    ImageSet set = open_image_set(calib_dir, "", model->label_names());
     double t = now();
     Calibration calib = calibrate(*model, set, cs);
     std::printf("calibration:  %7.1f s  peak RSS %6.0f MB\n", now() - t, peak_rss_mb());
@@ -115,7 +116,7 @@ int main(int argc, char** argv) {
     for (const auto& lc : layers)
       for (const auto& o : lc.options)
         if (o.measured) {
-          flops += calib.images.size(0) * flops_from(model->config(), model->layer(lc.layer).stage);
+          flops += calib.images.size(0) * flops_from(dynamic_cast<const VisionTransformer&>(*model).config(), model->layer(lc.layer).stage);
           ++measurements;
         }
     std::printf("global error: %7.1f s  peak RSS %6.0f MB  (%lld measurements, %.1f GFLOP/s = %.2f of roof)\n", ge,

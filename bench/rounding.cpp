@@ -56,7 +56,7 @@ int main(int argc, char** argv) {
               at::get_num_threads(), bits, rs.iterations, rs.images, rs.tokens_per_image, rs.rows_per_step);
   try {
     auto model = load_model(model_path);
-    ImageSet set = open_image_set(calib_dir, "", model->config().label_names);
+    ImageSet set = open_image_set(calib_dir, "", model->label_names());
     double t = now();
     const CompressionAnalysis analysis = analyze_model_cached(*model, model_path, set, CompressSettings{}, cache_dir);
     std::printf("analysis (cached in %s): %.1f s\n", cache_dir.c_str(), now() - t);
@@ -68,7 +68,7 @@ int main(int argc, char** argv) {
     const ImageSet& rounding_set = split.train;
     const ImageSet& held_out = split.held_out;
     t = now();
-    const at::Tensor images = load_batch(rounding_set, 0, rounding_set.size(), model->config().preprocessing, 2).images;
+    const at::Tensor images = load_batch(rounding_set, 0, rounding_set.size(), model->preprocessing(), 2).images;
     std::printf("loaded %lld rounding images in %.1f s; %zu held out\n", (long long)images.size(0), now() - t,
                 held_out.size());
 

@@ -21,7 +21,7 @@
 #include "job_runner.h"
 #include "lorq/session/api.h"
 #include "main_window.h"
-#include "workbench_state.h"
+#include "workbench_document.h"
 
 using namespace lorq::api;
 

@@ -8,7 +8,8 @@
 #include "commands.h"
 #include "constraint_menu.h"
 #include "format.h"
-#include "workbench_state.h"
+#include "plot_export.h"
+#include "workbench_document.h"
 
 using namespace lorq::api;
 
@@ -31,16 +32,16 @@ QCPBars* makeBars(QCustomPlot* plot, const QString& name, const QColor& color) {
 }
 }  // namespace
 
-AllocationView::AllocationView(WorkbenchState* state, EditActions* edit, QWidget* parent)
+AllocationView::AllocationView(WorkbenchDocument* state, EditActions* edit, QWidget* parent)
     : QWidget(parent), state_(state), edit_(edit) {
   auto* layout = new QVBoxLayout(this);
   layout->setContentsMargins(4, 4, 4, 4);
   plot_ = new QCustomPlot(this);
   plot_->setObjectName("allocationPlot");
   plot_->setPlottingHints(QCP::phFastPolylines | QCP::phCacheLabels);
-  plot_->setMinimumSize(300, 180);
-  plot_->yAxis->setLabel("bits per weight");
-  plot_->yAxis2->setLabel("rank / full rank");
+  plot_->setMinimumSize(300, 150);
+  plot_->yAxis->setLabel("bits/weight");  // short labels: the chart is short at laptop size
+  plot_->yAxis2->setLabel("rank/full");
   plot_->yAxis2->setVisible(true);
   plot_->yAxis2->setRange(0, 1.12);
   plot_->xAxis->setTickLabelRotation(60);
@@ -48,7 +49,8 @@ AllocationView::AllocationView(WorkbenchState* state, EditActions* edit, QWidget
   plot_->xAxis->grid()->setVisible(false);
   quant_ = makeBars(plot_, "quantized", quantColor(4));
   lowRank_ = makeBars(plot_, "low rank", lowRankColor(6, 6));
-  keptFloat_ = makeBars(plot_, "float", QColor(170, 170, 170));
+  keptFloat_ = makeBars(plot_, "float (32 bits, capped)", QColor(170, 170, 170));
+  keptFloat_->setBrush(QBrush(QColor(150, 150, 150), Qt::BDiagPattern));
   rank_ = new QCPGraph(plot_->xAxis, plot_->yAxis2);
   rank_->setName("rank fraction");
   rank_->setLineStyle(QCPGraph::lsNone);
@@ -75,11 +77,11 @@ AllocationView::AllocationView(WorkbenchState* state, EditActions* edit, QWidget
   plot_->legend->setBorderPen(Qt::NoPen);
   layout->addWidget(plot_);
 
-  connect(state_, &WorkbenchState::modelChanged, this, &AllocationView::rebuildAxis);
-  connect(state_, &WorkbenchState::sessionChanged, this, &AllocationView::rebuildAxis);
-  connect(state_, &WorkbenchState::allocationChanged, this, &AllocationView::updateBars);
-  connect(state_, &WorkbenchState::constraintsChanged, this, &AllocationView::updateBars);
-  connect(state_, &WorkbenchState::selectedLayerChanged, this, &AllocationView::updateSelection);
+  connect(state_, &WorkbenchDocument::modelChanged, this, &AllocationView::rebuildAxis);
+  connect(state_, &WorkbenchDocument::sessionChanged, this, &AllocationView::rebuildAxis);
+  connect(state_, &WorkbenchDocument::allocationChanged, this, &AllocationView::updateBars);
+  connect(state_, &WorkbenchDocument::constraintsChanged, this, &AllocationView::updateBars);
+  connect(state_, &WorkbenchDocument::selectedLayerChanged, this, &AllocationView::updateSelection);
   connect(plot_, &QCustomPlot::mousePress, this, &AllocationView::onMousePress);
 }
 
@@ -98,7 +100,10 @@ void AllocationView::updateBars() {
   keptFloat_->data()->clear();
   rank_->data()->clear();
   constrained_->data()->clear();
+  for (QCPItemText* t : floatLabels_) plot_->removeItem(t);
+  floatLabels_.clear();
   double top = 8.5;
+  std::vector<int> keptFloat;
   if (state_->ready()) {
     const auto& layers = state_->layers();
     for (int i = 0; i < static_cast<int>(layers.size()); ++i) {
@@ -113,15 +118,30 @@ void AllocationView::updateBars() {
           rank_->addData(i, l.full_rank > 0 ? static_cast<double>(o->rank) / l.full_rank : 0);
         }
       } else {
-        keptFloat_->addData(i, 32);
-        top = 33;
+        keptFloat.push_back(i);
       }
       if (!state_->constraint(i).empty()) constrained_->addData(i, 1.07);
     }
   }
+  // A layer kept in float (32 bits) would flatten every other bar: its bar is capped at the top of the axis,
+  // hatched, and labelled with its real width.
+  for (int i : keptFloat) {
+    keptFloat_->addData(i, top);
+    auto* label = new QCPItemText(plot_);
+    label->position->setCoords(i, top);
+    label->setPositionAlignment(Qt::AlignHCenter | Qt::AlignTop);
+    label->setText("32");
+    label->setFont(QFont(font().family(), font().pointSize() - 1, QFont::Bold));
+    label->setClipToAxisRect(true);
+    floatLabels_.push_back(label);
+  }
   plot_->yAxis->setRange(0, top);
   updateSelection();
 }
+
+QList<QCPLayerable*> AllocationView::highlights() const { return {selection_}; }
+
+double AllocationView::bitsAxisTop() const { return plot_->yAxis->range().upper; }
 
 void AllocationView::updateSelection() {
   const int layer = state_->selectedLayer();
@@ -143,6 +163,8 @@ void AllocationView::onMousePress(QMouseEvent* event) {
   if (event->button() == Qt::RightButton) {
     QMenu menu(this);
     addConstraintActions(&menu, edit_, layer);
+    menu.addSeparator();
+    addSavePlotActions(&menu, plot_, "allocation", [this] { return highlights(); });
     menu.exec(event->globalPosition().toPoint());
   }
 }

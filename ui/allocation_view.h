@@ -3,21 +3,28 @@
 // factors' storage as bits per original weight; float: 32), the rank as a fraction of full rank for low-rank
 // layers, and a marker on constrained layers. Click a bar to select the layer, right-click to constrain it.
 #include <QWidget>
+#include <vector>
 
 class EditActions;
 class QCPBars;
 class QCPGraph;
 class QCPItemRect;
+class QCPItemText;
+class QCPLayerable;
 class QCustomPlot;
 class QMouseEvent;
-class WorkbenchState;
+class WorkbenchDocument;
 
 class AllocationView : public QWidget {
   Q_OBJECT
  public:
-  AllocationView(WorkbenchState* state, EditActions* edit, QWidget* parent = nullptr);
+  AllocationView(WorkbenchDocument* state, EditActions* edit, QWidget* parent = nullptr);
   QCustomPlot* plot() const { return plot_; }
   int layerAt(double pixelX) const;
+  // What is drawn for the UI only (the selected layer's band): hidden in saved plots.
+  QList<QCPLayerable*> highlights() const;
+  // The top of the bits axis (a layer kept in float is capped there rather than drawn at 32).
+  double bitsAxisTop() const;
 
  private:
   void rebuildAxis();
@@ -25,7 +32,7 @@ class AllocationView : public QWidget {
   void updateSelection();
   void onMousePress(QMouseEvent* event);
 
-  WorkbenchState* state_;
+  WorkbenchDocument* state_;
   EditActions* edit_;
   QCustomPlot* plot_;
   QCPBars* quant_;
@@ -34,4 +41,5 @@ class AllocationView : public QWidget {
   QCPGraph* rank_;
   QCPGraph* constrained_;
   QCPItemRect* selection_;
+  std::vector<QCPItemText*> floatLabels_;
 };

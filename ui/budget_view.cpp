@@ -13,7 +13,8 @@
 
 #include "commands.h"
 #include "format.h"
-#include "workbench_state.h"
+#include "plot_export.h"
+#include "workbench_document.h"
 
 using namespace lorq::api;
 
@@ -30,20 +31,21 @@ QDoubleSpinBox* spinBox(QWidget* parent, double lo, double hi, int decimals, dou
 }
 }  // namespace
 
-BudgetView::BudgetView(WorkbenchState* state, EditActions* edit, QWidget* parent)
+BudgetView::BudgetView(WorkbenchDocument* state, EditActions* edit, QWidget* parent)
     : QWidget(parent), state_(state), edit_(edit) {
   auto* layout = new QVBoxLayout(this);
   layout->setContentsMargins(4, 4, 4, 4);
   plot_ = new QCustomPlot(this);
+  enablePlotSaveMenu(plot_, "budget");
   plot_->setObjectName("budgetPlot");
-  plot_->setMinimumSize(280, 200);
+  plot_->setMinimumSize(240, 120);  // small enough for a 1280x760 window
   plot_->xAxis->setLabel("memory of the compressed layers (MB)");
   plot_->xAxis2->setLabel("average bits per weight");
   plot_->xAxis2->setVisible(true);
-  plot_->yAxis->setLabel("optimal predicted error (log)");
+  plot_->yAxis->setLabel("pred. error");  // short: the plot may be short at laptop size
   plot_->yAxis->setScaleType(QCPAxis::stLogarithmic);
   auto ticker = QSharedPointer<QCPAxisTickerLog>(new QCPAxisTickerLog);
-  ticker->setTickCount(5);
+  ticker->setTickCount(3);  // readable even when the plot is short
   plot_->yAxis->setTicker(ticker);
   plot_->yAxis->setNumberFormat("eb");
   plot_->yAxis->setNumberPrecision(0);
@@ -90,10 +92,14 @@ BudgetView::BudgetView(WorkbenchState* state, EditActions* edit, QWidget* parent
   row->addStretch(1);
   layout->addLayout(row);
   summary_ = new QLabel("Run the analysis to set a budget", this);
-  summary_->setWordWrap(true);
+  // One line (the whole text is its tooltip, and the status bar repeats it): the curve keeps the height.
+  summary_->setSizePolicy(QSizePolicy::Ignored, QSizePolicy::Preferred);
   layout->addWidget(summary_);
 
   connect(slider_, &QSlider::valueChanged, this, &BudgetView::onSlider);
+  // A drag (press .. release) is one undo step; the next drag is another.
+  connect(slider_, &QSlider::sliderPressed, edit_, &EditActions::beginGesture);
+  connect(slider_, &QSlider::sliderReleased, edit_, &EditActions::endGesture);
   connect(bits_, qOverload<double>(&QDoubleSpinBox::valueChanged), this,
           [this](double v) { edit_->setBudget(budget_bytes_for_avg_bits(v, state_->params())); });
   connect(mb_, qOverload<double>(&QDoubleSpinBox::valueChanged), this,
@@ -101,10 +107,10 @@ BudgetView::BudgetView(WorkbenchState* state, EditActions* edit, QWidget* parent
   connect(ratio_, qOverload<double>(&QDoubleSpinBox::valueChanged), this,
           [this](double v) { edit_->setBudget(budget_bytes_for_ratio(v, state_->params())); });
   connect(plot_, &QCustomPlot::mousePress, this, &BudgetView::onPlotClick);
-  connect(state_, &WorkbenchState::sessionChanged, this, &BudgetView::onSession);
-  connect(state_, &WorkbenchState::constraintsChanged, this, &BudgetView::onSession);
-  connect(state_, &WorkbenchState::curveChanged, this, &BudgetView::onCurve);
-  connect(state_, &WorkbenchState::allocationChanged, this, &BudgetView::onAllocation);
+  connect(state_, &WorkbenchDocument::sessionChanged, this, &BudgetView::onSession);
+  connect(state_, &WorkbenchDocument::constraintsChanged, this, &BudgetView::onSession);
+  connect(state_, &WorkbenchDocument::curveChanged, this, &BudgetView::onCurve);
+  connect(state_, &WorkbenchDocument::allocationChanged, this, &BudgetView::onAllocation);
 }
 
 int64_t BudgetView::sliderToBytes(int value) const {
@@ -146,6 +152,9 @@ void BudgetView::onCurve() {
     plot_->xAxis->setRange(x.lower - 0.03 * x.size(), x.upper + 0.03 * x.size());
     const QCPRange y = plot_->yAxis->range();
     plot_->yAxis->setRange(y.lower / 1.5, y.upper * 1.5);
+  } else if (!state_->ready()) {
+    plot_->xAxis->setRange(0, 5);  // a new document: no trace of the previous model's axes
+    plot_->yAxis->setRange(1e-4, 1);
   }
   plot_->replot(QCustomPlot::rpQueuedReplot);
 }
@@ -178,6 +187,7 @@ void BudgetView::onAllocation() {
                         .arg(4.0 * p / budget, 0, 'f', 2)
                         .arg(formatBytes(static_cast<double>(a.bytes)))
                         .arg(a.predicted_error, 0, 'g', 4));
+  summary_->setToolTip(summary_->text());
   if (curve_->dataCount() > 0)
     plot_->layer("marker")->replot();  // only the marker; the widget repaint that follows is coalesced by Qt
   else

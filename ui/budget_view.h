@@ -12,12 +12,12 @@ class QDoubleSpinBox;
 class QLabel;
 class QMouseEvent;
 class QSlider;
-class WorkbenchState;
+class WorkbenchDocument;
 
 class BudgetView : public QWidget {
   Q_OBJECT
  public:
-  BudgetView(WorkbenchState* state, EditActions* edit, QWidget* parent = nullptr);
+  BudgetView(WorkbenchDocument* state, EditActions* edit, QWidget* parent = nullptr);
   QCustomPlot* plot() const { return plot_; }
   QSlider* slider() const { return slider_; }
   QDoubleSpinBox* avgBitsBox() const { return bits_; }
@@ -32,7 +32,7 @@ class BudgetView : public QWidget {
   int64_t sliderToBytes(int value) const;
   int bytesToSlider(int64_t bytes) const;
 
-  WorkbenchState* state_;
+  WorkbenchDocument* state_;
   EditActions* edit_;
   QCustomPlot* plot_;
   QCPGraph* curve_ = nullptr;

@@ -9,11 +9,12 @@
 #include "allocation_view.h"
 #include "budget_view.h"
 #include "format.h"
-#include "workbench_state.h"
+#include "lorq/io/export_size.h"
+#include "workbench_document.h"
 
 using namespace lorq::api;
 
-QString exportReport(const WorkbenchState& state, const ComparisonResult* comparison) {
+QString exportReport(const WorkbenchDocument& state, const ComparisonResult* comparison) {
   const ModelSummary& m = state.model();
   const AllocationResult& a = state.allocation();
   const int64_t p = state.params();
@@ -72,16 +73,26 @@ QString exportReport(const WorkbenchState& state, const ComparisonResult* compar
   return r;
 }
 
-QString writeExportExtras(const QString& dir, const WorkbenchState& state, BudgetView* budget,
+QString writeExportExtras(const QString& dir, const WorkbenchDocument& state, BudgetView* budget,
                           AllocationView* allocation, const ComparisonResult* comparison) {
   const QDir out(dir);
   const QString budgetPng = out.filePath("budget.png"), allocationPng = out.filePath("allocation.png");
   if (!budget->plot()->savePng(budgetPng, 900, 560)) return budgetPng + ": cannot write the PNG";
-  if (!allocation->plot()->savePng(allocationPng, 1200, 480)) return allocationPng + ": cannot write the PNG";
+  // The selected layer's band is a UI highlight, not part of the result.
+  QList<QCPLayerable*> hidden;
+  for (QCPLayerable* l : allocation->highlights())
+    if (l->visible()) {
+      l->setVisible(false);
+      hidden << l;
+    }
+  const bool allocationSaved = allocation->plot()->savePng(allocationPng, 1200, 480);
+  for (QCPLayerable* l : hidden) l->setVisible(true);
+  if (!allocationSaved) return allocationPng + ": cannot write the PNG";
   const QString md = out.filePath("report.md");
   QSaveFile file(md);  // written whole or not at all
   if (!file.open(QIODevice::WriteOnly | QIODevice::Text)) return md + ": " + file.errorString();
   file.write(exportReport(state, comparison).toUtf8());
+  file.write(("\n```\n" + lorq::export_size_report(out.filePath("model").toStdString()) + "```\n").c_str());
   if (!file.commit()) return md + ": " + file.errorString();
   return {};
 }

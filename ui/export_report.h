@@ -7,10 +7,10 @@
 
 class AllocationView;
 class BudgetView;
-class WorkbenchState;
+class WorkbenchDocument;
 
 // Writes DIR/budget.png, DIR/allocation.png and DIR/report.md; returns "" or the problem (naming the file).
-QString writeExportExtras(const QString& dir, const WorkbenchState& state, BudgetView* budget,
+QString writeExportExtras(const QString& dir, const WorkbenchDocument& state, BudgetView* budget,
                           AllocationView* allocation, const lorq::api::ComparisonResult* comparison);
 // The report's Markdown text.
-QString exportReport(const WorkbenchState& state, const lorq::api::ComparisonResult* comparison);
+QString exportReport(const WorkbenchDocument& state, const lorq::api::ComparisonResult* comparison);

@@ -58,6 +58,7 @@ QString JobPanel::logText() const { return log_->toPlainText(); }
 
 void JobPanel::onStarted(const QString& name) {
   lastStage_.clear();
+  part_ = {};
   loss_->clear();
   stage_->setText(name);
   bar_->setRange(0, 0);  // busy until the first progress report
@@ -79,11 +80,32 @@ void JobPanel::onProgress(const QString& stage, qint64 done, qint64 total, doubl
   QString t = "elapsed " + duration(elapsed);
   if (total > 0 && done > 0 && done < total) t += ", ETA " + duration(elapsed * (total - done) / done);
   timing_->setText(t);
-  if (loss_->addFromDetail(stage, done, detail) || (done == total && !detail.isEmpty()))
+  const QString part = QString::fromStdString(progressPart(detail.toStdString()));
+  if (loss_->addFromDetail(stage, done, detail)) {
+    // One log line per part (a rounded layer): its loss when it started and when it ended.
+    if (part != part_.name) {
+      logPart();
+      part_ = {part, loss_->lastLoss(), loss_->lastLoss(), done, done};
+    }
+    part_.lastLoss = loss_->lastLoss();
+    part_.lastStep = done;
+  } else if (done == total && !detail.isEmpty()) {
     log(QString("%1 %2/%3 %4").arg(stage).arg(done).arg(total).arg(detail));
+  }
+}
+
+void JobPanel::logPart() {
+  if (part_.name.isEmpty()) return;
+  log(QString("%1: loss %2 at its first step → %3 at its last (%4 steps)")
+          .arg(part_.name)
+          .arg(part_.firstLoss, 0, 'g', 4)
+          .arg(part_.lastLoss, 0, 'g', 4)
+          .arg(part_.lastStep - part_.firstStep + 1));
+  part_ = {};
 }
 
 void JobPanel::onFinished(const QString& name, bool ok, const QString& error, double seconds) {
+  logPart();
   cancel_->setEnabled(false);
   bar_->setRange(0, 1);
   bar_->setValue(ok ? 1 : 0);

@@ -30,5 +30,12 @@ class JobPanel : public QWidget {
   QPushButton* cancel_;
   QPlainTextEdit* log_;
   LossPlot* loss_;
+  void logPart();
+
   QString lastStage_;
+  struct Part {
+    QString name;
+    double firstLoss = 0, lastLoss = 0;
+    qint64 firstStep = 0, lastStep = 0;
+  } part_;
 };

@@ -3,6 +3,7 @@
 #include <QtConcurrent>
 #include <chrono>
 #include <mutex>
+#include <optional>
 
 #ifdef __linux__
 #include <sys/resource.h>
@@ -23,6 +24,11 @@ void lowerWorkerPriority() {
 #endif
 }
 }  // namespace
+
+std::string progressPart(const std::string& detail) {
+  const size_t loss = detail.rfind(" loss ");
+  return loss == std::string::npos ? std::string() : detail.substr(0, loss);
+}
 
 JobRunner::JobRunner(QObject* parent) : QObject(parent) {
   watcher_ = new QFutureWatcher<QString>(this);
@@ -51,27 +57,46 @@ bool JobRunner::start(const QString& name, Work work, Done onSuccess) {
   emit started(name);
   watcher_->setFuture(QtConcurrent::run([this, work = std::move(work)]() -> QString {
     lowerWorkerPriority();
-    // At most ~30 progress signals a second, but always the first and last of a stage.
+    // At most ~30 progress signals a second, but always the first and last report of each stage and of each part
+    // of a stage (a detail such as "layer 3/26 NAME loss X" without its loss: one rounded layer), so a log can say
+    // where every part started and ended.
     struct Throttle {
-      std::string stage;
+      std::string key;
       std::chrono::steady_clock::time_point last{};
-      std::mutex mutex;  // the engine may report from several threads
+      std::optional<lorq::Progress> held;  // the latest report not sent
+      std::mutex mutex;                    // the engine may report from several threads
     } throttle;
+    const auto send = [this](const lorq::Progress& p) {
+      emit progress(QString::fromStdString(p.stage), p.done, p.total, p.elapsed_s, QString::fromStdString(p.detail));
+    };
     lorq::JobControl job;
     job.cancel = &cancel_;
-    job.progress = [this, &throttle](const lorq::Progress& p) {
+    job.progress = [&throttle, send](const lorq::Progress& p) {
       std::lock_guard<std::mutex> lock(throttle.mutex);
       const auto now = std::chrono::steady_clock::now();
-      const bool edge = p.stage != throttle.stage || p.done >= p.total || p.done <= 1;
-      if (!edge && now - throttle.last < std::chrono::milliseconds(33)) return;
-      throttle.stage = p.stage;
+      const std::string key = p.stage + "\n" + progressPart(p.detail);
+      const bool edge = key != throttle.key || p.done >= p.total || p.done <= 1;
+      if (edge && key != throttle.key && throttle.held) send(*throttle.held);  // the previous part's last report
+      if (!edge && now - throttle.last < std::chrono::milliseconds(33)) {
+        throttle.held = p;
+        return;
+      }
+      throttle.held.reset();
+      throttle.key = key;
       throttle.last = now;
-      emit progress(QString::fromStdString(p.stage), p.done, p.total, p.elapsed_s, QString::fromStdString(p.detail));
+      send(p);
+    };
+    const auto flush = [&throttle, send] {
+      std::lock_guard<std::mutex> lock(throttle.mutex);
+      if (throttle.held) send(*throttle.held);
+      throttle.held.reset();
     };
     try {
       work(job);
+      flush();
       return {};
     } catch (const lorq::Cancelled&) {
+      flush();
       return QStringLiteral("cancelled");
     } catch (const std::exception& e) {
       const QString msg = QString::fromStdString(e.what());

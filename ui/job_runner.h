@@ -8,8 +8,12 @@
 #include <QString>
 #include <atomic>
 #include <functional>
+#include <string>
 
 #include "lorq/common/progress.h"
+
+// The part of a stage a progress detail names: "layer 3/26 NAME" of "layer 3/26 NAME loss 0.41" ("" if none).
+std::string progressPart(const std::string& detail);
 
 class JobRunner : public QObject {
   Q_OBJECT

@@ -5,6 +5,7 @@
 #include <QDir>
 #include <QDockWidget>
 #include <QElapsedTimer>
+#include <QFile>
 #include <QFileDialog>
 #include <QFileInfo>
 #include <QInputDialog>
@@ -17,6 +18,9 @@
 #include <QStatusBar>
 #include <QTimer>
 #include <QUndoStack>
+#include <QVBoxLayout>
+#include <cmath>
+#include <map>
 
 #include "allocation_view.h"
 #include "budget_view.h"
@@ -27,9 +31,11 @@
 #include "job_panel.h"
 #include "job_runner.h"
 #include "layers_view.h"
+#include "lorq/common/file_util.h"
+#include "loss_plot.h"
 #include "pareto_view.h"
 #include "session_panel.h"
-#include "workbench_state.h"
+#include "workbench_document.h"
 
 using namespace lorq::api;
 
@@ -46,9 +52,9 @@ QDockWidget* dock(QMainWindow* window, const QString& title, const QString& name
 
 MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent) {
   setWindowTitle("LoRQ Workbench");
-  cacheDir_ = QStandardPaths::writableLocation(QStandardPaths::CacheLocation) + "/analysis";
-  state_ = new WorkbenchState(this);
-  undo_ = new QUndoStack(this);
+  state_ = new WorkbenchDocument(this);
+  state_->setCacheDir(QStandardPaths::writableLocation(QStandardPaths::CacheLocation) + "/analysis");
+  undo_ = state_->undoStack();
   edit_ = new EditActions(state_, undo_, this);
   jobs_ = new JobRunner(this);
 
@@ -62,9 +68,15 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent) {
   statusBar()->showMessage("Open a model (or the demo) and calibration images, then run the analysis");
 
   connect(edit_, &EditActions::problem, this, [this](const QString& m) { report("Cannot apply the constraint", m); });
-  connect(state_, &WorkbenchState::allocationChanged, this, &MainWindow::updateStatus);
-  connect(state_, &WorkbenchState::allocationChanged, compare_, &CompareView::markStale);
-  connect(undo_, &QUndoStack::cleanChanged, this, &MainWindow::updateTitle);
+  connect(state_, &WorkbenchDocument::allocationChanged, this, &MainWindow::updateStatus);
+  connect(state_, &WorkbenchDocument::allocationChanged, compare_, &CompareView::markStale);
+  connect(state_, &WorkbenchDocument::modifiedChanged, this, &MainWindow::updateTitle);
+  connect(state_, &WorkbenchDocument::sessionPathChanged, this, &MainWindow::updateTitle);
+  connect(state_, &WorkbenchDocument::modelChanged, this, &MainWindow::updateTitle);
+  connect(state_, &WorkbenchDocument::documentReset, this, [this] {
+    compare_->clear();
+    jobPanel_->lossPlot()->clear();
+  });
   connect(jobs_, &JobRunner::started, this, [this] { session_->setBusy(true); });
   connect(jobs_, &JobRunner::finished, this, [this](const QString& name, bool ok, const QString& error) {
     session_->setBusy(false);
@@ -95,20 +107,31 @@ void MainWindow::resetLayout() {
     return out;
   };
   resizeDocks(docks({"sessionDock", "paretoDock"}), {290, 430}, Qt::Horizontal);
-  resizeDocks(docks({"allocationDock"}), {260}, Qt::Vertical);
-  resizeDocks(docks({"paretoDock", "budgetDock"}), {400, 330}, Qt::Vertical);
+  resizeDocks(docks({"allocationDock"}), {height() < 900 ? 220 : 260}, Qt::Vertical);
+  // In a short window the budget (slider, boxes and curve) gets the larger share: it is the main control.
+  resizeDocks(docks({"paretoDock", "budgetDock"}), {height() < 900 ? 230 : 400, 330}, Qt::Vertical);
   findChild<QDockWidget*>("allocationDock")->raise();
 }
 
 MainWindow::~MainWindow() { jobs_->cancelAndWait(); }
 
+void MainWindow::setCacheDir(const QString& dir) { state_->setCacheDir(dir); }
+QString MainWindow::cacheDir() const { return state_->cacheDir(); }
+
 void MainWindow::buildDocks() {
-  session_ = new SessionPanel(this);
+  session_ = new SessionPanel(state_, this);
   auto* sessionScroll = new QScrollArea(this);  // the panel scrolls rather than squeezing its fields
   sessionScroll->setWidget(session_);
   sessionScroll->setWidgetResizable(true);
   sessionScroll->setFrameShape(QFrame::NoFrame);
   sessionScroll->setHorizontalScrollBarPolicy(Qt::ScrollBarAlwaysOff);
+  // Run analysis stays below the scrolling fields, visible at any window height.
+  auto* sessionContent = new QWidget(this);
+  auto* sessionLayout = new QVBoxLayout(sessionContent);
+  sessionLayout->setContentsMargins(0, 0, 0, 0);
+  sessionLayout->setSpacing(0);
+  sessionLayout->addWidget(sessionScroll, 1);
+  sessionLayout->addWidget(session_->analyzeBar());
   pareto_ = new ParetoView(state_, edit_, this);
   budget_ = new BudgetView(state_, edit_, this);
   allocation_ = new AllocationView(state_, edit_, this);
@@ -116,7 +139,7 @@ void MainWindow::buildDocks() {
   jobPanel_ = new JobPanel(jobs_, this);
 
   setDockOptions(QMainWindow::AnimatedDocks | QMainWindow::AllowTabbedDocks | QMainWindow::AllowNestedDocks);
-  auto* sessionDock = dock(this, "Session", "sessionDock", sessionScroll);
+  auto* sessionDock = dock(this, "Session", "sessionDock", sessionContent);
   auto* paretoDock = dock(this, "Layer options (Pareto)", "paretoDock", pareto_);
   auto* budgetDock = dock(this, "Budget", "budgetDock", budget_);
   auto* allocationDock = dock(this, "Allocation", "allocationDock", allocation_);
@@ -138,7 +161,15 @@ void MainWindow::buildDocks() {
   connect(session_, &SessionPanel::chooseEvalRequested, this, &MainWindow::onChooseEval);
   connect(session_, &SessionPanel::analyzeRequested, this, &MainWindow::startAnalysis);
   connect(compare_, &CompareView::evaluateRequested, this, &MainWindow::startEvaluation);
-  connect(compare_, &CompareView::openImageRequested, this, &MainWindow::predictImage);
+  connect(compare_, &CompareView::openImageRequested, this, [this](const QString& path) { predictImage(path); });
+  // An evaluated image whose float class left the compressed top-5: both models on every class, when no job runs.
+  connect(compare_, &CompareView::detailsRequested, this, [this](const ImageComparison& image) {
+    if (jobs_->running())
+      statusBar()->showMessage("A job is running: every class of this image is computed once it ends", 5000);
+    else
+      predictImage(QString::fromStdString(image.path), image.label);
+  });
+  compare_->setClassNamer([this](int index) { return state_->className(index); });
   connect(jobs_, &JobRunner::started, this, [this] {
     if (!compareDock_->isVisible() || compareDock_->visibleRegion().isEmpty()) jobsDock_->raise();
   });
@@ -147,8 +178,8 @@ void MainWindow::buildDocks() {
 void MainWindow::buildMenus() {
   QMenu* file = menuBar()->addMenu("&File");
   file->addAction("&Open session…", QKeySequence::Open, this, &MainWindow::onOpenSession);
-  file->addAction("&Save session", QKeySequence::Save, this, [this] { onSaveSession(false); });
-  file->addAction("Save session &as…", QKeySequence::SaveAs, this, [this] { onSaveSession(true); });
+  file->addAction("&Save session", QKeySequence::Save, this, [this] { save(false); });
+  file->addAction("Save session &as…", QKeySequence::SaveAs, this, [this] { save(true); });
   recentMenu_ = file->addMenu("&Recent sessions");
   rebuildRecentMenu();
   file->addSeparator();
@@ -170,9 +201,23 @@ void MainWindow::buildMenus() {
   edit->addAction(redo);
   edit->addSeparator();
   edit->addAction("Clear all &constraints", this, [this] { edit_->clearAllConstraints(); });
+  edit->addSeparator();
+  edit->addAction("&Import constraints…", this, [this] {
+    const QString f =
+        QFileDialog::getOpenFileName(this, "Import constraints", {}, "Constraints (*.json);;All files (*)");
+    if (!f.isEmpty()) importConstraints(f);
+  });
+  edit->addAction("E&xport constraints…", this, [this] {
+    const QString f =
+        QFileDialog::getSaveFileName(this, "Export constraints", "constraints.json", "Constraints (*.json)");
+    if (!f.isEmpty()) exportConstraints(f);
+  });
 
   QMenu* analysis = menuBar()->addMenu("&Analysis");
-  analysis->addAction("&Run analysis", QKeySequence("F5"), this, &MainWindow::startAnalysis);
+  analysis->addAction("&Run analysis", QKeySequence("F5"), this, [this] {
+    jobsDock_->raise();  // F5 brings the progress forward
+    startAnalysis();
+  });
   analysis->addAction("&Evaluate float vs compressed", QKeySequence("F6"), this, &MainWindow::startEvaluation);
   analysis->addAction("Adaptive &rounding…", QKeySequence("F7"), this, [this] {
     bool ok = false;
@@ -212,6 +257,11 @@ void MainWindow::report(const QString& title, const QString& message) {
 }
 
 bool MainWindow::openModel(const QString& path, bool quiet) {
+  if (!maybeKeepWork("opening another model")) return false;
+  return loadModel(path, quiet);
+}
+
+bool MainWindow::loadModel(const QString& path, bool quiet) {
   const bool wasQuiet = quiet_;
   quiet_ = quiet_ || quiet;
   std::shared_ptr<ModelHandle> handle;
@@ -223,19 +273,7 @@ bool MainWindow::openModel(const QString& path, bool quiet) {
     return false;
   }
   quiet_ = wasQuiet;
-  const ModelSummary& s = handle->summary();
-  modelPath_ = path;
-  undo_->clear();
-  state_->setModel(s);
-  session_->setModelText(path, QString("%1 — %2 blocks, dim %3, %4 classes, %5 px; %6 layers, %7 M weights")
-                                   .arg(QString::fromStdString(s.architecture))
-                                   .arg(s.depth)
-                                   .arg(s.embed_dim)
-                                   .arg(s.num_classes)
-                                   .arg(s.image_size)
-                                   .arg(s.layers.size())
-                                   .arg(s.compressible_params / 1e6, 0, 'f', 2));
-  session_->setAnalysisText("Not analyzed");
+  state_->setModel(path, handle->summary());  // a new, untitled document
   addRecent("recent/models", path);
   statusBar()->showMessage("Loaded " + path);
   updateTitle();
@@ -254,33 +292,81 @@ bool MainWindow::openDemo() {
 }
 
 bool MainWindow::setImages(const QString& images, const QString& labels) {
-  const QString problem = session_->setCalibration(images, labels);
+  const QString problem = state_->setCalibration(images, labels);
   if (!problem.isEmpty()) {
+    session_->showCalibrationProblem(problem);
     report("Cannot use the images", problem);
     return false;
   }
   return true;
 }
 
-void MainWindow::setEvalImages(const QString& images, const QString& labels) { session_->setEval(images, labels); }
+void MainWindow::setEvalImages(const QString& images, const QString& labels) { state_->setEval(images, labels); }
 
-void MainWindow::setSettings(const AnalysisSettings& settings) { session_->setSettings(settings); }
+void MainWindow::setSettings(const AnalysisSettings& settings) { state_->setSettings(settings); }
+
+bool MainWindow::maybeKeepWork(const QString& action) {
+  const bool running = jobs_->running();
+  if (!state_->isModified() && !running) return true;
+  QStringList lines;
+  if (state_->isModified()) lines << QString("The session “%1” has unsaved changes.").arg(state_->displayName());
+  if (running) lines << QString("The job “%1” is running and will be cancelled.").arg(jobs_->currentJob());
+  lines << QString("Save the session before %1?").arg(action);
+  const QString question = lines.join("\n");
+  KeepWork answer = KeepWork::Discard;
+  if (keepWorkPrompt_) {
+    answer = keepWorkPrompt_(question);
+  } else if (!quiet_) {
+    const auto button =
+        QMessageBox::question(this, "Keep your work?", question,
+                              QMessageBox::Save | QMessageBox::Discard | QMessageBox::Cancel, QMessageBox::Save);
+    answer = button == QMessageBox::Save      ? KeepWork::Save
+             : button == QMessageBox::Discard ? KeepWork::Discard
+                                              : KeepWork::Cancel;
+  }
+  if (answer == KeepWork::Cancel) return false;
+  if (answer == KeepWork::Save && state_->hasModel() && !save(false)) return false;
+  if (running) {
+    statusBar()->showMessage("Cancelling " + jobs_->currentJob() + "…");
+    jobs_->cancelAndWait();  // the engine stops at its next safe point
+  }
+  return true;
+}
 
 bool MainWindow::jobRunning() const { return jobs_->running(); }
 
 bool MainWindow::evaluationRunning() const { return jobs_->running() && jobs_->currentJob() == "Evaluation"; }
 
+bool MainWindow::runJob(const QString& name, std::function<void(const lorq::JobControl&)> work,
+                        std::function<void()> done, void (MainWindow::*finished)(bool)) {
+  if (!jobs_->start(name, std::move(work), std::move(done))) {
+    statusBar()->showMessage("A job is running; cancel it first");
+    if (finished) emit(this->*finished)(false);
+    return false;
+  }
+  if (finished) {
+    // One-shot: this job's end reports its outcome.
+    auto* conn = new QMetaObject::Connection;
+    *conn = connect(jobs_, &JobRunner::finished, this, [this, conn, finished](const QString&, bool ok) {
+      disconnect(*conn);
+      delete conn;
+      emit(this->*finished)(ok);
+    });
+  }
+  return true;
+}
+
 bool MainWindow::startAnalysis() {
-  if (modelPath_.isEmpty() || session_->calibrationImages().isEmpty()) {
+  if (state_->modelPath().isEmpty() || state_->calibrationImages().isEmpty()) {
     report("Cannot analyze", "open a model and choose calibration images first");
     emit analysisFinished(false);
     return false;
   }
-  const std::string model = modelPath_.toStdString(), images = session_->calibrationImages().toStdString(),
-                    labels = session_->calibrationLabels().toStdString(), cache = cacheDir_.toStdString();
-  const AnalysisSettings settings = session_->settings();
+  const std::string model = state_->modelPath().toStdString(), images = state_->calibrationImages().toStdString(),
+                    labels = state_->calibrationLabels().toStdString(), cache = state_->cacheDir().toStdString();
+  const AnalysisSettings settings = state_->settings();
   auto result = std::make_shared<std::shared_ptr<CompressionSession>>();
-  const bool started = jobs_->start(
+  return runJob(
       "Analysis",
       [=](const lorq::JobControl& job) {
         auto s = CompressionSession::open(model, images, labels, settings, cache);
@@ -289,33 +375,46 @@ bool MainWindow::startAnalysis() {
       },
       [this, result] {
         const auto& s = *result;
-        undo_->clear();  // edits refer to the previous analysis' options
-        const QString problem = state_->setSession(s, pendingConstraints_, pendingBudget_);
+        // A session file's constraints apply once, to the analysis of its reopening; later runs keep the current.
+        const bool reopening = pendingBudget_ > 0 || !pendingConstraints_.empty();
+        ConstraintMap constraints = state_->constraints();
+        LayerGroups groups = state_->groups();
+        QString resolveProblem;
+        if (reopening) {
+          // The file names options by label: resolved against this analysis.
+          constraints.clear();
+          groups.clear();
+          if (!pendingConstraints_.empty()) {
+            try {
+              s->constraints_from_json(pendingConstraints_, state_->sessionPath().toStdString(), &constraints, &groups);
+            } catch (const std::exception& e) {
+              resolveProblem = "Constraints dropped: " + QString::fromStdString(e.what());
+              constraints.clear();
+              groups.clear();
+            }
+          }
+        }
+        const int64_t budget = reopening ? pendingBudget_ : state_->budget();
+        const bool wasModified = state_->isModified();
+        QString problem = state_->setSession(s, constraints, groups, budget);
+        if (problem.isEmpty()) problem = resolveProblem;
         pendingConstraints_.clear();
+        state_->setPendingConstraints("");
         pendingBudget_ = 0;
+        if (reopening && !wasModified && problem.isEmpty()) state_->markSaved(state_->sessionPath());
         if (!problem.isEmpty()) report("Session constraints", problem);
-        QString text;
-        for (const auto& [stage, sec] : s->stage_seconds())
-          text += QString("%1 %2 s · ").arg(QString::fromStdString(stage)).arg(sec, 0, 'f', 1);
         for (const std::string& w : s->warnings()) jobPanel_->log("warning: " + QString::fromStdString(w));
-        text += QString("%1 layers, %2 calibration images").arg(s->layers().size()).arg(s->calibration_files().size());
-        if (!s->warnings().empty()) text += QString("<br>%1 warnings (see Jobs)").arg(s->warnings().size());
-        session_->setAnalysisText(text);
+        // Which stages ran (with their times) and which came from the session cache.
+        QStringList ran, cached;
+        for (const std::string& c : s->cached_stages()) cached << QString::fromStdString(c);
+        for (const auto& [stage, sec] : s->stage_seconds())
+          if (!cached.contains(QString::fromStdString(stage)))
+            ran << QString("%1 %2 s").arg(QString::fromStdString(stage)).arg(sec, 0, 'f', 1);
+        if (!ran.isEmpty()) jobPanel_->log("Analysis: " + ran.join(", "));
+        if (!cached.isEmpty()) jobPanel_->log("From the session cache: " + cached.join(", "));
         if (state_->selectedLayer() < 0 && !s->layers().empty()) state_->setSelectedLayer(0);
-      });
-  if (!started) {
-    statusBar()->showMessage("A job is running; cancel it first");
-    emit analysisFinished(false);
-    return false;
-  }
-  // One-shot: the job's end reports the analysis outcome.
-  auto* conn = new QMetaObject::Connection;
-  *conn = connect(jobs_, &JobRunner::finished, this, [this, conn](const QString&, bool ok) {
-    disconnect(*conn);
-    delete conn;
-    emit analysisFinished(ok);
-  });
-  return true;
+      },
+      &MainWindow::analysisFinished);
 }
 
 void MainWindow::startEvaluation() {
@@ -326,27 +425,17 @@ void MainWindow::startEvaluation() {
   }
   auto session = state_->session();
   const AllocationResult alloc = state_->allocation();
-  const std::string images = session_->evalImages().toStdString(), labels = session_->evalLabels().toStdString();
+  const std::string images = state_->evalImages().toStdString(), labels = state_->evalLabels().toStdString();
   const int64_t limit = compare_->limit();
   auto result = std::make_shared<ComparisonResult>();
-  const bool started = jobs_->start(
+  runJob(
       "Evaluation",
       [=](const lorq::JobControl& job) { *result = session->compare(images, labels, limit, 5, alloc, job); },
       [this, result] {
         compare_->setResult(*result);
         compareDock_->raise();
-      });
-  if (!started) {
-    statusBar()->showMessage("A job is running; cancel it first");
-    emit evaluationFinished(false);
-    return;
-  }
-  auto* conn = new QMetaObject::Connection;
-  *conn = connect(jobs_, &JobRunner::finished, this, [this, conn](const QString&, bool ok) {
-    disconnect(*conn);
-    delete conn;
-    emit evaluationFinished(ok);
-  });
+      },
+      &MainWindow::evaluationFinished);
 }
 
 bool MainWindow::startRounding(int iterations, int activation_bits) {
@@ -361,53 +450,69 @@ bool MainWindow::startRounding(int iterations, int activation_bits) {
   options.iterations = iterations;
   options.activation_bits = activation_bits;
   auto result = std::make_shared<RoundingSummary>();
-  const bool started = jobs_->start(
+  return runJob(
       "Adaptive rounding", [=](const lorq::JobControl& job) { *result = session->round(alloc, options, job); },
       [this, result] {
         for (const std::string& w : result->warnings) jobPanel_->log("warning: " + QString::fromStdString(w));
-        const QString text = QString(
-                                 "Adaptive rounding: %1 layers, summed reconstruction error %2 → %3 in %4 s; "
-                                 "evaluation and export now use the rounded model")
-                                 .arg(result->layers)
-                                 .arg(result->nearest_error, 0, 'g', 4)
-                                 .arg(result->learned_error, 0, 'g', 4)
-                                 .arg(result->seconds, 0, 'f', 1);
+        // A cancelled rounding keeps the layers it finished: say how many, and that the rest stay nearest.
+        const QString text =
+            result->cancelled
+                ? QString("Adaptive rounding cancelled: %1; evaluation and export now use them")
+                      .arg(QString::fromStdString(result->message()))
+                : QString(
+                      "Adaptive rounding: %1 layers, summed reconstruction error %2 → %3 in %4 s; "
+                      "evaluation and export now use the rounded model")
+                      .arg(result->layers)
+                      .arg(result->nearest_error, 0, 'g', 4)
+                      .arg(result->learned_error, 0, 'g', 4)
+                      .arg(result->seconds, 0, 'f', 1);
         jobPanel_->log(text);
         statusBar()->showMessage(text, 10000);
-      });
-  if (!started) {
-    statusBar()->showMessage("A job is running; cancel it first");
-    emit roundingFinished(false);
-    return false;
-  }
-  auto* conn = new QMetaObject::Connection;
-  *conn = connect(jobs_, &JobRunner::finished, this, [this, conn](const QString&, bool ok) {
-    disconnect(*conn);
-    delete conn;
-    emit roundingFinished(ok);
-  });
-  return true;
+      },
+      &MainWindow::roundingFinished);
 }
 
-void MainWindow::predictImage(const QString& path) {
+bool MainWindow::predictImage(const QString& path, int label) {
   if (!state_->ready()) {
     report("Cannot predict", "run the analysis first");
-    return;
+    emit predictionFinished(false);
+    return false;
   }
   auto session = state_->session();
   const AllocationResult alloc = state_->allocation();
-  auto result = std::make_shared<ImageComparison>();
-  result->path = path.toStdString();
-  jobs_->start(
+  const int classes = std::max(1, state_->model().num_classes);
+  struct Prediction {
+    ImageComparison image;
+    std::vector<ClassScore> compressedAll;
+  };
+  auto result = std::make_shared<Prediction>();
+  result->image.path = path.toStdString();
+  result->image.label = label;
+  return runJob(
       "Prediction",
       [=](const lorq::JobControl&) {
-        result->float_top = session->predict(result->path, 5, nullptr);
-        result->compressed_top = session->predict(result->path, 5, &alloc);
+        // Every class of both models, so the KL, max |Δp| and each float class's Δp are exact.
+        const std::vector<ClassScore> floatAll = session->predict(result->image.path, classes, nullptr);
+        result->compressedAll = session->predict(result->image.path, classes, &alloc);
+        std::map<int, double> compressed;
+        for (const ClassScore& c : result->compressedAll) compressed[c.class_index] = c.probability;
+        double kl = 0, maxChange = 0;
+        for (const ClassScore& f : floatAll) {
+          const double q = compressed.count(f.class_index) ? compressed[f.class_index] : 0.0;
+          if (f.probability > 0) kl += f.probability * std::log(f.probability / std::max(q, 1e-30));
+          maxChange = std::max(maxChange, std::abs(f.probability - q));
+        }
+        result->image.kl = std::max(0.0, kl);
+        result->image.max_prob_change = maxChange;
+        const size_t k = std::min<size_t>(5, floatAll.size());
+        result->image.float_top.assign(floatAll.begin(), floatAll.begin() + k);
+        result->image.compressed_top.assign(result->compressedAll.begin(), result->compressedAll.begin() + k);
       },
       [this, result] {
-        compare_->showImage(*result);
+        compare_->showImage(result->image, &result->compressedAll);
         compareDock_->raise();
-      });
+      },
+      &MainWindow::predictionFinished);
 }
 
 bool MainWindow::startExport(const QString& dir) {
@@ -419,7 +524,7 @@ bool MainWindow::startExport(const QString& dir) {
   auto session = state_->session();
   const AllocationResult alloc = state_->allocation();
   const std::string modelDir = QDir(dir).filePath("model").toStdString();
-  const bool started = jobs_->start(
+  return runJob(
       "Export",
       [=](const lorq::JobControl&) {
         QDir().mkpath(QString::fromStdString(modelDir));
@@ -432,49 +537,83 @@ bool MainWindow::startExport(const QString& dir) {
           report("Export incomplete", problem);
         else
           statusBar()->showMessage("Exported to " + dir, 8000);
-      });
-  if (!started) {
-    statusBar()->showMessage("A job is running; cancel it first");
-    emit exportFinished(false);
-    return false;
-  }
-  auto* conn = new QMetaObject::Connection;
-  *conn = connect(jobs_, &JobRunner::finished, this, [this, conn](const QString&, bool ok) {
-    disconnect(*conn);
-    delete conn;
-    emit exportFinished(ok);
-  });
-  return true;
+      },
+      &MainWindow::exportFinished);
 }
 
 bool MainWindow::saveSession(const QString& path) {
-  SessionFile f;
-  f.model_path = modelPath_.toStdString();
-  f.images = session_->calibrationImages().toStdString();
-  f.labels = session_->calibrationLabels().toStdString();
-  if (session_->evalImages() != session_->calibrationImages()) {
-    f.eval_images = session_->evalImages().toStdString();
-    f.eval_labels = session_->evalLabels().toStdString();
-  }
-  f.cache_dir = cacheDir_.toStdString();
-  f.settings = session_->settings();
-  f.budget_bytes = state_->ready() ? state_->budget() : 0;
-  f.constraints = state_->constraints();
   try {
-    save_session_file(path.toStdString(), f);
+    save_session_file(path.toStdString(), state_->toSessionFile());
   } catch (const std::exception& e) {
     report("Cannot save the session", QString::fromStdString(e.what()));
     return false;
   }
-  sessionPath_ = path;
-  undo_->setClean();
+  state_->markSaved(path);
   addRecent("recent/sessions", path);
   updateTitle();
   statusBar()->showMessage("Saved " + path, 5000);
   return true;
 }
 
+bool MainWindow::exportConstraints(const QString& path) {
+  if (!state_->ready()) {
+    report("Cannot export the constraints", "run the analysis first (pins name the analysis' options)");
+    return false;
+  }
+  try {
+    lorq::write_text_atomically(path.toStdString(),
+                                state_->session()->constraints_to_json(state_->constraints(), state_->groups()));
+  } catch (const std::exception& e) {
+    report("Cannot export the constraints", QString::fromStdString(e.what()));
+    return false;
+  }
+  statusBar()->showMessage("Constraints written to " + path, 5000);
+  return true;
+}
+
+bool MainWindow::importConstraints(const QString& path) {
+  if (!state_->ready()) {
+    report("Cannot import the constraints", "run the analysis first (pins name the analysis' options)");
+    return false;
+  }
+  QFile file(path);
+  if (!file.open(QIODevice::ReadOnly)) {
+    report("Cannot import the constraints", QString("%1: cannot open (%2)").arg(path, file.errorString()));
+    return false;
+  }
+  ConstraintMap constraints;
+  LayerGroups groups;
+  try {
+    state_->session()->constraints_from_json(file.readAll().toStdString(), path.toStdString(), &constraints, &groups);
+  } catch (const std::exception& e) {
+    report("Cannot import the constraints", QString::fromStdString(e.what()));
+    return false;
+  }
+  if (!edit_->replaceConstraints(constraints, groups, "Import constraints from " + QFileInfo(path).fileName()))
+    return false;
+  statusBar()->showMessage("Constraints read from " + path, 5000);
+  return true;
+}
+
+bool MainWindow::save(bool saveAs) {
+  if (!state_->hasModel()) return false;
+  QString path = state_->sessionPath();
+  if (saveAs || path.isEmpty()) {
+    path = saveNamePrompt_
+               ? saveNamePrompt_()
+               : QFileDialog::getSaveFileName(this, "Save session", "session.lorq", "LoRQ sessions (*.lorq)");
+    if (path.isEmpty()) return false;
+    if (QFileInfo(path).suffix().isEmpty()) path += ".lorq";
+  }
+  return saveSession(path);
+}
+
 bool MainWindow::openSession(const QString& path) {
+  if (!maybeKeepWork("opening another session")) return false;
+  return loadSession(path);
+}
+
+bool MainWindow::loadSession(const QString& path) {
   SessionFile f;
   try {
     f = load_session_file(path.toStdString());
@@ -486,14 +625,15 @@ bool MainWindow::openSession(const QString& path) {
     report("Cannot open the session", "a job is running; cancel it first");
     return false;
   }
-  if (!openModel(QString::fromStdString(f.model_path))) return false;
+  if (!loadModel(QString::fromStdString(f.model_path), false)) return false;
   if (!setImages(QString::fromStdString(f.images), QString::fromStdString(f.labels))) return false;
   setEvalImages(QString::fromStdString(f.eval_images), QString::fromStdString(f.eval_labels));
   setSettings(f.settings);
-  if (!f.cache_dir.empty()) cacheDir_ = QString::fromStdString(f.cache_dir);
-  pendingConstraints_ = f.constraints;
+  if (!f.cache_dir.empty()) state_->setCacheDir(QString::fromStdString(f.cache_dir));
+  pendingConstraints_ = f.constraints_json;
+  state_->setPendingConstraints(f.constraints_json);  // saved as they are until the analysis resolves them
   pendingBudget_ = f.budget_bytes;
-  sessionPath_ = path;
+  state_->markSaved(path);
   addRecent("recent/sessions", path);
   updateTitle();
   return startAnalysis();
@@ -515,12 +655,10 @@ void MainWindow::updateStatus() {
 
 void MainWindow::updateTitle() {
   QString t = "LoRQ Workbench";
-  if (!sessionPath_.isEmpty())
-    t = QFileInfo(sessionPath_).fileName() + "[*] — " + t;
-  else if (!modelPath_.isEmpty())
-    t = QFileInfo(modelPath_).fileName() + "[*] — " + t;
+  if (state_->hasModel())
+    t = QString("%1[*] (%2) — %3").arg(state_->displayName(), QFileInfo(state_->modelPath()).fileName(), t);
   setWindowTitle(t);
-  setWindowModified(!undo_->isClean());
+  setWindowModified(state_->isModified());
 }
 
 void MainWindow::addRecent(const QString& key, const QString& path) {
@@ -566,26 +704,17 @@ void MainWindow::onOpenSession() {
   if (!f.isEmpty()) openSession(f);
 }
 
-bool MainWindow::onSaveSession(bool saveAs) {
-  QString path = sessionPath_;
-  if (saveAs || path.isEmpty()) {
-    path = QFileDialog::getSaveFileName(this, "Save session", "session.lorq", "LoRQ sessions (*.lorq)");
-    if (path.isEmpty()) return false;
-    if (QFileInfo(path).suffix().isEmpty()) path += ".lorq";
-  }
-  return saveSession(path);
-}
-
 void MainWindow::onExport() {
   const QString dir = QFileDialog::getExistingDirectory(this, "Export to folder");
   if (!dir.isEmpty()) startExport(dir);
 }
 
 void MainWindow::closeEvent(QCloseEvent* event) {
-  if (jobs_->running()) {
-    statusBar()->showMessage("Cancelling " + jobs_->currentJob() + "…");
-    jobs_->cancelAndWait();  // the engine stops at its next safe point
+  if (!maybeKeepWork("closing")) {
+    event->ignore();
+    return;
   }
+  jobs_->cancelAndWait();  // nothing may outlive the window
   QSettings settings;
   settings.setValue("window/geometry", saveGeometry());
   settings.setValue("window/state", saveState());

@@ -2,6 +2,7 @@
 // The workbench window: wires the shared state, the undo stack, the job runner and the views (one per file):
 // session panel (left), layers table (centre), Pareto and budget (right), allocation / compare / jobs (bottom).
 #include <QMainWindow>
+#include <functional>
 #include <memory>
 
 #include "lorq/session/api.h"
@@ -19,7 +20,7 @@ class QLabel;
 class QMenu;
 class QUndoStack;
 class SessionPanel;
-class WorkbenchState;
+class WorkbenchDocument;
 
 class MainWindow : public QMainWindow {
   Q_OBJECT
@@ -29,7 +30,21 @@ class MainWindow : public QMainWindow {
 
   // Errors go to the status bar, and to a dialog unless quiet (tests, --screenshot).
   void setQuiet(bool quiet) { quiet_ = quiet; }
-  // Loads a model folder or file (its layers show at once; the analysis runs later).
+
+  // Before work could be lost (unsaved changes, a running job): save, discard, or cancel the action.
+  enum class KeepWork { Save, Discard, Cancel };
+  // Asks the question (default: a message box; quiet without a prompt: discard). Tests install their own.
+  using KeepWorkPrompt = std::function<KeepWork(const QString& question)>;
+  void setKeepWorkPrompt(KeepWorkPrompt prompt) { keepWorkPrompt_ = std::move(prompt); }
+  // The file name for saving an untitled session ("" cancels; default: a file dialog).
+  using SaveNamePrompt = std::function<QString()>;
+  void setSaveNamePrompt(SaveNamePrompt prompt) { saveNamePrompt_ = std::move(prompt); }
+  // Asks when work would be lost by `action` ("opening another model"); true: go ahead.
+  bool maybeKeepWork(const QString& action);
+  // Ctrl+S: saves to the session file, asking for a name when the document is untitled.
+  bool save(bool saveAs = false);
+
+  // Loads a model folder or file as a new, untitled document (its layers show at once; the analysis runs later).
   bool openModel(const QString& path, bool quiet = false);
   bool openDemo();
   // Calibration images (also the evaluation images unless others are chosen). Returns false on a bad folder.
@@ -37,8 +52,8 @@ class MainWindow : public QMainWindow {
   void setEvalImages(const QString& images, const QString& labels);
   void setSettings(const lorq::api::AnalysisSettings& settings);
   // Where the engine caches analyses (default: the user cache folder); reopening a session loads from it.
-  void setCacheDir(const QString& dir) { cacheDir_ = dir; }
-  QString cacheDir() const { return cacheDir_; }
+  void setCacheDir(const QString& dir);
+  QString cacheDir() const;
 
   bool startAnalysis();    // emits analysisFinished
   void startEvaluation();  // float vs compressed on the evaluation images; emits evaluationFinished
@@ -49,13 +64,23 @@ class MainWindow : public QMainWindow {
   // in the Jobs dock; evaluation and export then use the rounded model. Emits roundingFinished.
   bool startRounding(int iterations, int activation_bits = 0);
   JobPanel* jobPanel() const { return jobPanel_; }
+  // Both models on one image, every class: its KL, max |Δp| and Δp of each float class (`label`: its true class
+  // when known, -1 otherwise). Emits predictionFinished.
+  bool predictImage(const QString& path, int label = -1);
   bool saveSession(const QString& path);
+  // The constraints JSON of `lorq compress --constraints` (per-layer constraints and layer groups); an import is
+  // one undo step. False (and the problem reported, naming the file) on failure.
+  bool exportConstraints(const QString& path);
+  bool importConstraints(const QString& path);
   bool openSession(const QString& path);  // reopens and re-analyzes (instant from the cache)
 
   // The default dock arrangement and sizes (View > Reset layout).
   void resetLayout();
 
-  WorkbenchState* state() const { return state_; }
+  WorkbenchDocument* state() const { return state_; }
+  WorkbenchDocument* document() const { return state_; }
+  SessionPanel* sessionPanel() const { return session_; }
+  QDockWidget* jobsDock() const { return jobsDock_; }
   EditActions* edit() const { return edit_; }
   QUndoStack* undoStack() const { return undo_; }
   JobRunner* jobs() const { return jobs_; }
@@ -72,6 +97,7 @@ class MainWindow : public QMainWindow {
   void evaluationFinished(bool ok);
   void exportFinished(bool ok);
   void roundingFinished(bool ok);
+  void predictionFinished(bool ok);
 
  protected:
   void closeEvent(QCloseEvent* event) override;
@@ -88,11 +114,14 @@ class MainWindow : public QMainWindow {
   void onChooseCalibration();
   void onChooseEval();
   void onOpenSession();
-  bool onSaveSession(bool saveAs);
+  // The one way jobs start: refuses while another runs, and emits `finished` (may be null) with the outcome.
+  bool runJob(const QString& name, std::function<void(const lorq::JobControl&)> work, std::function<void()> done,
+              void (MainWindow::*finished)(bool));
+  bool loadModel(const QString& path, bool quiet);
+  bool loadSession(const QString& path);
   void onExport();
-  void predictImage(const QString& path);
 
-  WorkbenchState* state_;
+  WorkbenchDocument* state_;
   QUndoStack* undo_;
   EditActions* edit_;
   JobRunner* jobs_;
@@ -109,9 +138,11 @@ class MainWindow : public QMainWindow {
   QLabel* allocationStatus_;
   QByteArray defaultLayout_;
 
-  QString modelPath_, sessionPath_, cacheDir_, lastError_;
+  QString lastError_;
   bool quiet_ = false;
+  KeepWorkPrompt keepWorkPrompt_;
+  SaveNamePrompt saveNamePrompt_;
   // Restored after the analysis of a reopened session.
-  lorq::api::ConstraintMap pendingConstraints_;
+  std::string pendingConstraints_;  // a session file's constraints JSON, resolved once its analysis is ready
   int64_t pendingBudget_ = 0;
 };

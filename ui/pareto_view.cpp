@@ -2,7 +2,9 @@
 
 #include <qcustomplot.h>
 
+#include <QHBoxLayout>
 #include <QLabel>
+#include <QToolButton>
 #include <QToolTip>
 #include <QVBoxLayout>
 #include <algorithm>
@@ -10,21 +12,23 @@
 
 #include "commands.h"
 #include "format.h"
-#include "workbench_state.h"
+#include "plot_export.h"
+#include "workbench_document.h"
 
 using namespace lorq::api;
 
-ParetoView::ParetoView(WorkbenchState* state, EditActions* edit, QWidget* parent)
+ParetoView::ParetoView(WorkbenchDocument* state, EditActions* edit, QWidget* parent)
     : QWidget(parent), state_(state), edit_(edit) {
   auto* layout = new QVBoxLayout(this);
   layout->setContentsMargins(4, 4, 4, 4);
   title_ = new QLabel("Select a layer", this);
   title_->setWordWrap(true);
   plot_ = new QCustomPlot(this);
-  plot_->setMinimumSize(280, 220);
+  enablePlotSaveMenu(plot_, "layer-options");
+  plot_->setMinimumSize(260, 130);  // small enough for a 1280x760 window
   plot_->setMouseTracking(true);
   plot_->xAxis->setLabel("size (KB)");
-  plot_->yAxis->setLabel("predicted error (log)");
+  plot_->yAxis->setLabel("pred. error");  // short enough for a short dock (the axis is log)
   plot_->yAxis->setScaleType(QCPAxis::stLogarithmic);
   auto ticker = QSharedPointer<QCPAxisTickerLog>(new QCPAxisTickerLog);
   ticker->setTickCount(4);  // decades are enough; more crowd a small dock
@@ -46,21 +50,55 @@ ParetoView::ParetoView(WorkbenchState* state, EditActions* edit, QWidget* parent
   // The current choice and the pin live on a buffered layer: a budget step redraws only them.
   plot_->addLayer("marker", plot_->layer("main"), QCustomPlot::limAbove);
   plot_->layer("marker")->setMode(QCPLayer::lmBuffered);
-  layout->addWidget(title_);
+  // The legend is collapsible: in a short dock it would squeeze the points (it starts collapsed there).
+  legendButton_ = new QToolButton(this);
+  legendButton_->setText("Legend");
+  legendButton_->setCheckable(true);
+  legendButton_->setChecked(true);
+  legendButton_->setObjectName("paretoLegendButton");
+  legendButton_->setToolTip("Show or hide the legend under the plot");
+  connect(legendButton_, &QToolButton::clicked, this, [this](bool on) {
+    legendChosen_ = true;
+    setLegendShown(on);
+  });
+  auto* titleRow = new QHBoxLayout();
+  titleRow->addWidget(title_, 1);
+  titleRow->addWidget(legendButton_);
+  layout->addLayout(titleRow);
   layout->addWidget(plot_, 1);
-  auto* hint = new QLabel("Hover a point for the option; click it to pin the layer (Ctrl+Z undoes).", this);
-  hint->setStyleSheet("color: gray");
-  layout->addWidget(hint);
+  // The how-to is a tooltip, not a line of its own: the dock is short at laptop size.
+  plot_->setToolTip("Hover a point for the option; click it to pin the layer (Ctrl+Z undoes).");
 
-  connect(state_, &WorkbenchState::selectedLayerChanged, this, &ParetoView::rebuild);
-  connect(state_, &WorkbenchState::sessionChanged, this, &ParetoView::rebuild);
-  connect(state_, &WorkbenchState::allocationChanged, this, &ParetoView::updateSelection);
-  connect(state_, &WorkbenchState::constraintsChanged, this, &ParetoView::updateSelection);
+  connect(state_, &WorkbenchDocument::selectedLayerChanged, this, &ParetoView::rebuild);
+  connect(state_, &WorkbenchDocument::sessionChanged, this, &ParetoView::rebuild);
+  connect(state_, &WorkbenchDocument::allocationChanged, this, &ParetoView::updateSelection);
+  connect(state_, &WorkbenchDocument::constraintsChanged, this, &ParetoView::updateSelection);
   connect(plot_, &QCustomPlot::mouseMove, this, &ParetoView::onMouseMove);
   connect(plot_, &QCustomPlot::mousePress, this, &ParetoView::onMousePress);
 }
 
 double ParetoView::plotError(double error) const { return std::max(error, minPositiveError_); }
+
+void ParetoView::setLegendShown(bool shown) {
+  legendButton_->setChecked(shown);
+  if (plot_->legend->visible() == shown) return;
+  plot_->legend->setVisible(shown);
+  // A hidden legend gives its row back to the points.
+  plot_->plotLayout()->setRowSpacing(shown ? 5 : 0);
+  if (!shown)
+    plot_->plotLayout()->take(plot_->legend);
+  else if (!plot_->plotLayout()->hasElement(1, 0)) {
+    plot_->plotLayout()->addElement(1, 0, plot_->legend);
+    plot_->plotLayout()->setRowStretchFactor(1, 0.001);
+  }
+  plot_->plotLayout()->simplify();
+  plot_->replot(QCustomPlot::rpQueuedReplot);
+}
+
+void ParetoView::resizeEvent(QResizeEvent* event) {
+  QWidget::resizeEvent(event);
+  if (!legendChosen_) setLegendShown(plot_->height() >= kLegendMinPlotHeight);
+}
 
 void ParetoView::rebuild() {
   plot_->clearGraphs();
@@ -94,8 +132,12 @@ void ParetoView::rebuild() {
       g = plot_->addGraph();
       g->setLineStyle(QCPGraph::lsNone);
       const QColor c = kindColor(o);
+      // Low rank: hue by A bits and shape by B bits, so a pair never depends on telling shades apart.
+      const QCPScatterStyle::ScatterShape lrShape = o.bits_b <= 4   ? QCPScatterStyle::ssDisc
+                                                    : o.bits_b <= 6 ? QCPScatterStyle::ssTriangle
+                                                                    : QCPScatterStyle::ssDiamond;
       g->setScatterStyle(q ? QCPScatterStyle(QCPScatterStyle::ssSquare, c, c, 8)
-                           : QCPScatterStyle(QCPScatterStyle::ssDisc, c, c, 5));
+                           : QCPScatterStyle(lrShape, c, c, lrShape == QCPScatterStyle::ssDisc ? 5 : 7));
       g->setName(q ? QString("Q%1").arg(o.bits) : QString("LR A%1/B%2").arg(o.bits_a).arg(o.bits_b));
     }
     g->addData(o.bytes / 1e3, plotError(o.error));

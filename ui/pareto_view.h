@@ -9,18 +9,25 @@ class EditActions;
 class QCustomPlot;
 class QCPGraph;
 class QLabel;
+class QToolButton;
 class QMouseEvent;
-class WorkbenchState;
+class WorkbenchDocument;
 
 class ParetoView : public QWidget {
   Q_OBJECT
  public:
-  ParetoView(WorkbenchState* state, EditActions* edit, QWidget* parent = nullptr);
+  ParetoView(WorkbenchDocument* state, EditActions* edit, QWidget* parent = nullptr);
   QCustomPlot* plot() const { return plot_; }
   // The option under a widget position of the plot (within a few pixels), or -1.
   int optionAt(const QPointF& pos) const;
   // Plot coordinates of an option (for tests and the tooltip).
   QPointF optionPixel(int option) const;
+  // Collapses or shows the legend (a plot shorter than kLegendMinPlotHeight starts with it collapsed).
+  void setLegendShown(bool shown);
+  static constexpr int kLegendMinPlotHeight = 300;
+
+ protected:
+  void resizeEvent(QResizeEvent* event) override;
 
  private:
   void rebuild();          // a new layer or analysis: all points
@@ -29,10 +36,12 @@ class ParetoView : public QWidget {
   void onMousePress(QMouseEvent* event);
   double plotError(double error) const;
 
-  WorkbenchState* state_;
+  WorkbenchDocument* state_;
   EditActions* edit_;
   QCustomPlot* plot_;
   QLabel* title_;
+  QToolButton* legendButton_;
+  bool legendChosen_ = false;  // the user's choice wins over the automatic one
   QCPGraph* front_ = nullptr;
   QCPGraph* current_ = nullptr;
   QCPGraph* pinned_ = nullptr;

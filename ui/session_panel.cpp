@@ -1,6 +1,8 @@
 #include "session_panel.h"
 
+#include <QAbstractScrollArea>
 #include <QCheckBox>
+#include <QCoreApplication>
 #include <QFileInfo>
 #include <QFormLayout>
 #include <QGroupBox>
@@ -10,23 +12,30 @@
 #include <QLineEdit>
 #include <QListWidget>
 #include <QPushButton>
+#include <QScrollBar>
+#include <QSignalBlocker>
 #include <QSpinBox>
 #include <QVBoxLayout>
+#include <QWheelEvent>
+
+#include "workbench_document.h"
 
 using namespace lorq::api;
 
 namespace {
-QSpinBox* spin(QWidget* parent, int lo, int hi, const QString& tip) {
-  auto* s = new QSpinBox(parent);
-  s->setRange(lo, hi);
-  s->setToolTip(tip);
-  return s;
-}
 constexpr int kThumbnails = 24;     // shown
 constexpr int kHeaderChecks = 300;  // files whose header is checked for decodability
 }  // namespace
 
-SessionPanel::SessionPanel(QWidget* parent) : QWidget(parent) {
+SessionPanel::SessionPanel(WorkbenchDocument* document, QWidget* parent) : QWidget(parent), document_(document) {
+  auto spin = [this](QWidget* parent, int lo, int hi, const QString& tip) {
+    auto* s = new QSpinBox(parent);
+    s->setRange(lo, hi);
+    s->setToolTip(tip);
+    s->setFocusPolicy(Qt::StrongFocus);  // no focus from the wheel, so an unfocused box ignores it
+    s->installEventFilter(this);
+    return s;
+  };
   auto* layout = new QVBoxLayout(this);
 
   auto* modelBox = new QGroupBox("Model", this);
@@ -77,6 +86,7 @@ SessionPanel::SessionPanel(QWidget* parent) : QWidget(parent) {
   auto* settingsBox = new QGroupBox("Analysis settings", this);
   auto* sl = new QFormLayout(settingsBox);
   calibCount_ = spin(settingsBox, 1, 100000, "Images for the float reference and the global errors");
+  calibCount_->setObjectName("calibrationCount");
   lfhImages_ = spin(settingsBox, 1, 100000, "Of those, images for the label-free Hessian");
   projections_ = spin(settingsBox, 1, 10000, "Random projections per image for the label-free Hessian");
   anchors_ = spin(settingsBox, 2, 1000, "Measured ranks per factor-bit pair (others interpolated)");
@@ -90,46 +100,115 @@ SessionPanel::SessionPanel(QWidget* parent) : QWidget(parent) {
   sl->addRow(estimate_);
   sl->addRow(fast);
   layout->addWidget(settingsBox);
-  setSettings(AnalysisSettings());
+  layout->addStretch(1);
 
-  analyze_ = new QPushButton("Run analysis", this);
+  analyzeBar_ = new QWidget(this);
+  auto* bar = new QVBoxLayout(analyzeBar_);
+  bar->setContentsMargins(9, 4, 9, 4);
+  analyze_ = new QPushButton("Run analysis", analyzeBar_);
   analyze_->setToolTip("Calibration, sensitivity, candidates and global errors (cached per model and settings)  [F5]");
   analyze_->setObjectName("analyzeButton");
-  analysis_ = new QLabel(this);
+  analysis_ = new QLabel(analyzeBar_);
   analysis_->setWordWrap(true);
-  layout->addWidget(analyze_);
-  layout->addWidget(analysis_);
-  layout->addStretch(1);
+  bar->addWidget(analyze_);
+  bar->addWidget(analysis_);
+  analyzeBar_->setParent(nullptr);  // the window places it
 
   connect(openModel, &QPushButton::clicked, this, &SessionPanel::openModelRequested);
   connect(demo, &QPushButton::clicked, this, &SessionPanel::openDemoRequested);
   connect(chooseCalib, &QPushButton::clicked, this, &SessionPanel::chooseCalibrationRequested);
   connect(chooseEval, &QPushButton::clicked, this, &SessionPanel::chooseEvalRequested);
   connect(analyze_, &QPushButton::clicked, this, &SessionPanel::analyzeRequested);
-  connect(fast, &QPushButton::clicked, this, [this] {
-    setSettings(AnalysisSettings::fast());
-    emit settingsChanged();
-  });
+  connect(fast, &QPushButton::clicked, this, [this] { document_->setSettings(AnalysisSettings::fast()); });
+  for (QSpinBox* s : {calibCount_, lfhImages_, projections_, anchors_})
+    connect(s, qOverload<int>(&QSpinBox::valueChanged), this, &SessionPanel::commitSettings);
+  connect(estimate_, &QCheckBox::toggled, this, &SessionPanel::commitSettings);
+  connect(evalImages_, &QLineEdit::editingFinished, this, &SessionPanel::commitEval);
+  connect(evalLabels_, &QLineEdit::editingFinished, this, &SessionPanel::commitEval);
+
+  connect(document_, &WorkbenchDocument::modelChanged, this, &SessionPanel::onModel);
+  connect(document_, &WorkbenchDocument::sourcesChanged, this, &SessionPanel::onSources);
+  connect(document_, &WorkbenchDocument::sessionChanged, this, &SessionPanel::onSession);
+  onModel();
+  onSources();
+  onSession();
 }
 
-void SessionPanel::setModelText(const QString& path, const QString& description) {
-  model_->setText(description.isEmpty() ? path
-                                        : QString("<b>%1</b><br>%2").arg(QFileInfo(path).fileName(), description));
+bool SessionPanel::eventFilter(QObject* watched, QEvent* event) {
+  auto* box = qobject_cast<QSpinBox*>(watched);
+  if (box && event->type() == QEvent::Wheel && !box->hasFocus()) {
+    // The panel scrolls instead: the wheel goes to the enclosing scroll area, the value stays.
+    for (QWidget* w = parentWidget(); w; w = w->parentWidget())
+      if (auto* area = qobject_cast<QAbstractScrollArea*>(w)) {
+        QCoreApplication::sendEvent(area->verticalScrollBar(), event);
+        break;
+      }
+    return true;
+  }
+  return QWidget::eventFilter(watched, event);
+}
+
+void SessionPanel::onModel() {
+  const ModelSummary& s = document_->model();
+  const QString path = document_->modelPath();
+  if (path.isEmpty()) {
+    model_->setText("No model loaded");
+    return;
+  }
+  model_->setText(QString("<b>%1</b><br>%2 — %3 blocks, dim %4, %5 classes, %6 px; %7 layers, %8 M weights")
+                      .arg(QFileInfo(path).fileName().toHtmlEscaped(), QString::fromStdString(s.architecture))
+                      .arg(s.depth)
+                      .arg(s.embed_dim)
+                      .arg(s.num_classes)
+                      .arg(s.image_size)
+                      .arg(s.layers.size())
+                      .arg(s.compressible_params / 1e6, 0, 'f', 2));
   model_->setToolTip(path);
 }
 
-QString SessionPanel::setCalibration(const QString& images, const QString& labels) {
-  calibImages_ = images;
-  calibLabels_ = labels;
-  thumbnails_->clear();
-  ImageSetInfo info;
-  try {
-    info = list_image_set(images.toStdString(), labels.toStdString());
-  } catch (const std::exception& e) {
-    const QString problem = QString::fromStdString(e.what());
-    calibInfo_->setText("<span style='color:#b00'>" + problem.toHtmlEscaped() + "</span>");
-    return problem;
+void SessionPanel::onSources() {
+  if (document_->calibrationImages() != shownImages_ || document_->calibrationLabels() != shownLabels_)
+    showCalibration();
+  if (evalImages_->text() != document_->evalImagesSetting()) evalImages_->setText(document_->evalImagesSetting());
+  if (evalLabels_->text() != document_->evalLabelsSetting()) evalLabels_->setText(document_->evalLabelsSetting());
+  const AnalysisSettings& s = document_->settings();
+  const QSignalBlocker b1(calibCount_), b2(lfhImages_), b3(projections_), b4(anchors_), b5(estimate_);
+  calibCount_->setValue(s.calibration_images);
+  lfhImages_->setValue(s.lfh_images);
+  projections_->setValue(s.projections);
+  anchors_->setValue(s.anchors);
+  estimate_->setChecked(s.estimate);
+}
+
+void SessionPanel::onSession() {
+  const auto& s = document_->session();
+  if (!s || !s->analyzed()) {
+    analysis_->setText(document_->hasModel() ? "Not analyzed" : "");
+    return;
   }
+  QString text;
+  for (const auto& [stage, sec] : s->stage_seconds())
+    text += QString("%1 %2 s · ").arg(QString::fromStdString(stage)).arg(sec, 0, 'f', 1);
+  text += QString("%1 layers, %2 calibration images").arg(s->layers().size()).arg(s->calibration_files().size());
+  if (!s->warnings().empty()) text += QString("<br>%1 warnings (see Jobs)").arg(s->warnings().size());
+  analysis_->setText(text);
+}
+
+void SessionPanel::showCalibrationProblem(const QString& problem) {
+  calibInfo_->setText("<span style='color:#b00'>" + problem.toHtmlEscaped() + "</span>");
+  shownImages_.clear();
+  shownLabels_.clear();
+}
+
+void SessionPanel::showCalibration() {
+  shownImages_ = document_->calibrationImages();
+  shownLabels_ = document_->calibrationLabels();
+  thumbnails_->clear();
+  if (shownImages_.isEmpty()) {
+    calibInfo_->setText("No images chosen");
+    return;
+  }
+  const ImageSetInfo& info = document_->calibrationInfo();
   // A header check finds files that will not decode without decoding them (cheap even for big folders).
   QStringList unreadable;
   const int checks = std::min<int>(static_cast<int>(info.files.size()), kHeaderChecks);
@@ -144,7 +223,7 @@ QString SessionPanel::setCalibration(const QString& images, const QString& label
       item->setToolTip(f);
     }
   }
-  QString text = QString("<b>%1</b> images in %2").arg(info.images).arg(QFileInfo(images).fileName());
+  QString text = QString("<b>%1</b> images in %2").arg(info.images).arg(QFileInfo(shownImages_).fileName());
   if (info.labeled) text += QString(", %1 labeled").arg(info.labeled);
   if (!info.skipped.empty()) text += QString(", %1 non-image files skipped").arg(info.skipped.size());
   if (!unreadable.isEmpty())
@@ -152,39 +231,19 @@ QString SessionPanel::setCalibration(const QString& images, const QString& label
                 .arg(unreadable.size())
                 .arg(checks);
   calibInfo_->setText(text);
-  calibInfo_->setToolTip(unreadable.isEmpty() ? images : "Cannot decode:\n" + unreadable.mid(0, 30).join("\n"));
-  return {};
+  calibInfo_->setToolTip(unreadable.isEmpty() ? shownImages_ : "Cannot decode:\n" + unreadable.mid(0, 30).join("\n"));
 }
 
-void SessionPanel::setEval(const QString& images, const QString& labels) {
-  evalImages_->setText(images);
-  evalLabels_->setText(labels);
-}
-
-QString SessionPanel::evalImages() const { return evalImages_->text().isEmpty() ? calibImages_ : evalImages_->text(); }
-
-QString SessionPanel::evalLabels() const {
-  return evalImages_->text().isEmpty() && evalLabels_->text().isEmpty() ? calibLabels_ : evalLabels_->text();
-}
-
-AnalysisSettings SessionPanel::settings() const {
-  AnalysisSettings s;
+void SessionPanel::commitSettings() {
+  AnalysisSettings s = document_->settings();
   s.calibration_images = calibCount_->value();
   s.lfh_images = lfhImages_->value();
   s.projections = projections_->value();
   s.anchors = anchors_->value();
   s.estimate = estimate_->isChecked();
-  return s;
+  document_->setSettings(s);
 }
 
-void SessionPanel::setSettings(const AnalysisSettings& s) {
-  calibCount_->setValue(s.calibration_images);
-  lfhImages_->setValue(s.lfh_images);
-  projections_->setValue(s.projections);
-  anchors_->setValue(s.anchors);
-  estimate_->setChecked(s.estimate);
-}
-
-void SessionPanel::setAnalysisText(const QString& text) { analysis_->setText(text); }
+void SessionPanel::commitEval() { document_->setEval(evalImages_->text(), evalLabels_->text()); }
 
 void SessionPanel::setBusy(bool busy) { analyze_->setEnabled(!busy); }

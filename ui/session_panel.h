@@ -1,6 +1,8 @@
 #pragma once
-// The project panel: model, calibration images (count, thumbnails, unreadable files), optional labeled
-// evaluation set, analysis settings and the Analyze button.
+// The project panel, a view of the document: model, calibration images (count, thumbnails, unreadable files),
+// optional labeled evaluation set and the analysis settings. Its Run analysis bar is a separate widget so the
+// window can keep it visible below the scrolling fields. Spin boxes ignore the mouse wheel unless focused, so
+// scrolling the panel never changes a setting.
 #include <QWidget>
 
 #include "lorq/session/api.h"
@@ -11,25 +13,19 @@ class QLineEdit;
 class QListWidget;
 class QPushButton;
 class QSpinBox;
+class WorkbenchDocument;
 
 class SessionPanel : public QWidget {
   Q_OBJECT
  public:
-  explicit SessionPanel(QWidget* parent = nullptr);
+  explicit SessionPanel(WorkbenchDocument* document, QWidget* parent = nullptr);
 
-  void setModelText(const QString& path, const QString& description);
-  // Lists the folder (no decoding but a header check of the first files); returns the problem or "".
-  QString setCalibration(const QString& images, const QString& labels);
-  void setEval(const QString& images, const QString& labels);
-  QString calibrationImages() const { return calibImages_; }
-  QString calibrationLabels() const { return calibLabels_; }
-  QString evalImages() const;
-  QString evalLabels() const;
-
-  lorq::api::AnalysisSettings settings() const;
-  void setSettings(const lorq::api::AnalysisSettings& s);
-  void setAnalysisText(const QString& text);
+  // Shows a folder the document refused (the document keeps its previous images).
+  void showCalibrationProblem(const QString& problem);
   void setBusy(bool busy);
+  QWidget* analyzeBar() const { return analyzeBar_; }
+  QPushButton* analyzeButton() const { return analyze_; }
+  QSpinBox* calibrationCountBox() const { return calibCount_; }
 
  signals:
   void openModelRequested();
@@ -37,10 +33,20 @@ class SessionPanel : public QWidget {
   void chooseCalibrationRequested();
   void chooseEvalRequested();
   void analyzeRequested();
-  void settingsChanged();
+
+ protected:
+  bool eventFilter(QObject* watched, QEvent* event) override;
 
  private:
-  QString calibImages_, calibLabels_;
+  void onModel();
+  void onSources();
+  void onSession();
+  void showCalibration();
+  void commitSettings();
+  void commitEval();
+
+  WorkbenchDocument* document_;
+  QString shownImages_, shownLabels_;
   QLabel* model_;
   QLabel* calibInfo_;
   QListWidget* thumbnails_;
@@ -51,6 +57,7 @@ class SessionPanel : public QWidget {
   QSpinBox* projections_;
   QSpinBox* anchors_;
   QCheckBox* estimate_;
+  QWidget* analyzeBar_;
   QPushButton* analyze_;
   QLabel* analysis_;
 };

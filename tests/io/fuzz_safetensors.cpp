@@ -1,4 +1,5 @@
-// Fuzz-style robustness test for the safetensors reader (built with -fsanitize=address,undefined).
+// Fuzz-style robustness test for the safetensors reader and the export loader's packed-code reader
+// (built with -fsanitize=address,undefined).
 //
 // Starting from a valid file, thousands of deterministic corruptions (every truncation, byte flips in the length
 // prefix and header, textual header edits, randomly generated headers) are opened and every tensor is read. Each
@@ -21,6 +22,8 @@
 #include <vector>
 
 #include "lorq/common/error.h"
+#include "lorq/io/bit_pack.h"
+#include "lorq/io/packed_export.h"
 #include "lorq/io/safetensors.h"
 
 namespace fs = std::filesystem;
@@ -387,6 +390,196 @@ TEST_F(SafetensorsFuzz, RandomHeaders) {
   std::printf("random headers: %d accepted, %d rejected\n", accepted, rejected);
   EXPECT_GT(accepted, 100);
   EXPECT_GT(rejected, 100);
+}
+
+// The export loader (lorq/io/packed_export.h) on corrupted bit-packed exports: every group of every variant must
+// either read back consistently (rows·cols codes, each below 2^bits, one positive scale and integer zero-point per
+// row) or throw lorq::Error naming the file and the group; no crash, no sanitizer report.
+class PackedExportFuzz : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string templ = (fs::temp_directory_path() / "lorq_export_fuzz_XXXXXX").string();
+    ASSERT_NE(::mkdtemp(templ.data()), nullptr);
+    dir_ = templ;
+    path_ = (dir_ / "compressed.safetensors").string();
+    std::mt19937_64 rng(5);
+    std::vector<lorq::TensorToWrite> tw;
+    buffers_.reserve(32);
+    auto keep = [&](std::vector<uint8_t> b) -> const std::vector<uint8_t>& {
+      buffers_.push_back(std::move(b));
+      return buffers_.back();
+    };
+    // weight [5, 7] at 3 bits by rows, A [6, 3] at 4 bits by columns, B [3, 9] at 6 bits; one F32 zero-point.
+    struct G {
+      std::string prefix;
+      int64_t rows, cols;
+      int bits;
+      bool columns, f32_zero;
+    };
+    for (const G& g : {G{"l.weight", 5, 7, 3, false, false}, G{"m.lowrank_a", 6, 3, 4, true, false},
+                       G{"m.lowrank_b", 3, 9, 6, false, true}}) {
+      const int64_t sr = g.columns ? g.cols : g.rows, sc = g.columns ? g.rows : g.cols;
+      std::vector<uint8_t> codes(sr * sc);
+      for (uint8_t& c : codes) c = static_cast<uint8_t>(rng() % (1u << g.bits));
+      std::vector<uint8_t> packed(sr * lorq::packed_row_bytes(sc, g.bits));
+      lorq::pack_codes(codes.data(), sr, sc, g.bits, packed.data());
+      const auto& p = keep(packed);
+      tw.push_back({g.prefix + ".codes", DType::U8, {sr, static_cast<int64_t>(p.size() / sr)}, p.data(), p.size()});
+      std::vector<uint8_t> scale(4 * g.rows), zero(g.f32_zero ? 4 * g.rows : g.rows);
+      for (int64_t r = 0; r < g.rows; ++r) {
+        const float sv = 0.01f * (1 + r), zv = static_cast<float>(r % 3);
+        std::memcpy(&scale[4 * r], &sv, 4);
+        if (g.f32_zero) {
+          std::memcpy(&zero[4 * r], &zv, 4);
+        } else {
+          zero[r] = static_cast<uint8_t>(zv);
+        }
+      }
+      const auto& sb = keep(scale);
+      tw.push_back({g.prefix + ".scale", DType::F32, {g.rows}, sb.data(), sb.size()});
+      const auto& zb = keep(zero);
+      tw.push_back({g.prefix + ".zero_point", g.f32_zero ? DType::F32 : DType::U8, {g.rows}, zb.data(), zb.size()});
+      meta_[g.prefix + ".bits"] = std::to_string(g.bits);
+      meta_[g.prefix + ".shape"] = "[" + std::to_string(g.rows) + ", " + std::to_string(g.cols) + "]";
+      meta_[g.prefix + ".layout"] = g.columns ? "columns" : "rows";
+    }
+    meta_["format"] = "lorq-compressed";
+    meta_["lorq_format_version"] = "2";
+    tensors_ = tw;
+    lorq::write_safetensors(path_, tensors_, meta_);
+    seed_ = read_bytes(path_);
+  }
+  void TearDown() override {
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+
+  // Loads a variant's groups as the model loader does. Returns true when every group was accepted.
+  bool check(const std::string& what) {
+    try {
+      SafetensorsFile f = SafetensorsFile::open(path_);
+      const int version = lorq::export_format_version(f.metadata(), path_);
+      for (const std::string& prefix : lorq::quant_group_prefixes(f)) {
+        const lorq::QuantGroup g = lorq::read_quant_group(f, prefix, version == 0 ? 2 : version);
+        if (static_cast<int64_t>(g.codes.size()) != g.rows * g.cols || g.bits < 1 || g.bits > 8 ||
+            static_cast<int64_t>(g.scale.size()) != g.rows || static_cast<int64_t>(g.zero_point.size()) != g.rows) {
+          ADD_FAILURE() << what << ": accepted an inconsistent group '" << prefix << "'";
+          return true;
+        }
+        for (uint8_t c : g.codes)
+          if (c >= (1u << g.bits)) ADD_FAILURE() << what << ": code " << int(c) << " above " << g.bits << " bits";
+      }
+      return true;
+    } catch (const lorq::Error& e) {
+      if (std::string(e.what()).find(path_) == std::string::npos)
+        ADD_FAILURE() << what << ": error does not name the file: " << e.what();
+      return false;
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << what << ": threw a non-lorq exception: " << e.what();
+      return false;
+    }
+  }
+  bool check_bytes(const std::string& bytes, const std::string& what) {
+    ::unlink(path_.c_str());
+    write_bytes(path_, bytes);
+    return check(what);
+  }
+  bool check_meta(const std::map<std::string, std::string>& meta, const std::string& what) {
+    ::unlink(path_.c_str());
+    lorq::write_safetensors(path_, tensors_, meta);
+    return check(what);
+  }
+
+  fs::path dir_;
+  std::string path_, seed_;
+  std::vector<std::vector<uint8_t>> buffers_;
+  std::vector<lorq::TensorToWrite> tensors_;
+  std::map<std::string, std::string> meta_;
+};
+
+TEST_F(PackedExportFuzz, SeedIsValid) { EXPECT_TRUE(check("seed")); }
+
+// Metadata edits: bit widths, shapes, layouts and versions replaced by other plausible and implausible values.
+TEST_F(PackedExportFuzz, MetadataEdits) {
+  std::mt19937_64 rng(0x5eed0004);
+  const std::vector<std::string> values = {"0",
+                                           "1",
+                                           "2",
+                                           "3",
+                                           "4",
+                                           "5",
+                                           "6",
+                                           "7",
+                                           "8",
+                                           "9",
+                                           "12",
+                                           "-1",
+                                           "",
+                                           "4x",
+                                           "[5, 7]",
+                                           "[7, 5]",
+                                           "[5, 6]",
+                                           "[5, 8]",
+                                           "[6, 3]",
+                                           "[3, 6]",
+                                           "[3, 9]",
+                                           "[3, 10]",
+                                           "[0, 7]",
+                                           "[5]",
+                                           "[5, 7, 1]",
+                                           "[-5, 7]",
+                                           "[5, 4294967296]",
+                                           "[9223372036854775807, 1]",
+                                           "[1e3, 2]",
+                                           "{}",
+                                           "[",
+                                           "rows",
+                                           "columns",
+                                           "diagonal",
+                                           "lorq-compressed",
+                                           "pt"};
+  std::vector<std::string> keys;
+  for (const auto& [k, v] : meta_) keys.push_back(k);
+  int accepted = 0, rejected = 0;
+  for (int iter = 0; iter < 3000; ++iter) {
+    std::map<std::string, std::string> meta = meta_;
+    const int edits = 1 + static_cast<int>(rng() % 3);
+    for (int k = 0; k < edits; ++k) {
+      const std::string& key = keys[rng() % keys.size()];
+      if (rng() % 8 == 0) {
+        meta.erase(key);
+      } else {
+        meta[key] = values[rng() % values.size()];
+      }
+    }
+    (check_meta(meta, "metadata edit " + std::to_string(iter)) ? accepted : rejected) += 1;
+    if (HasFailure()) return;
+  }
+  std::printf("export metadata edits: %d accepted, %d rejected\n", accepted, rejected);
+  EXPECT_GT(accepted, 0);
+  EXPECT_GT(rejected, 0);
+}
+
+// Every truncation of the file, and random byte changes anywhere (header and packed codes, scales, zero-points).
+TEST_F(PackedExportFuzz, TruncationsAndByteFlips) {
+  int accepted = 0;
+  for (size_t len = 0; len < seed_.size(); ++len) accepted += check_bytes(seed_.substr(0, len), "truncated");
+  EXPECT_EQ(accepted, 0);
+  std::mt19937_64 rng(0x5eed0005);
+  int rejected = 0;
+  accepted = 0;
+  for (int iter = 0; iter < 3000; ++iter) {
+    std::string b = seed_;
+    for (int k = 0, n = 1 + static_cast<int>(rng() % 4); k < n; ++k) {
+      const size_t pos = 8 + rng() % (b.size() - 8);
+      b[pos] = static_cast<char>(rng() % 2 ? rng() : b[pos] ^ (1 << (rng() % 8)));
+    }
+    (check_bytes(b, "flip " + std::to_string(iter)) ? accepted : rejected) += 1;
+    if (HasFailure()) return;
+  }
+  std::printf("export byte flips: %d accepted, %d rejected\n", accepted, rejected);
+  EXPECT_GT(accepted, 0);
+  EXPECT_GT(rejected, 0);
 }
 
 }  // namespace

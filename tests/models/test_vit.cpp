@@ -14,11 +14,16 @@
 
 using namespace lorq;
 
+// The ViT's own configuration (the Model interface exposes only what every architecture has).
+inline const lorq::VitConfig& vit_config(const lorq::Model& m) {
+  return dynamic_cast<const lorq::VisionTransformer&>(m).config();
+}
+
 namespace {
 
-ModelConfig small_config(int dim, int heads, int depth, int img, int patch, double mlp_ratio, int classes,
+VitConfig small_config(int dim, int heads, int depth, int img, int patch, double mlp_ratio, int classes,
                          const std::string& pool = "token") {
-  ModelConfig c;
+  VitConfig c;
   c.architecture = "test_vit";
   c.embed_dim = dim;
   c.num_heads = heads;
@@ -36,7 +41,7 @@ ModelConfig small_config(int dim, int heads, int depth, int img, int patch, doub
 // A slow, obviously correct forward pass written independently of vit.cpp: conv2d patch embedding, per-head
 // attention loops, LayerNorm and GELU from their formulas.
 at::Tensor reference_forward(Model& m, const at::Tensor& images) {
-  const ModelConfig& c = m.config();
+  const VitConfig& c = vit_config(m);
   auto T = [&](const std::string& k) { return m.tensor(k).to(at::kDouble); };
   auto ln = [&](const at::Tensor& x, const std::string& k) {
     at::Tensor mu = x.mean(-1, true), var = (x - mu).pow(2).mean(-1, true);
@@ -100,7 +105,7 @@ TEST(VisionTransformer, MatchesSlowReferenceOnOddShapes) {
     // Random init has tiny weights; spread them so the test exercises softmax and GELU non-linearity.
     for (const auto& l : m->linear_layers()) m->set_weight(l.name, m->weight(l.name) * 20);
     at::Tensor x = at::randn({3, 3, k.img, k.img});
-    at::Tensor got = m->forward(x), want = reference_forward(*m, x);
+    at::Tensor got = m->forward(x).logits(), want = reference_forward(*m, x);
     ASSERT_EQ(got.sizes(), want.sizes());
     EXPECT_LT(rel_max_err(got, want), 1e-4) << "dim " << k.dim;
   }
@@ -110,11 +115,12 @@ TEST(VisionTransformer, StagedExecutionEqualsForward) {
   c10::NoGradGuard ng;
   auto m = VisionTransformer::create_random(small_config(48, 3, 4, 32, 8, 4.0, 5), 3);
   at::Tensor x = at::randn({2, 3, 32, 32});
-  at::Tensor full = m->forward(x);
-  std::vector<at::Tensor> inputs{m->embed(x)};
+  at::Tensor full = m->forward(x).logits();
+  std::vector<StageState> inputs{m->embed(x)};
   for (int s = 0; s < m->num_stages(); ++s) inputs.push_back(m->run_stage(s, inputs.back()));
-  for (int s = 0; s < m->num_stages(); ++s) EXPECT_TRUE(at::allclose(m->run_from(s, inputs[s]), full, 1e-5, 1e-6));
-  EXPECT_TRUE(at::allclose(m->finish(inputs.back()), full));
+  for (int s = 0; s < m->num_stages(); ++s)
+    EXPECT_TRUE(at::allclose(m->run_from(s, inputs[s]).logits(), full, 1e-5, 1e-6));
+  EXPECT_TRUE(at::allclose(m->finish(inputs.back()).logits(), full));
 }
 
 TEST(VisionTransformer, LayerListAndWeights) {
@@ -138,7 +144,7 @@ TEST(VisionTransformer, OverridesAndObservers) {
   c10::NoGradGuard ng;
   auto m = VisionTransformer::create_random(small_config(48, 3, 2, 32, 8, 4.0, 5), 4);
   at::Tensor x = at::randn({2, 3, 32, 32});
-  at::Tensor base = m->forward(x);
+  at::Tensor base = m->forward(x).logits();
   // An override computing the same thing through a low-rank factorisation of full rank leaves the output alone.
   const at::Tensor w = m->weight("blocks.1.mlp.fc1");
   auto svd = at::linalg_svd(w, false);
@@ -146,19 +152,19 @@ TEST(VisionTransformer, OverridesAndObservers) {
   m->set_linear_override("blocks.1.mlp.fc1", [&](const at::Tensor& in, const at::Tensor&, const at::Tensor& b) {
     return at::linear(at::linear(in, B), A, b);
   });
-  EXPECT_LT(rel_max_err(m->forward(x), base), 1e-4);
+  EXPECT_LT(rel_max_err(m->forward(x).logits(), base), 1e-4);
   m->set_linear_override("blocks.1.mlp.fc1",
                          [](const at::Tensor& in, const at::Tensor& w, const at::Tensor& b) { return at::linear(in, w * 0, b); });
-  EXPECT_GT(rel_max_err(m->forward(x), base), 1e-3);
+  EXPECT_GT(rel_max_err(m->forward(x).logits(), base), 1e-3);
   m->clear_linear_overrides();
-  EXPECT_TRUE(at::equal(m->forward(x), base));
+  EXPECT_TRUE(at::equal(m->forward(x).logits(), base));
 
   std::map<std::string, std::pair<std::vector<int64_t>, std::vector<int64_t>>> seen;
   m->set_observer({"patch_embed.proj", "blocks.0.attn.proj", "head"},
                   [&](const std::string& name, const at::Tensor& in, const at::Tensor& out) {
                     seen[name] = {in.sizes().vec(), out.sizes().vec()};
                   });
-  m->forward(x);
+  m->forward(x).logits();
   m->clear_observer();
   ASSERT_EQ(seen.size(), 3u);
   EXPECT_EQ(seen["patch_embed.proj"].first, (std::vector<int64_t>{2, 16, 192}));
@@ -175,16 +181,16 @@ TEST(VisionTransformer, SaveAndLoadRoundTrip) {
   write_tensors(dir + "/model.safetensors", m->named_tensors());
   {
     auto inferred = load_model(dir);  // no config.json: everything inferred from shapes, heads = dim / 64
-    EXPECT_EQ(inferred->config().embed_dim, 48);
-    EXPECT_EQ(inferred->config().num_heads, 1);
-    EXPECT_EQ(inferred->config().num_classes, 5);
+    EXPECT_EQ(vit_config(*inferred).embed_dim, 48);
+    EXPECT_EQ(vit_config(*inferred).num_heads, 1);
+    EXPECT_EQ(vit_config(*inferred).num_classes, 5);
   }
-  std::ofstream(dir + "/config.json") << model_config_to_json(m->config());
+  std::ofstream(dir + "/config.json") << vit_config_to_json(vit_config(*m));
   auto loaded = load_model(dir);
-  EXPECT_EQ(loaded->config().num_heads, 3);
-  EXPECT_EQ(loaded->config().depth, 2);
+  EXPECT_EQ(vit_config(*loaded).num_heads, 3);
+  EXPECT_EQ(vit_config(*loaded).depth, 2);
   at::Tensor x = at::randn({2, 3, 32, 32});
-  EXPECT_TRUE(at::equal(loaded->forward(x), m->forward(x)));
+  EXPECT_TRUE(at::equal(loaded->forward(x).logits(), m->forward(x).logits()));
 
   // A missing tensor is reported with the file name and the key.
   auto tensors = m->named_tensors();
@@ -212,7 +218,7 @@ TEST(VisionTransformer, GoldenDeiTTinyLogits) {
   SafetensorsFile golden = SafetensorsFile::open(dir + "/golden.safetensors");
   at::Tensor input = read_tensor(golden, golden.at("input")).to(at::kFloat);
   at::Tensor want = read_tensor(golden, golden.at("logits")).to(at::kFloat);
-  at::Tensor got = model->forward(input);
+  at::Tensor got = model->forward(input).logits();
   const double err = rel_max_err(got, want);
   std::printf("golden: relative max error %.3g\n", err);
   EXPECT_LT(err, 1e-3);

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -16,6 +17,8 @@
 #include "lorq/common/error.h"
 #include "lorq/tasks/evaluate.h"
 #include "lorq/io/export.h"
+#include "lorq/io/export_size.h"
+#include "lorq/io/packed_export.h"
 #include "lorq/pipeline/sensitivity.h"
 #include "lorq/pipeline/session_cache.h"
 #include "lorq/io/tensor_io.h"
@@ -111,7 +114,7 @@ TEST_F(CompressDemo, ExportRoundTripsExactly) {
   apply_allocation(*in_memory, *analysis_, a);
   auto loaded = load_model(out);
   at::Tensor x = at::randn({5, 3, 64, 64});
-  EXPECT_TRUE(at::equal(loaded->forward(x), in_memory->forward(x))) << "low rank used: " << has_low_rank;
+  EXPECT_TRUE(at::equal(loaded->forward(x).logits(), in_memory->forward(x).logits())) << "low rank used: " << has_low_rank;
   for (const auto& [key, t] : in_memory->named_tensors()) EXPECT_TRUE(at::equal(loaded->tensor(key), t)) << key;
 
   // The codes are integers in range and the config records every layer.
@@ -121,7 +124,7 @@ TEST_F(CompressDemo, ExportRoundTripsExactly) {
   std::stringstream ss;
   ss << cfg.rdbuf();
   EXPECT_NE(ss.str().find("\"blocks.5.mlp.fc2\""), std::string::npos);
-  EXPECT_NE(ss.str().find("\"version\": 1"), std::string::npos);
+  EXPECT_NE(ss.str().find("\"version\": 2"), std::string::npos);
   std::filesystem::remove_all(out);
 }
 
@@ -314,7 +317,7 @@ TEST_F(CompressDemo, FloatExclusionAndGroupsAreHonoured) {
   auto in_memory = load_model(demo_->model_dir);
   apply_allocation(*in_memory, *analysis_, a);
   at::Tensor x = at::randn({3, 3, 64, 64});
-  EXPECT_TRUE(at::equal(loaded->forward(x), in_memory->forward(x)));
+  EXPECT_TRUE(at::equal(loaded->forward(x).logits(), in_memory->forward(x).logits()));
   std::filesystem::remove_all(out);
   const LayerAllocator with_float(*analysis_, c);
   EXPECT_GT(with_float.max_bytes(), LayerAllocator(*analysis_).max_bytes());
@@ -323,7 +326,7 @@ TEST_F(CompressDemo, FloatExclusionAndGroupsAreHonoured) {
 TEST_F(CompressDemo, RefitKeepsTheChoiceAndRoundTrips) {
   auto model = load_model(demo_->model_dir);
   const ImageSet set = open_labels_csv(demo_->labels_csv);
-  at::Tensor images = load_batch(set, 0, 4, model->config().preprocessing).images;
+  at::Tensor images = load_batch(set, 0, 4, model->preprocessing()).images;
   LfhOptions lfh;
   lfh.projections = 16;
   const auto H = label_free_hessian(*model, images, lfh);
@@ -347,7 +350,7 @@ TEST_F(CompressDemo, RefitKeepsTheChoiceAndRoundTrips) {
   auto loaded = load_model(out);
   apply_compressed_layers(*model, refit);
   at::Tensor x = at::randn({3, 3, 64, 64});
-  EXPECT_TRUE(at::equal(loaded->forward(x), model->forward(x)));
+  EXPECT_TRUE(at::equal(loaded->forward(x).logits(), model->forward(x).logits()));
   std::filesystem::remove_all(out);
 }
 
@@ -388,7 +391,7 @@ TEST_F(CompressDemo, ActivationQuantizedExportRoundTripsExactly) {
   // W·A: LayerNorms folded and weights ridge-corrected at A6, the layers refitted to the rebuilt weights, the
   // quantizers exported with the codes; loading the folder must reproduce the in-memory outputs bit for bit.
   auto model = load_model(demo_->model_dir);
-  at::Tensor images = load_batch(*set_, 0, 16, model->config().preprocessing).images;
+  at::Tensor images = load_batch(*set_, 0, 16, model->preprocessing()).images;
   ActQuantSettings as;
   as.bits = 6;
   as.num_images = 16;
@@ -405,8 +408,165 @@ TEST_F(CompressDemo, ActivationQuantizedExportRoundTripsExactly) {
   auto loaded = load_model(out);
   EXPECT_TRUE(loaded->has_activation_hooks());
   at::Tensor x = images.slice(0, 0, 4);
-  EXPECT_TRUE(at::equal(loaded->forward(x), model->forward(x)));
+  EXPECT_TRUE(at::equal(loaded->forward(x).logits(), model->forward(x).logits()));
   disable_activation_quantization(*model);
-  EXPECT_FALSE(at::equal(loaded->forward(x), model->forward(x)));  // the quantizers do act
+  EXPECT_FALSE(at::equal(loaded->forward(x).logits(), model->forward(x).logits()));  // the quantizers do act
+  std::filesystem::remove_all(out);
+}
+
+namespace {
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+void write_text(const std::string& path, const std::string& text) { std::ofstream(path) << text; }
+
+std::string replace_once(std::string s, const std::string& from, const std::string& to) {
+  const size_t at = s.find(from);
+  EXPECT_NE(at, std::string::npos) << from;
+  if (at != std::string::npos) s.replace(at, from.size(), to);
+  return s;
+}
+
+// Rewrites a packed export's weights with one edit: `edit` may change any tensor (by name) or the metadata.
+void rewrite_export(const std::string& dir, const std::function<void(std::vector<std::pair<std::string, at::Tensor>>&,
+                                                                     std::map<std::string, std::string>&)>& edit) {
+  const std::string path = dir + "/compressed.safetensors";
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  std::map<std::string, std::string> meta;
+  {
+    SafetensorsFile f = SafetensorsFile::open(path);
+    for (const auto& info : f.tensors()) tensors.emplace_back(info.name, read_tensor(f, info));
+    meta = f.metadata();
+  }
+  edit(tensors, meta);
+  write_tensors(path, tensors, meta);
+}
+
+std::string load_error(const std::string& dir) {
+  try {
+    load_model(dir);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(loaded)";
+}
+
+}  // namespace
+
+TEST_F(CompressDemo, PackedExportIsAsSmallAsTheBudgetSays) {
+  const Allocation a = allocate(*analysis_, uniform_allocation(*analysis_, 3).bytes);
+  auto float_model = load_model(demo_->model_dir);
+  const std::string out = ::testing::TempDir() + "/lorq_export_size";
+  std::filesystem::remove_all(out);
+  export_compressed(out, *float_model, demo_->model_dir, *analysis_, a);
+  const ExportSizeBreakdown s = export_size_breakdown(out);
+  std::printf("%s", format_export_size(s).c_str());
+  EXPECT_EQ(s.format_version, 2);
+  EXPECT_EQ(s.budget_bytes, a.budget_bytes);
+  // Every demo row holds a whole number of bytes of codes, so the packed codes are exactly the budget's count.
+  EXPECT_EQ(s.code_bytes, s.budget_code_bytes);
+  EXPECT_EQ(s.file_bytes, static_cast<int64_t>(std::filesystem::file_size(out + "/compressed.safetensors")));
+  EXPECT_EQ(s.file_bytes, s.code_bytes + s.param_bytes + s.float_layer_bytes + s.float_other_bytes + s.header_bytes);
+  // Scales (4 B) and uint8 zero-points (1 B) per row: 5 B for each row of W, A (m rows) and B (r rows).
+  int64_t rows = 0;
+  for (size_t i = 0; i < a.choice.size(); ++i) {
+    const LayerOption& o = analysis_->layers[i].options[a.choice[i]];
+    rows += analysis_->layers[i].out_features + (o.kind == OptionKind::LowRank ? o.rank : 0);
+  }
+  EXPECT_EQ(s.param_bytes, 5 * rows);
+  int64_t params = 0;
+  for (const auto& [key, t] : float_model->named_tensors()) params += t.numel();
+  EXPECT_EQ(s.float_checkpoint_bytes, 4 * params);
+  std::filesystem::remove_all(out);
+}
+
+TEST_F(CompressDemo, OldUnpackedExportStillLoadsAndUnknownVersionsAreRejected) {
+  const Allocation a = allocate(*analysis_, uniform_allocation(*analysis_, 3).bytes);
+  auto float_model = load_model(demo_->model_dir);
+  const std::string out = ::testing::TempDir() + "/lorq_export_versions";
+  std::filesystem::remove_all(out);
+  export_compressed(out, *float_model, demo_->model_dir, *analysis_, a);
+  auto packed = load_model(out);
+  // Version 1 as the previous release wrote it: one byte per code, float32 zero-points, no shape or layout.
+  {
+    SafetensorsFile f = SafetensorsFile::open(out + "/compressed.safetensors");
+    std::map<std::string, QuantGroup> groups;
+    for (const std::string& p : quant_group_prefixes(f)) groups[p] = read_quant_group(f, p, 2);
+    rewrite_export(out, [&](auto& tensors, auto& meta) {
+      for (auto& [name, t] : tensors) {
+        for (const auto& [p, g] : groups) {
+          if (name == p + ".codes")
+            t = at::from_blob(const_cast<uint8_t*>(g.codes.data()), {g.rows, g.cols}, at::kByte).clone();
+          if (name == p + ".zero_point") t = t.to(at::kFloat);
+        }
+      }
+      for (const auto& [p, g] : groups) {
+        meta.erase(p + ".shape");
+        meta.erase(p + ".layout");
+      }
+      meta["lorq_format_version"] = "1";
+    });
+    write_text(out + "/lorq-config.json",
+               replace_once(read_text(out + "/lorq-config.json"), "\"version\": 2", "\"version\": 1"));
+  }
+  auto unpacked = load_model(out);
+  const at::Tensor x = at::randn({3, 3, 64, 64});
+  EXPECT_TRUE(at::equal(unpacked->forward(x).logits(), packed->forward(x).logits()));
+  EXPECT_GT(export_size_breakdown(out).code_bytes, export_size_breakdown(out).budget_code_bytes);
+
+  rewrite_export(out, [](auto&, auto& meta) { meta["lorq_format_version"] = "7"; });
+  std::string e = load_error(out);
+  EXPECT_NE(e.find("compressed.safetensors: lorq export format version 7 is not supported"), std::string::npos) << e;
+  rewrite_export(out, [](auto&, auto& meta) { meta["lorq_format_version"] = "1"; });
+  write_text(out + "/lorq-config.json",
+             replace_once(read_text(out + "/lorq-config.json"), "\"version\": 1", "\"version\": 9"));
+  e = load_error(out);
+  EXPECT_NE(e.find("lorq-config.json: lorq export format version 9 is not supported"), std::string::npos) << e;
+  std::filesystem::remove_all(out);
+}
+
+TEST_F(CompressDemo, MalformedPackedExportsAreNamedErrors) {
+  const Allocation a = uniform_allocation(*analysis_, 4);
+  auto float_model = load_model(demo_->model_dir);
+  const std::string out = ::testing::TempDir() + "/lorq_export_malformed";
+  const std::string group = "blocks.1.attn.proj.weight";
+  auto fresh = [&] {
+    std::filesystem::remove_all(out);
+    export_compressed(out, *float_model, demo_->model_dir, *analysis_, a);
+  };
+  auto expect_error = [&](const std::string& what, const std::string& needle) {
+    const std::string e = load_error(out);
+    EXPECT_NE(e.find("compressed.safetensors: '" + group + "': "), std::string::npos) << what << ": " << e;
+    EXPECT_NE(e.find(needle), std::string::npos) << what << ": " << e;
+  };
+  fresh();
+  rewrite_export(out, [&](auto& tensors, auto&) {
+    for (auto& [name, t] : tensors)
+      if (name == group + ".codes") t = t.slice(0, 0, t.size(0) - 1).clone();
+  });
+  expect_error("truncated codes", "packed codes are [95, 48]");
+  fresh();
+  rewrite_export(out, [&](auto&, auto& meta) { meta[group + ".bits"] = "3"; });
+  expect_error("wrong bit width", "need [96, 36]");
+  fresh();
+  rewrite_export(out, [&](auto&, auto& meta) { meta[group + ".bits"] = "12"; });
+  expect_error("bit width out of range", "outside 1..8");
+  fresh();
+  rewrite_export(out, [&](auto&, auto& meta) { meta[group + ".shape"] = "[96, 90]"; });
+  expect_error("shape not matching", "96 rows of 90 codes at 4 bits need [96, 45]");
+  fresh();
+  rewrite_export(out, [&](auto&, auto& meta) { meta[group + ".shape"] = "[96, 95]"; });  // same packed width
+  expect_error("shape not matching the padding", "non-zero padding bits");
+  fresh();
+  rewrite_export(out, [&](auto& tensors, auto&) {
+    for (auto& [name, t] : tensors)
+      if (name == group + ".scale") t = t.slice(0, 0, 10).clone();
+  });
+  expect_error("scales of another length", "one value per row");
   std::filesystem::remove_all(out);
 }

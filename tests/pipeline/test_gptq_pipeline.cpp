@@ -51,7 +51,7 @@ class GptqDemo : public ::testing::Test {
   static at::Tensor calibration_images(const CompressionAnalysis& a) {
     ImageSet s;
     for (const auto& f : a.calibration_files) s.items.push_back({f, -1});
-    return load_batch(s, 0, s.size(), model_->config().preprocessing, 2).images;
+    return load_batch(s, 0, s.size(), model_->preprocessing(), 2).images;
   }
   static api::DemoPaths* demo_;
   static Model* model_;

@@ -14,7 +14,7 @@ using namespace lorq;
 namespace {
 
 std::unique_ptr<VisionTransformer> tiny_model(uint64_t seed) {
-  ModelConfig c;
+  VitConfig c;
   c.embed_dim = 24;
   c.num_heads = 2;
   c.depth = 2;
@@ -38,7 +38,7 @@ std::map<std::string, at::Tensor> reference_squared_gradients(VisionTransformer&
   for (int64_t p = 0; p < V.size(0); ++p) {
     for (auto& [n, w] : weights)
       if (w.grad().defined()) w.mutable_grad().zero_();
-    at::Tensor logits = m.forward(image.unsqueeze(0));
+    at::Tensor logits = m.forward(image.unsqueeze(0)).logits();
     (logits[0] * V[p]).sum().backward();
     for (auto& [n, w] : weights) {
       at::Tensor g = w.grad().clone();
@@ -62,7 +62,7 @@ TEST(Sensitivity, BatchedProjectionsMatchOneBackwardPerProjection) {
   at::Tensor V = at::randn({5, 7});
   for (bool accumulate : {false, true}) {
     std::map<std::string, at::Tensor> running;
-    auto fast = lfh_squared_gradients(*m, image, V, accumulate ? &running : nullptr);
+    auto fast = lfh_squared_gradients(*m, image, {V}, accumulate ? &running : nullptr);
     auto ref = reference_squared_gradients(*m, image, V, accumulate);
     ASSERT_EQ(fast.size(), ref.size());
     for (const auto& [name, r] : ref) {
@@ -100,7 +100,7 @@ TEST(Sensitivity, EstimatorConvergesToDiagonalOfJtJ) {
   at::Tensor images = at::randn({2, 3, 16, 16});
   std::map<std::string, at::Tensor> exact;
   for (int64_t k = 0; k < 2; ++k)
-    for (auto& [n, t] : lfh_squared_gradients(*m, images[k], at::eye(7))) exact[n] = exact.count(n) ? exact[n] + t : t;
+    for (auto& [n, t] : lfh_squared_gradients(*m, images[k], {at::eye(7)})) exact[n] = exact.count(n) ? exact[n] + t : t;
   LfhOptions o;
   o.projections = 2000;
   o.seed = 5;

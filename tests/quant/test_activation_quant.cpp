@@ -84,8 +84,8 @@ at::Tensor activations(std::vector<int64_t> shape, uint64_t seed) {
   return x + outliers;
 }
 
-ModelConfig small_config(bool qkv_bias = true, const std::string& pool = "token") {
-  ModelConfig c;
+VitConfig small_config(bool qkv_bias = true, const std::string& pool = "token") {
+  VitConfig c;
   c.architecture = "test_vit";
   c.embed_dim = 24;
   c.num_heads = 3;
@@ -102,7 +102,7 @@ ModelConfig small_config(bool qkv_bias = true, const std::string& pool = "token"
 }
 
 // A random ViT whose LayerNorms and biases are not the identity/zero of a fresh init (folding must move them).
-std::unique_ptr<VisionTransformer> random_vit(const ModelConfig& c, uint64_t seed) {
+std::unique_ptr<VisionTransformer> random_vit(const VitConfig& c, uint64_t seed) {
   auto m = VisionTransformer::create_random(c, seed);
   for (const auto& [key, t] : m->named_tensors()) {
     if (key.find("norm") != std::string::npos && key.size() > 7 && key.substr(key.size() - 7) == ".weight")
@@ -321,7 +321,7 @@ TEST(ActivationHooks, PointsAreListedInNetworkOrderWithKindsAndConsumers) {
 }
 
 TEST(ActivationHooks, EveryPointIsVisitedOnceWithTheExpectedShape) {
-  const ModelConfig c = small_config();
+  const VitConfig c = small_config();
   auto m = VisionTransformer::create_random(c, 2);
   std::map<std::string, std::vector<int64_t>> seen;
   for (const auto& p : m->activation_points()) {
@@ -333,7 +333,7 @@ TEST(ActivationHooks, EveryPointIsVisitedOnceWithTheExpectedShape) {
     });
   }
   const at::NoGradGuard no_grad;
-  m->forward(at::randn({2, 3, 16, 16}));
+  m->forward(at::randn({2, 3, 16, 16})).logits();
   const int64_t N = 17, D = 24, H = 3;
   EXPECT_EQ(seen.size(), m->activation_points().size());
   EXPECT_EQ(seen["blocks.0.norm1.out"], (std::vector<int64_t>{2, N, D}));
@@ -347,15 +347,15 @@ TEST(ActivationHooks, IdentityHooksAndClearedHooksAreBitIdentical) {
   auto m = random_vit(small_config(), 3);
   const at::NoGradGuard no_grad;
   const at::Tensor images = at::randn({3, 3, 16, 16});
-  const at::Tensor before = m->forward(images);
+  const at::Tensor before = m->forward(images).logits();
   for (const auto& p : m->activation_points()) m->set_activation_hook(p.name, [](const at::Tensor& x) { return x; });
-  EXPECT_TRUE(at::equal(m->forward(images), before));
+  EXPECT_TRUE(at::equal(m->forward(images).logits(), before));
   // A hook changes the output; clearing it restores the float path exactly.
   m->set_activation_hook("blocks.1.attn.softmax", [](const at::Tensor& x) { return x * 0.5; });
-  EXPECT_FALSE(at::equal(m->forward(images), before));
+  EXPECT_FALSE(at::equal(m->forward(images).logits(), before));
   m->clear_activation_hooks();
   EXPECT_FALSE(m->has_activation_hooks());
-  EXPECT_TRUE(at::equal(m->forward(images), before));
+  EXPECT_TRUE(at::equal(m->forward(images).logits(), before));
 }
 
 TEST(ActivationHooks, SetBiasCreatesAMissingBias) {
@@ -364,13 +364,13 @@ TEST(ActivationHooks, SetBiasCreatesAMissingBias) {
   EXPECT_FALSE(m->bias("blocks.0.attn.qkv").defined());
   const at::NoGradGuard no_grad;
   const at::Tensor images = at::randn({2, 3, 16, 16});
-  const at::Tensor before = m->forward(images);
+  const at::Tensor before = m->forward(images).logits();
   m->set_bias("blocks.0.attn.qkv", at::zeros({72}));
   EXPECT_TRUE(m->layer("blocks.0.attn.qkv").has_bias);
   EXPECT_TRUE(m->tensor("blocks.0.attn.qkv.bias").defined());
-  EXPECT_TRUE(at::allclose(m->forward(images), before, 1e-5, 1e-6));
+  EXPECT_TRUE(at::allclose(m->forward(images).logits(), before, 1e-5, 1e-6));
   m->set_bias("blocks.0.attn.qkv", at::full({72}, 0.5f));
-  EXPECT_FALSE(at::allclose(m->forward(images), before, 1e-5, 1e-6));
+  EXPECT_FALSE(at::allclose(m->forward(images).logits(), before, 1e-5, 1e-6));
   EXPECT_THROW(m->set_bias("blocks.0.attn.qkv", at::zeros({5})), Error);
   // Once every qkv layer has one, the config says so; a checkpoint with qkv biases loads them whatever it says.
   EXPECT_FALSE(m->config().qkv_bias);
@@ -378,11 +378,11 @@ TEST(ActivationHooks, SetBiasCreatesAMissingBias) {
   EXPECT_TRUE(m->config().qkv_bias);
   std::map<std::string, at::Tensor> tensors;
   for (const auto& [key, t] : m->named_tensors()) tensors[key] = t;
-  ModelConfig no_bias = m->config();
+  VitConfig no_bias = m->config();
   no_bias.qkv_bias = false;
   VisionTransformer reloaded(no_bias, tensors, "<test>");
   EXPECT_TRUE(reloaded.layer("blocks.0.attn.qkv").has_bias);
-  EXPECT_TRUE(at::equal(reloaded.forward(images), m->forward(images)));
+  EXPECT_TRUE(at::equal(reloaded.forward(images).logits(), m->forward(images).logits()));
   EXPECT_THROW(m->set_tensor("blocks.0.norm1.weight", at::zeros({5})), Error);
 }
 
@@ -393,7 +393,7 @@ TEST(LayerNormFolding, PreservesTheFunctionOfARandomViT) {
     auto m = random_vit(cfg, 5);
     const at::NoGradGuard no_grad;
     const at::Tensor images = at::randn({8, 3, 16, 16});
-    const at::Tensor before = m->forward(images);
+    const at::Tensor before = m->forward(images).logits();
     ActQuantSettings s;
     s.bits = 4;
     s.ridge_regression = false;
@@ -403,12 +403,12 @@ TEST(LayerNormFolding, PreservesTheFunctionOfARandomViT) {
     for (const auto& [point, q] : aq.quantizers) EXPECT_NE(q.type, ActQuantizerType::PerChannel) << point;
     EXPECT_TRUE(m->layer("blocks.1.attn.qkv").has_bias);
     disable_activation_quantization(*m);
-    const double err = rel_max_err(m->forward(images), before);
+    const double err = rel_max_err(m->forward(images).logits(), before);
     std::printf("LN folding (%s pool): relative max change %.3g\n", cfg.global_pool.c_str(), err);
     EXPECT_LT(err, 1e-4);
     // With quantization on the output moves, but stays correlated with the float one.
     enable_activation_quantization(*m, aq);
-    const at::Tensor quantized = m->forward(images);
+    const at::Tensor quantized = m->forward(images).logits();
     EXPECT_FALSE(at::equal(quantized, before));
     EXPECT_LT(rel_max_err(quantized, before), 1.0);
   }
@@ -424,12 +424,12 @@ TEST(LayerNormFolding, FoldedQuantizerIsTheMeanScaleAndZeroPoint) {
   pc.zero_point = at::randint(0, 16, {24}).to(at::kFloat);
   const at::NoGradGuard no_grad;
   const at::Tensor images = at::randn({2, 3, 16, 16});
-  const at::Tensor before = m->forward(images);
+  const at::Tensor before = m->forward(images).logits();
   const ActivationQuantizer pt = fold_layernorm_quantizer(*m, p, pc);
   EXPECT_EQ(pt.type, ActQuantizerType::PerTensor);
   EXPECT_NEAR(pt.scale.item<float>(), pc.scale.mean().item<float>(), 1e-6);
   EXPECT_NEAR(pt.zero_point.item<float>(), pc.zero_point.mean().item<float>(), 1e-5);
-  EXPECT_LT(rel_max_err(m->forward(images), before), 1e-5);
+  EXPECT_LT(rel_max_err(m->forward(images).logits(), before), 1e-5);
   EXPECT_THROW(fold_layernorm_quantizer(*m, m->activation_point("blocks.0.attn.q"), pc), Error);
 }
 
@@ -499,7 +499,7 @@ TEST(ActivationPipeline, RidgeRegressionLowersTheQuantizedOutputErrorOfARandomVi
   double err[2];
   for (bool ridge : {false, true}) {
     auto m = random_vit(small_config(), 9);
-    const at::Tensor ref = m->forward(images);
+    const at::Tensor ref = m->forward(images).logits();
     ActQuantSettings s;
     s.bits = 4;
     s.ridge_regression = ridge;
@@ -508,9 +508,9 @@ TEST(ActivationPipeline, RidgeRegressionLowersTheQuantizedOutputErrorOfARandomVi
     if (ridge) EXPECT_EQ(aq.corrected_layers.front(), "blocks.0.attn.qkv");
     if (ridge) EXPECT_EQ(aq.corrected_layers.back(), "head");
     EXPECT_TRUE(m->has_activation_hooks());
-    err[ridge] = (m->forward(images) - ref).norm().item<double>() / ref.norm().item<double>();
+    err[ridge] = (m->forward(images).logits() - ref).norm().item<double>() / ref.norm().item<double>();
     // Staged execution runs the same quantizers.
-    EXPECT_TRUE(at::equal(m->run_from(0, m->embed(images)), m->forward(images)));
+    EXPECT_TRUE(at::equal(m->run_from(0, m->embed(images)).logits(), m->forward(images).logits()));
   }
   std::printf("random ViT A4: relative logit error %.4f without, %.4f with ridge regression\n", err[0], err[1]);
   EXPECT_LT(err[1], err[0]);
@@ -525,7 +525,7 @@ TEST(ActivationPipeline, CalibrationIsSequential) {
   const std::string point = "blocks.1.mlp.fc2.in";
   at::Tensor float_input;
   m->set_activation_hook(point, [&](const at::Tensor& x) { return float_input = x; });
-  m->forward(images);
+  m->forward(images).logits();
   ActQuantSettings s;
   s.bits = 3;
   s.fold_layernorm = false;
@@ -534,7 +534,7 @@ TEST(ActivationPipeline, CalibrationIsSequential) {
   const ActivationQuantizer& installed = aq.quantizers.at(point);
   at::Tensor quantized_input;
   m->set_activation_hook(point, [&](const at::Tensor& x) { return installed(quantized_input = x); });
-  m->forward(images);
+  m->forward(images).logits();
   ActivationQuantizer refit, from_float;
   refit.bits = from_float.bits = 3;
   calibrate_activation_quantizer(refit, quantized_input);
@@ -594,14 +594,14 @@ TEST(ActivationDeiT, LayerNormFoldingPreservesDeiTTiny) {
   SafetensorsFile golden = SafetensorsFile::open(dir + "/golden.safetensors");
   const at::Tensor input = read_tensor(golden, golden.at("input")).to(at::kFloat);
   const at::NoGradGuard no_grad;
-  const at::Tensor before = m->forward(input);
+  const at::Tensor before = m->forward(input).logits();
   ActQuantSettings s;
   s.bits = 4;
   s.ridge_regression = false;
   const ActivationQuantization aq = quantize_activations(*m, input, s);
   EXPECT_EQ(aq.folded_norms.size(), 24u);
   disable_activation_quantization(*m);
-  const double err = rel_max_err(m->forward(input), before);
+  const double err = rel_max_err(m->forward(input).logits(), before);
   std::printf("DeiT-Tiny LN folding: relative max logit change %.3g\n", err);
   EXPECT_LT(err, 1e-4);
 }
@@ -612,7 +612,7 @@ double top1_pct(Model& model, const ImageBatch& data, int batch) {
   int64_t correct = 0;
   for (int64_t i = 0; i < data.images.size(0); i += batch) {
     const at::Tensor pred =
-        model.forward(data.images.narrow(0, i, std::min<int64_t>(batch, data.images.size(0) - i))).argmax(1);
+        model.forward(data.images.narrow(0, i, std::min<int64_t>(batch, data.images.size(0) - i))).logits().argmax(1);
     for (int64_t j = 0; j < pred.size(0); ++j) correct += pred[j].item<int64_t>() == data.labels[i + j];
   }
   return 100.0 * correct / data.images.size(0);
@@ -628,8 +628,8 @@ TEST(ActivationDeiT, TopOneAtA8AndA4OnAHundredImages) {
   auto model = load_model(dir);
   // Evaluation: images 0..99 (decoded once); calibration: 32 other images from the end of the set.
   double t = now_s();
-  const ImageBatch eval = load_batch(set, 0, 100, model->config().preprocessing, 2);
-  const ImageBatch calib = load_batch(set, 400, 432, model->config().preprocessing, 2);
+  const ImageBatch eval = load_batch(set, 0, 100, model->preprocessing(), 2);
+  const ImageBatch calib = load_batch(set, 400, 432, model->preprocessing(), 2);
   ASSERT_EQ(eval.images.size(0), 100);
   ASSERT_EQ(calib.images.size(0), 32);
   std::printf("decoded 132 images in %.1f s\n", now_s() - t);

@@ -135,7 +135,7 @@ class RoundingDemo : public ::testing::Test {
     cs.calibration.images = 16;
     cs.lfh_images = 4;
     cs.lfh.projections = 16;
-    // The learning is tested against nearest rounding's codes. From error-compensated codes (the default quantizer)
+    // The learning is tested against nearest rounding's codes. From error-compensated codes (--quantizer gptq)
     // 200 steps do not beat the start (the soft start is the compensated values, whose output is far from W's);
     // keep_nearest_if_worse then keeps the compensated codes.
     cs.candidates.quantizer = Quantizer::Nearest;
@@ -153,7 +153,7 @@ class RoundingDemo : public ::testing::Test {
       (rounding_set.size() < 96 ? rounding_set : held_out).items.push_back(item);
     }
     held_out_ = new ImageSet(held_out);
-    images_ = new at::Tensor(load_batch(rounding_set, 0, rounding_set.size(), model->config().preprocessing).images);
+    images_ = new at::Tensor(load_batch(rounding_set, 0, rounding_set.size(), model->preprocessing()).images);
     settings_ = new RoundingSettings();
     settings_->iterations = 200;
     settings_->images = 96;

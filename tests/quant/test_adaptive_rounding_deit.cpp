@@ -32,7 +32,7 @@ class DeiTRounding : public ::testing::Test {
 TEST_F(DeiTRounding, BeatsNearestRoundingOnHeldOutImagesAtThreeBits) {
   init_threads();
   auto model = load_model(model_dir_);
-  const ImageSet set = open_image_set(images_dir_, "", model->config().label_names);
+  const ImageSet set = open_image_set(images_dir_, "", model->label_names());
   CompressSettings cs;
   cs.global_error.estimate = true;
   const CompressionAnalysis analysis = analyze_model(*model, set, cs);
@@ -42,7 +42,7 @@ TEST_F(DeiTRounding, BeatsNearestRoundingOnHeldOutImagesAtThreeBits) {
   const FinalImages split = split_final_images(set, analysis.calibration_files, static_cast<size_t>(rs.images));
   const ImageSet& rounding_set = split.train;
   const ImageSet& held_out = split.held_out;
-  const at::Tensor images = load_batch(rounding_set, 0, rounding_set.size(), model->config().preprocessing, 2).images;
+  const at::Tensor images = load_batch(rounding_set, 0, rounding_set.size(), model->preprocessing(), 2).images;
   ASSERT_EQ(images.size(0), rs.images);
 
   const std::vector<CompressedLayer> nearest = compress_layers(*model, analysis, allocation);
@@ -70,6 +70,6 @@ TEST_F(DeiTRounding, BeatsNearestRoundingOnHeldOutImagesAtThreeBits) {
   export_compressed(out, *model, model_dir_, analysis, allocation, rounded);
   auto loaded = load_model(out);
   const at::Tensor x = images.slice(0, 0, 2);
-  EXPECT_TRUE(at::equal(loaded->forward(x), m->forward(x)));
+  EXPECT_TRUE(at::equal(loaded->forward(x).logits(), m->forward(x).logits()));
   std::filesystem::remove_all(out);
 }

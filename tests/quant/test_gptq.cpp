@@ -226,6 +226,7 @@ TEST(Gptq, LayerCandidatesCompensateEveryOptionAndBothFactors) {
   const at::Tensor W = at::randn({m, n}) * 0.2;
   const at::Tensor lfh = at::rand({m, n}) + 0.05;
   CandidateSettings s;
+  s.quantizer = Quantizer::Gptq;
   const LayerCandidates g = build_layer_candidates("l", W, lfh, true, s, Hx);
   CandidateSettings sn = s;
   sn.quantizer = Quantizer::Nearest;

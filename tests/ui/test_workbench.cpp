@@ -1,32 +1,50 @@
 // The workbench on the offscreen platform: the demo analyzed with fast settings (LFH-estimated global errors, so
-// the whole file stays well under two minutes), then budget moves, pins with undo, evaluation, export, session
-// save/reopen from the cache, cancellation on close, and errors reported rather than fatal.
+// the whole file stays well under two minutes), then budget gestures, pins, bulk constraints and layer groups with
+// undo, the trade-off curve off the UI thread, evaluation, export, session save/reopen from the cache, the
+// laptop-size layout, never losing work (untitled documents, save/discard/cancel naming a running job), the
+// command line, and errors reported rather than fatal. Nothing here depends on how fast the machine is: tests
+// wait for signals or states, and timeouts only bound a hang.
 #include <qcustomplot.h>
 
+#include <QApplication>
 #include <QDockWidget>
-#include <QElapsedTimer>
+#include <QDoubleSpinBox>
 #include <QFile>
+#include <QHeaderView>
+#include <QLabel>
+#include <QLineEdit>
 #include <QListWidget>
+#include <QMenuBar>
+#include <QPushButton>
 #include <QSignalSpy>
 #include <QSlider>
+#include <QSpinBox>
 #include <QStandardPaths>
 #include <QStatusBar>
 #include <QTableView>
+#include <QTableWidget>
 #include <QTemporaryDir>
 #include <QUndoStack>
 #include <QtTest>
+#include <atomic>
+#include <chrono>
+#include <thread>
 
+#include "allocation_view.h"
 #include "budget_view.h"
 #include "commands.h"
 #include "compare_view.h"
 #include "job_panel.h"
 #include "job_runner.h"
-#include "loss_plot.h"
 #include "layers_view.h"
 #include "lorq/session/api.h"
+#include "loss_plot.h"
 #include "main_window.h"
 #include "pareto_view.h"
-#include "workbench_state.h"
+#include "plot_export.h"
+#include "session_panel.h"
+#include "workbench_args.h"
+#include "workbench_document.h"
 
 using namespace lorq::api;
 
@@ -39,6 +57,25 @@ class WorkbenchTest : public QObject {
     return s;
   }
   QString path(const QString& name) const { return QDir(tmp_.path()).filePath(name); }
+  static QString readAll(const QString& file) {
+    QFile f(file);
+    return f.open(QIODevice::ReadOnly) ? QString::fromUtf8(f.readAll()) : QString();
+  }
+  // Whether a widget is shown, not hidden behind others or outside the window, and at least its minimum size.
+  static bool reachable(QWidget* w, QWidget* window) {
+    if (!w->isVisible() || w->visibleRegion().isEmpty()) return false;
+    const QRect r(w->mapTo(window, QPoint(0, 0)), w->size());
+    return window->rect().contains(r) && w->width() >= w->minimumSizeHint().width() &&
+           w->height() >= w->minimumSizeHint().height() && w->visibleRegion().boundingRect().size() == w->size();
+  }
+  // A job that runs until cancelled: the test decides when it ends, not the machine's speed.
+  static void startBlockingJob(MainWindow* w, std::atomic<bool>* sawCancel) {
+    QVERIFY(w->jobs()->start("Blocking test job", [sawCancel](const lorq::JobControl& job) {
+      while (!job.cancelled()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      *sawCancel = true;
+      throw lorq::Cancelled();
+    }));
+  }
 
   QTemporaryDir tmp_;
   std::unique_ptr<MainWindow> w_;
@@ -55,13 +92,10 @@ class WorkbenchTest : public QObject {
     QCOMPARE(w_->layersView()->model()->rowCount(), 26);
     w_->setSettings(testSettings());
     QSignalSpy done(w_.get(), &MainWindow::analysisFinished);
-    QElapsedTimer t;
-    t.start();
     QVERIFY(w_->startAnalysis());
     QVERIFY(w_->jobRunning());
-    QVERIFY(done.wait(180000));
+    QVERIFY(done.wait(600000));  // bounds a hang only
     QCOMPARE(done.takeFirst().at(0).toBool(), true);
-    qInfo("first analysis: %.1f s", t.elapsed() / 1000.0);
     QVERIFY(w_->state()->ready());
     QCOMPARE(static_cast<int>(w_->state()->layers().size()), 26);
   }
@@ -80,21 +114,35 @@ class WorkbenchTest : public QObject {
     QVERIFY(!w.startAnalysis());  // nothing to analyze: reported, not fatal
   }
 
-  void budgetSliderResolvesAndMergesIntoOneUndoStep() {
-    WorkbenchState* s = w_->state();
+  void budgetDragIsOneUndoStepAndTheNextDragAnother() {
+    WorkbenchDocument* s = w_->state();
     QUndoStack* undo = w_->undoStack();
     undo->clear();
     const int64_t before = s->budget();
     QSlider* slider = w_->budgetView()->slider();
+    slider->setSliderDown(true);  // press: a gesture starts
     for (int v : {200, 400, 600, 800}) {
       slider->setValue(v);
       QVERIFY(s->allocation().bytes <= s->allocation().budget_bytes);
     }
+    slider->setSliderDown(false);
     QVERIFY(s->budget() != before);
     QCOMPARE(undo->count(), 1);  // one drag, one undo step
+    const int64_t afterFirst = s->budget();
     const double errAt800 = s->allocation().predicted_error;
+    slider->setSliderDown(true);
+    slider->setValue(150);
     slider->setValue(100);
+    slider->setSliderDown(false);
     QVERIFY(s->allocation().predicted_error >= errAt800);  // less memory, no less error (exact optimum)
+    QCOMPARE(undo->count(), 2);                            // the second drag is a step of its own
+    const int64_t afterSecond = s->budget();
+    w_->budgetView()->avgBitsBox()->setValue(5.0);  // a typed value: another step
+    QCOMPARE(undo->count(), 3);
+    undo->undo();
+    QCOMPARE(s->budget(), afterSecond);
+    undo->undo();
+    QCOMPARE(s->budget(), afterFirst);
     undo->undo();
     QCOMPARE(s->budget(), before);
     // Back to 4 bits for the following tests.
@@ -102,7 +150,7 @@ class WorkbenchTest : public QObject {
   }
 
   void pinLayerAndUndo() {
-    WorkbenchState* s = w_->state();
+    WorkbenchDocument* s = w_->state();
     const int layer = 4;
     const int current = s->allocation().choice[layer];
     const auto& options = s->layers()[layer].options;
@@ -123,7 +171,7 @@ class WorkbenchTest : public QObject {
   }
 
   void impossibleConstraintIsReportedAndNotApplied() {
-    WorkbenchState* s = w_->state();
+    WorkbenchDocument* s = w_->state();
     LayerConstraint c;
     c.min_bits = 16;  // no option has 16 bits
     QVERIFY(!w_->edit()->setConstraint(0, c, "impossible"));
@@ -135,7 +183,7 @@ class WorkbenchTest : public QObject {
     w_->resize(1500, 950);
     w_->show();
     QVERIFY(QTest::qWaitForWindowExposed(w_.get()));
-    WorkbenchState* s = w_->state();
+    WorkbenchDocument* s = w_->state();
     s->setSelectedLayer(1);
     ParetoView* pareto = w_->paretoView();
     pareto->plot()->replot();
@@ -148,6 +196,216 @@ class WorkbenchTest : public QObject {
     QCOMPARE(s->constraint(1).pinned_option, target);
     w_->undoStack()->undo();
     QVERIFY(s->constraint(1).empty());
+  }
+
+  void curveIsComputedOffTheUIThreadAndSupersededOnesAreCancelled() {
+    WorkbenchDocument* s = w_->state();
+    QTRY_VERIFY_WITH_TIMEOUT(!s->curveRunning(), 120000);
+    QSignalSpy cancelled(s, &WorkbenchDocument::curveCancelled);
+    LayerConstraint c;
+    c.min_bits = 6;
+    QVERIFY(w_->edit()->setConstraint(3, c, "min 6 bits"));  // a new allocator: its curve starts on a worker
+    QVERIFY(s->curveRunning());
+    QVERIFY(s->curve().empty());
+    w_->undoStack()->undo();  // another allocator before the first curve arrived: the first is cancelled
+    QTRY_VERIFY_WITH_TIMEOUT(!s->curveRunning(), 120000);
+    QCOMPARE(cancelled.count(), 1);
+    QVERIFY(s->curve().size() > 10);
+    // Every point is an exact optimum of the current allocator, ending at the largest allocation.
+    for (const TradeoffPoint& p : s->curve())
+      QVERIFY(std::abs(s->allocator()->solve(p.bytes).predicted_error - p.error) <= 1e-9 * (1 + p.error));
+    QCOMPARE(s->curve().back().bytes, s->allocator()->solve(s->allocator()->max_bytes()).bytes);
+    // An explicit cancel drops the computation and leaves no curve.
+    QVERIFY(w_->edit()->setConstraint(3, c, "min 6 bits"));
+    s->cancelCurve();
+    QTRY_VERIFY_WITH_TIMEOUT(!s->curveRunning(), 120000);
+    QCOMPARE(cancelled.count(), 2);
+    QVERIFY(s->curve().empty());
+    w_->undoStack()->undo();
+    QTRY_VERIFY_WITH_TIMEOUT(!s->curve().empty(), 120000);
+  }
+
+  void bulkConstraintsByPatternAreOneUndoStep() {
+    WorkbenchDocument* s = w_->state();
+    LayersView* view = w_->layersView();
+    const int depth = s->model().depth;
+    QVERIFY(depth > 1);
+    view->patternBox()->setText("*.attn.qkv");
+    QCOMPARE(view->selectPattern("*.attn.qkv"), depth);
+    const std::vector<int> layers = view->selectedLayers();
+    QCOMPARE(static_cast<int>(layers.size()), depth);
+    for (int l : layers) QVERIFY(QString::fromStdString(s->layers()[l].name).endsWith(".attn.qkv"));
+    const int steps = w_->undoStack()->index();
+    QVERIFY(w_->edit()->editConstraints(
+        layers,
+        [](int, LayerConstraint c) {
+          c.min_bits = 6;
+          return c;
+        },
+        "Minimum 6 bits on qkv"));
+    QCOMPARE(w_->undoStack()->index(), steps + 1);
+    for (int l : layers) {
+      QCOMPARE(s->constraint(l).min_bits, 6);
+      const OptionRow* o = s->chosenOption(l);
+      QVERIFY(!o || (o->kind == OptionKind::Quant ? o->bits >= 6 : std::min(o->bits_a, o->bits_b) >= 6));
+    }
+    w_->undoStack()->undo();
+    for (int l : layers) QVERIFY(s->constraint(l).empty());
+  }
+
+  void layerGroupsTakeOneChoiceAndUndo() {
+    WorkbenchDocument* s = w_->state();
+    const int a = s->layerIndex("blocks.0.mlp.fc1"), b = s->layerIndex("blocks.1.mlp.fc1");
+    QVERIFY(a >= 0 && b >= 0);
+    QVERIFY(w_->edit()->groupLayers({a, b}));
+    QCOMPARE(static_cast<int>(s->groups().size()), 1);
+    QCOMPARE(s->groupOf(a), 0);
+    QCOMPARE(s->groupOf(b), 0);
+    QCOMPARE(s->choiceLabel(a), s->choiceLabel(b));
+    QVERIFY(w_->layersView()
+                ->model()
+                ->data(w_->layersView()->model()->index(a, LayersModel::Constraint), Qt::DisplayRole)
+                .toString()
+                .contains("group 1"));
+    for (double bits : {2.5, 3.0, 5.0, 7.0}) {
+      w_->edit()->setBudget(budget_bytes_for_avg_bits(bits, s->params()));
+      QCOMPARE(s->choiceLabel(a), s->choiceLabel(b));
+    }
+    w_->undoStack()->undo();
+    w_->undoStack()->undo();
+    w_->undoStack()->undo();
+    w_->undoStack()->undo();
+    w_->undoStack()->undo();
+    QVERIFY(s->groups().empty());
+    QCOMPARE(s->groupOf(a), -1);
+  }
+
+  void constraintsJsonExportsAndImports() {
+    WorkbenchDocument* s = w_->state();
+    const int a = s->layerIndex("blocks.2.mlp.fc2"), b = s->layerIndex("blocks.3.mlp.fc2");
+    QVERIFY(w_->edit()->pinLayer(4, 0));
+    QVERIFY(w_->edit()->groupLayers({a, b}));
+    const ConstraintMap constraints = s->constraints();
+    const LayerGroups groups = s->groups();
+    const QString file = path("constraints.json");
+    QVERIFY(w_->exportConstraints(file));
+    const QString text = readAll(file);
+    QVERIFY(text.contains("\"groups\""));
+    QVERIFY(text.contains(QString::fromStdString(s->layers()[4].options[0].label)));  // pins by label
+    QVERIFY(w_->edit()->clearAllConstraints());
+    QVERIFY(s->constraints().empty() && s->groups().empty());
+    QVERIFY(w_->importConstraints(file));
+    QVERIFY(s->constraints() == constraints);
+    QVERIFY(s->groups() == groups);
+    w_->undoStack()->undo();  // the import is one step
+    QVERIFY(s->constraints().empty());
+    // A bad file is reported naming it, and changes nothing.
+    QFile bad(path("bad-constraints.json"));
+    QVERIFY(bad.open(QIODevice::WriteOnly));
+    bad.write("{\"version\": 1, \"layers\": {\"no.such.layer\": {\"min_bits\": 4}}}");
+    bad.close();
+    QVERIFY(!w_->importConstraints(bad.fileName()));
+    QVERIFY(w_->lastError().contains("bad-constraints.json"));
+    QVERIFY(s->constraints().empty());
+    w_->undoStack()->undo();
+    w_->undoStack()->undo();
+    w_->undoStack()->undo();
+    QVERIFY(s->constraints().empty() && s->groups().empty());
+  }
+
+  void layersTableExportsCsv() {
+    const QString file = path("layers.csv");
+    QCOMPARE(w_->layersView()->exportCsv(file), QString());
+    const QStringList lines = readAll(file).split('\n', Qt::SkipEmptyParts);
+    QCOMPARE(lines.size(), 1 + static_cast<int>(w_->state()->layers().size()));
+    QVERIFY(lines[0].contains("Choice"));
+    QVERIFY(lines[1].contains(QString::fromStdString(w_->state()->layers()[0].name)));
+    QVERIFY(lines[1].contains(w_->state()->choiceLabel(0)));
+  }
+
+  void laptopSizeKeepsBudgetControlsAndRunAnalysisReachable() {
+    w_->resize(1280, 760);
+    w_->show();
+    QVERIFY(QTest::qWaitForWindowExposed(w_.get()));
+    QTRY_COMPARE_WITH_TIMEOUT(w_->size(), QSize(1280, 760), 10000);
+    w_->resetLayout();  // View > Reset layout at this size
+    QApplication::processEvents();
+    BudgetView* budget = w_->budgetView();
+    QVERIFY2(reachable(budget->slider(), w_.get()), "budget slider");
+    QVERIFY2(reachable(budget->avgBitsBox(), w_.get()), "average bits box");
+    QVERIFY2(reachable(w_->sessionPanel()->analyzeButton(), w_.get()), "Run analysis button");
+    // The choice column is in sight without scrolling the layers table sideways.
+    QTableView* table = w_->layersView()->table();
+    const QRect choice = table->visualRect(table->model()->index(0, LayersModel::Choice));
+    QVERIFY2(table->viewport()->rect().contains(choice), "choice column");
+    // Legends take at most a small part of a plot (or are collapsed); axis labels fit beside their axes.
+    for (QCustomPlot* plot : {w_->paretoView()->plot(), w_->budgetView()->plot(), w_->allocationView()->plot()}) {
+      plot->replot();
+      const int axisHeight = plot->axisRect()->rect().height();
+      QVERIFY2(axisHeight >= 60, qPrintable(plot->objectName()));
+      if (plot->legend->visible() && plot->legend->layout() != plot->axisRect()->insetLayout())
+        QVERIFY2(plot->legend->outerRect().height() <= 0.5 * plot->height(), qPrintable(plot->objectName()));
+      for (QCPAxis* axis : {plot->yAxis, plot->yAxis2})
+        if (axis->visible() && !axis->label().isEmpty())
+          QVERIFY2(QFontMetrics(axis->labelFont()).horizontalAdvance(axis->label()) <= axisHeight,
+                   qPrintable(plot->objectName() + ": " + axis->label()));
+    }
+    // The curve is drawn: the budget plot holds the curve's colour.
+    QTRY_VERIFY_WITH_TIMEOUT(!w_->state()->curve().empty(), 120000);
+    budget->plot()->replot();
+    const QImage image = budget->plot()->grab().toImage();
+    int curvePixels = 0;
+    for (int y = 0; y < image.height(); ++y)
+      for (int x = 0; x < image.width(); ++x) {
+        const QColor c = image.pixelColor(x, y);
+        if (std::abs(c.red() - 40) < 12 && std::abs(c.green() - 90) < 12 && std::abs(c.blue() - 160) < 12)
+          ++curvePixels;
+      }
+    QVERIFY2(curvePixels > 50, qPrintable(QString("%1 curve pixels").arg(curvePixels)));
+  }
+
+  void floatLayerIsCappedAndSavedPlotsHaveNoSelectionBand() {
+    WorkbenchDocument* s = w_->state();
+    AllocationView* view = w_->allocationView();
+    LayerConstraint c;
+    c.excluded = Exclusion::Float;
+    QVERIFY(w_->edit()->setConstraint(5, c, "keep in float"));
+    QCOMPARE(s->allocation().choice[5], kKeepFloat);
+    QVERIFY2(view->bitsAxisTop() < 12, "a float layer must not stretch the bits axis to 32");
+    s->setSelectedLayer(2);
+    view->plot()->replot();
+    // The selection band (translucent amber over white) is on screen but not in the saved file.
+    const auto bandPixels = [](const QImage& image) {
+      int n = 0;
+      for (int y = 0; y < image.height(); ++y)
+        for (int x = 0; x < image.width(); ++x) {
+          const QColor p = image.pixelColor(x, y);
+          if (p.red() > 250 && std::abs(p.green() - 242) < 6 && std::abs(p.blue() - 196) < 8) ++n;
+        }
+      return n;
+    };
+    QVERIFY(bandPixels(view->plot()->toPixmap().toImage()) > 20);
+    const QString png = path("allocation-saved.png"), pdf = path("allocation-saved.pdf");
+    QCOMPARE(savePlot(view->plot(), png, [view] { return view->highlights(); }), QString());
+    QCOMPARE(savePlot(view->plot(), pdf, [view] { return view->highlights(); }), QString());
+    QVERIFY(QFileInfo(pdf).size() > 0);
+    QImage saved(png);
+    QVERIFY(!saved.isNull());
+    QCOMPARE(bandPixels(saved), 0);
+    QVERIFY(savePlot(view->plot(), path("x.bmp")).contains("x.bmp"));
+    w_->undoStack()->undo();
+  }
+
+  void wheelOverTheSettingsPanelLeavesUnfocusedSpinBoxesAlone() {
+    QSpinBox* box = w_->sessionPanel()->calibrationCountBox();
+    QVERIFY(!box->hasFocus());
+    const int before = box->value();
+    const QPointF at(box->width() / 2.0, box->height() / 2.0);
+    QWheelEvent wheel(at, box->mapToGlobal(at), QPoint(), QPoint(0, 120), Qt::NoButton, Qt::NoModifier,
+                      Qt::NoScrollPhase, false);
+    QApplication::sendEvent(box, &wheel);
+    QCOMPARE(box->value(), before);
+    QCOMPARE(w_->state()->settings().calibration_images, before);
   }
 
   void evaluationComparesBothModels() {
@@ -164,6 +422,45 @@ class WorkbenchTest : public QObject {
     QVERIFY(r->images.front().kl >= r->images.back().kl);
     QCOMPARE(static_cast<int>(r->images.front().float_top.size()), 5);
     QVERIFY(w_->compareView()->strip()->count() > 0);
+    QVERIFY(!w_->jobRunning());  // showing the first image starts nothing
+    // The caption names the true class, beside the image rather than over it.
+    const ImageComparison& first = r->images.front();
+    QVERIFY(first.label >= 0);
+    QLabel* caption = w_->compareView()->caption();
+    QVERIFY2(caption->text().contains("true class: <b>" + w_->state()->className(first.label) + "</b>"),
+             qPrintable(caption->text()));
+    QVERIFY(!w_->state()->className(first.label).startsWith("class "));  // a name, not an index
+    QWidget* canvas = w_->compareView()->findChild<QWidget*>("compareCanvas");
+    QVERIFY(canvas);
+    w_->show();
+    w_->compareDock()->raise();
+    QVERIFY(QTest::qWaitForWindowExposed(w_.get()));
+    QTRY_VERIFY_WITH_TIMEOUT(canvas->isVisible() && caption->isVisible(), 10000);
+    const QRect captionRect(caption->mapTo(w_->compareView(), QPoint(0, 0)), caption->size());
+    const QRect canvasRect(canvas->mapTo(w_->compareView(), QPoint(0, 0)), canvas->size());
+    QVERIFY(captionRect.left() > canvasRect.right());  // beside the image, not under or over it
+  }
+
+  void oneImageGetsEveryClassKLAndDeltaP() {
+    // The image whose float class is likeliest to leave the compressed top-5: the most changed one.
+    const ImageComparison image = w_->compareView()->result()->images.front();
+    QSignalSpy done(w_.get(), &MainWindow::predictionFinished);
+    QVERIFY(w_->predictImage(QString::fromStdString(image.path), image.label));
+    QVERIFY(done.wait(120000));
+    QCOMPARE(done.takeFirst().at(0).toBool(), true);
+    // The KL computed for the opened image is the evaluation's (both over every class), not 0.
+    const QString caption = w_->compareView()->caption()->text();
+    QVERIFY2(caption.contains(QString("KL %1,").arg(image.kl, 0, 'g', 3)), qPrintable(caption));
+    QVERIFY(image.kl > 0);
+    // Δp is a number for every float class, in the compressed top-5 or not.
+    QTableWidget* table = w_->compareView()->table();
+    for (int row = 0; row < std::min<int>(5, w_->state()->model().num_classes); ++row) {
+      QVERIFY(table->item(row, 0));
+      QVERIFY(table->item(row, 4));
+      bool number = false;
+      table->item(row, 4)->text().toDouble(&number);
+      QVERIFY2(number, qPrintable(table->item(row, 4)->text()));
+    }
   }
 
   void exportWritesModelPlotsAndReport() {
@@ -187,7 +484,29 @@ class WorkbenchTest : public QObject {
     QVERIFY(w_->startRounding(20));
     QVERIFY(done.wait(300000));
     QCOMPARE(done.takeFirst().at(0).toBool(), true);
-    QVERIFY(w_->jobPanel()->lossPlot()->points() > 0);
+    LossPlot* loss = w_->jobPanel()->lossPlot();
+    QVERIFY(loss->points() > 0);
+    // One segment per rounded layer, none of its first or last steps lost to the progress throttle.
+    int rounded = 0;
+    for (int c : w_->state()->allocation().choice) rounded += c != kKeepFloat;
+    const auto& segments = loss->segments();
+    QCOMPARE(static_cast<int>(segments.size()), rounded);
+    QCOMPARE(segments.front().firstStep, qint64(1));
+    for (size_t i = 1; i < segments.size(); ++i) QCOMPARE(segments[i].firstStep, segments[i - 1].lastStep + 1);
+    QCOMPARE(segments.back().lastStep, qint64(rounded) * 20);
+    // The log has one line per layer with its loss at the start and the end.
+    const QStringList lines = w_->jobPanel()->logText().split('\n');
+    int layerLines = 0;
+    for (const QString& line : lines)
+      if (line.contains(
+              QRegularExpression(R"(layer \d+/\d+ \S+: loss \S+ at its first step → \S+ at its last \(20 steps\))")))
+        ++layerLines;
+    QCOMPARE(layerLines, rounded);
+    // One layer alone.
+    loss->showSegment(2);
+    QCOMPARE(loss->plot()->xAxis->range().lower, segments[2].firstStep - 0.5);
+    QCOMPARE(loss->plot()->xAxis->range().upper, segments[2].lastStep + 0.5);
+    loss->showSegment(-1);
     QVERIFY(w_->state()->session()->rounded(w_->state()->allocation()));
     const QString dir = path("export-rounded");
     QSignalSpy exported(w_.get(), &MainWindow::exportFinished);
@@ -199,23 +518,26 @@ class WorkbenchTest : public QObject {
   }
 
   void sessionReopensInstantlyFromTheCache() {
-    WorkbenchState* s = w_->state();
+    WorkbenchDocument* s = w_->state();
     QVERIFY(w_->edit()->pinLayer(2, 0));
     w_->edit()->setBudget(budget_bytes_for_avg_bits(3.5, s->params()));
     const QString file = path("demo.lorq");
     QVERIFY(w_->saveSession(file));
 
+    // The reopening loads the analysis from the engine cache (no measure of time: the cache says so itself).
+    const auto probe =
+        CompressionSession::open(s->modelPath().toStdString(), s->calibrationImages().toStdString(),
+                                 s->calibrationLabels().toStdString(), s->settings(), s->cacheDir().toStdString());
+    QVERIFY(probe->has_cached_analysis());
+
     MainWindow reopened;
     reopened.setQuiet(true);
     QSignalSpy done(&reopened, &MainWindow::analysisFinished);
-    QElapsedTimer t;
-    t.start();
     QVERIFY(reopened.openSession(file));
-    QVERIFY(done.wait(60000));
+    QVERIFY(done.wait(600000));
     QCOMPARE(done.takeFirst().at(0).toBool(), true);
-    const double seconds = t.elapsed() / 1000.0;
-    qInfo("session reopened in %.3f s", seconds);
-    QVERIFY(seconds < 5.0);  // the analysis comes from the engine cache
+    QVERIFY(!reopened.state()->isModified());
+    QCOMPARE(reopened.state()->sessionPath(), file);
     QCOMPARE(reopened.state()->budget(), s->budget());
     QCOMPARE(reopened.state()->constraint(2).pinned_option, 0);
     QCOMPARE(reopened.state()->allocation().choice, s->allocation().choice);
@@ -223,25 +545,109 @@ class WorkbenchTest : public QObject {
     w_->undoStack()->undo();
   }
 
-  void closingDuringAJobCancelsCleanly() {
-    QTemporaryDir cache;
+  void openingAnotherModelStartsAnUntitledDocument() {
+    // w_ holds an analysis, an evaluation and a saved session; opening a model must not carry any of it over.
+    const QString first = path("first.lorq");
+    QVERIFY(w_->saveSession(first));
+    const QString firstText = readAll(first);
+    QVERIFY(w_->compareView()->result());
+    int asked = 0;
+    w_->setKeepWorkPrompt([&](const QString&) {
+      ++asked;
+      return MainWindow::KeepWork::Discard;
+    });
+    QVERIFY(w_->openModel(QString::fromStdString(find_demo().model_dir)));
+    QCOMPARE(asked, 0);  // nothing unsaved: no question
+    WorkbenchDocument* s = w_->state();
+    QVERIFY(s->untitled());
+    QVERIFY(!s->ready());
+    QVERIFY(s->constraints().empty());
+    QVERIFY(w_->windowTitle().startsWith("untitled"));
+    QVERIFY(!w_->compareView()->result());
+    QCOMPARE(w_->budgetView()->plot()->graph(0)->dataCount(), 0);
+    // Ctrl+S on the untitled document asks for a name instead of overwriting the previous session file.
+    int named = 0;
+    const QString second = path("second.lorq");
+    w_->setSaveNamePrompt([&] {
+      ++named;
+      return second;
+    });
+    QAction* saveAction = nullptr;
+    for (QAction* a : w_->findChildren<QAction*>())
+      if (a->shortcut() == QKeySequence(QKeySequence::Save)) saveAction = a;
+    QVERIFY(saveAction);
+    saveAction->trigger();
+    QCOMPARE(named, 1);
+    QCOMPARE(readAll(first), firstText);
+    QVERIFY(QFileInfo::exists(second));
+    QCOMPARE(s->sessionPath(), second);
+    // Unsaved changes: opening another model asks first, and Cancel keeps the document.
+    AnalysisSettings changed = s->settings();
+    changed.projections += 1;
+    w_->setSettings(changed);
+    QVERIFY(s->isModified());
+    QVERIFY(w_->isWindowModified());
+    QString question;
+    w_->setKeepWorkPrompt([&](const QString& q) {
+      question = q;
+      return MainWindow::KeepWork::Cancel;
+    });
+    QVERIFY(!w_->openModel(QString::fromStdString(find_demo().model_dir)));
+    QVERIFY(question.contains("unsaved changes"));
+    QVERIFY(question.contains("second.lorq"));
+    QCOMPARE(s->sessionPath(), second);
+    QVERIFY(s->isModified());
+    w_->setKeepWorkPrompt({});
+    w_->setSaveNamePrompt({});
+  }
+
+  void closingDuringAJobAsksNamingItAndCancelsIt() {
     auto w = std::make_unique<MainWindow>();
     w->setQuiet(true);
-    w->setCacheDir(cache.path());
+    w->setCacheDir(path("close-cache"));
     QVERIFY(w->openDemo());
-    AnalysisSettings s = AnalysisSettings::fast();  // measured errors: long enough to be cancelled mid-way
-    w->setSettings(s);
-    QSignalSpy done(w.get(), &MainWindow::analysisFinished);
-    QVERIFY(w->startAnalysis());
-    QTest::qWait(1500);
+    QString question;
+    MainWindow::KeepWork answer = MainWindow::KeepWork::Cancel;
+    w->setKeepWorkPrompt([&](const QString& q) {
+      question = q;
+      return answer;
+    });
+    std::atomic<bool> sawCancel{false};
+    startBlockingJob(w.get(), &sawCancel);
+    w->show();
+    QVERIFY(!w->close());  // Cancel: the window stays and the job runs on
+    QVERIFY(question.contains("Blocking test job"));
+    QVERIFY(w->isVisible());
     QVERIFY(w->jobRunning());
-    QElapsedTimer t;
-    t.start();
-    w->close();  // cancels and waits for the worker
+    QVERIFY(!sawCancel);
+    answer = MainWindow::KeepWork::Discard;
+    QVERIFY(w->close());  // Discard: the job is cancelled and waited for
     QVERIFY(!w->jobRunning());
-    qInfo("close during analysis returned in %.2f s", t.elapsed() / 1000.0);
-    QVERIFY(t.elapsed() < 20000);
+    QVERIFY(sawCancel);
     w.reset();
+  }
+
+  void commandLineSessionReachesUsAndUnknownArgumentsFail() {
+    std::vector<std::string> raw{"lorq-workbench", "--session", "work.lorq"};
+    std::vector<char*> argv;
+    for (std::string& a : raw) argv.push_back(a.data());
+    const std::vector<std::string> kept = protectWorkbenchArguments(static_cast<int>(argv.size()), argv.data());
+    // What Qt leaves alone: it only takes "-session"/"--session" followed by a separate value.
+    QCOMPARE(kept.size(), size_t(2));
+    QCOMPARE(QString::fromStdString(kept[1]), QString("--session=work.lorq"));
+    QStringList args;
+    for (const std::string& a : kept) args << QString::fromStdString(a);
+    const WorkbenchOptions o = parseWorkbenchArguments(args);
+    QVERIFY2(o.error.isEmpty(), qPrintable(o.error));
+    QCOMPARE(o.session, QString("work.lorq"));
+    QVERIFY(parseWorkbenchArguments({"lorq-workbench", "--bogus"}).error.contains("bogus"));
+    QVERIFY(parseWorkbenchArguments({"lorq-workbench", "stray.lorq"}).error.contains("stray.lorq"));
+    QVERIFY(
+        parseWorkbenchArguments({"lorq-workbench", "--screenshot", "a.png", "--size", "12x"}).error.contains("--size"));
+    const WorkbenchOptions shot =
+        parseWorkbenchArguments({"lorq-workbench", "--screenshot", "a.png", "--size", "1280x760"});
+    QVERIFY(shot.error.isEmpty());
+    QCOMPARE(shot.screenshotSize, QSize(1280, 760));
   }
 };
 

@@ -41,6 +41,12 @@ Constraints constraints_from_json(const std::string& text, const CompressionAnal
         for (size_t i = 0; i < l->options.size(); ++i)
           if (l->options[i].label() == label) lc.pinned_option = static_cast<int>(i);
         if (lc.pinned_option < 0) throw Error(source, "layer '" + name + "' has no option '" + label + "'");
+      } else if (v.contains("pin_option")) {  // version-1 session files pinned by option index
+        const int index = v["pin_option"].get<int>();
+        if (index < 0 || index >= static_cast<int>(l->options.size()))
+          throw Error(source, "layer '" + name + "' has no option " + std::to_string(index) + " (it has " +
+                                  std::to_string(l->options.size()) + ")");
+        lc.pinned_option = index;
       }
       lc.min_bits = v.value("min_bits", 0);
       lc.max_rank = v.value("max_rank", int64_t(-1));

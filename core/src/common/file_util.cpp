@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <vector>
 
 #include "lorq/common/error.h"
@@ -42,6 +43,14 @@ void write_text_atomically(const std::string& path, const std::string& text) {
     fs::remove(tmp, ec);
     throw Error(path, "cannot write the file (" + ec.message() + ")");
   }
+}
+
+std::string read_text_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(path, "cannot open the file");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (in.bad()) throw Error(path, "cannot read the file");
+  return text;
 }
 
 std::string fnv1a64_hex(const void* data, size_t size) {

@@ -22,8 +22,8 @@ namespace fs = std::filesystem;
 
 namespace lorq {
 
-ModelConfig demo_model_config(const DemoTrainOptions& o) {
-  ModelConfig c;
+VitConfig demo_model_config(const DemoTrainOptions& o) {
+  VitConfig c;
   c.architecture = "vit_demo_shapes_patch" + std::to_string(o.patch_size) + "_" + std::to_string(o.image_size);
   c.img_size = o.image_size;
   c.patch_size = o.patch_size;
@@ -80,7 +80,7 @@ int64_t batch_start(int64_t step, int batch) { return (step * 7919 % 1000003) * 
 
 DemoTrainResult train_demo_model(const DemoTrainOptions& o, const JobControl& job) {
   if (o.out_dir.empty()) throw Error("demo-train: no output folder given");
-  const ModelConfig config = demo_model_config(o);
+  const VitConfig config = demo_model_config(o);
   auto model = VisionTransformer::create_random(config, o.seed);
   std::vector<at::Tensor> params = model->parameters();
   for (auto& p : params) p.requires_grad_(true);
@@ -117,7 +117,7 @@ DemoTrainResult train_demo_model(const DemoTrainOptions& o, const JobControl& jo
                                     : 0.5 * o.lr * (1 + std::cos(M_PI * double(step - warmup) / (o.steps - warmup)));
     for (auto& g : opt.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
     opt.zero_grad();
-    at::Tensor logits = model->forward(b.images);
+    at::Tensor logits = model->forward(b.images).logits();
     at::Tensor loss = at::cross_entropy_loss(logits, b.labels, {}, at::Reduction::Mean, -100, o.label_smoothing);
     loss.backward();
     opt.step();
@@ -144,7 +144,7 @@ DemoTrainResult train_demo_model(const DemoTrainOptions& o, const JobControl& jo
     for (int64_t i = 0; i < o.heldout_count; i += 100) {
       const int n = static_cast<int>(std::min<int64_t>(100, o.heldout_count - i));
       Batch b = make_batch(o.heldout_seed, i, n, o.image_size, pp);
-      correct += model->forward(b.images).argmax(1).eq(b.labels).sum().item<int64_t>();
+      correct += model->forward(b.images).logits().argmax(1).eq(b.labels).sum().item<int64_t>();
     }
     r.heldout_top1 = 100.0 * correct / std::max<int64_t>(1, o.heldout_count);
   }
@@ -158,7 +158,7 @@ DemoTrainResult train_demo_model(const DemoTrainOptions& o, const JobControl& jo
                  {"trained_by", "lorq demo-train"},
                  {"heldout_top1", std::to_string(r.heldout_top1)},
                  {"steps", std::to_string(r.steps)}});
-  write_text_atomically(o.out_dir + "/config.json", model_config_to_json(config) + "\n");
+  write_text_atomically(o.out_dir + "/config.json", vit_config_to_json(config) + "\n");
   return r;
 }
 

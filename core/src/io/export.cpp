@@ -13,6 +13,7 @@
 #include "lorq/common/file_util.h"
 #include "lorq/quant/quantizer.h"
 #include "lorq/io/tensor_io.h"
+#include "lorq/io/bit_pack.h"
 
 namespace fs = std::filesystem;
 
@@ -20,20 +21,35 @@ namespace lorq {
 
 namespace {
 
-// Adds "<prefix>.codes|.scale|.zero_point" for a per-row quantized tensor; the bit width goes to the metadata.
+// Adds "<prefix>.codes|.scale|.zero_point" for a per-row quantized tensor, codes bit-packed (format version 2,
+// lorq/io/packed_export.h); `transposed` stores the codes column by column (the low-rank factor A).
 void add_quantized(std::vector<std::pair<std::string, at::Tensor>>& out, std::map<std::string, std::string>& meta,
-                   const std::string& prefix, const QuantizedTensor& q) {
-  out.emplace_back(prefix + ".codes", q.codes.contiguous());
+                   const std::string& prefix, const QuantizedTensor& q, bool transposed) {
+  const at::Tensor codes = q.codes.to(at::kByte).cpu();
+  const at::Tensor stored = (transposed ? codes.t() : codes).contiguous();
+  const int64_t rows = stored.size(0), cols = stored.size(1);
+  at::Tensor packed = at::empty({rows, static_cast<int64_t>(packed_row_bytes(cols, q.params.bits))}, at::kByte);
+  pack_codes(stored.data_ptr<uint8_t>(), rows, cols, q.params.bits, packed.data_ptr<uint8_t>());
+  out.emplace_back(prefix + ".codes", packed);
   out.emplace_back(prefix + ".scale", q.params.scale.to(at::kFloat).contiguous());
-  out.emplace_back(prefix + ".zero_point", q.params.zero_point.to(at::kFloat).contiguous());
+  // Zero-points are integers; one byte each when they all fit (see packed_export.h).
+  const at::Tensor z = q.params.zero_point.to(at::kFloat).contiguous();
+  const bool fits_u8 = z.numel() == 0 || (z.min().item<float>() >= 0 && z.max().item<float>() <= 255);
+  out.emplace_back(prefix + ".zero_point", fits_u8 ? z.to(at::kByte) : z);
   meta[prefix + ".bits"] = std::to_string(q.params.bits);
+  meta[prefix + ".shape"] = nlohmann::json(codes.sizes().vec()).dump();
+  meta[prefix + ".layout"] = transposed ? "columns" : "rows";
+}
+
+at::Tensor to_tensor(const std::vector<float>& v) {
+  return at::from_blob(const_cast<float*>(v.data()), {static_cast<int64_t>(v.size())}, at::kFloat).clone();
 }
 
 }  // namespace
 
 void export_compressed(const std::string& out_dir, const Model& model, const std::string& source_path,
                        const CompressionAnalysis& a, const Allocation& alloc, const std::vector<CompressedLayer>& given,
-                       const ActivationQuantization* activations) {
+                       const ActivationQuantization* activations, const std::vector<std::string>& seen_images) {
   c10::NoGradGuard no_grad;
   const std::vector<CompressedLayer> layers_c = given.empty() ? compress_layers(model, a, alloc) : given;
   if (layers_c.size() != a.layers.size()) throw Error("export: one compressed layer per analysed layer is needed");
@@ -65,10 +81,10 @@ void export_compressed(const std::string& out_dir, const Model& model, const std
     }
     const LayerOption& o = c.option;
     if (c.form == LayerForm::Quant) {
-      add_quantized(tensors, meta, l.layer + ".weight", c.weight);
+      add_quantized(tensors, meta, l.layer + ".weight", c.weight, false);
     } else {
-      add_quantized(tensors, meta, l.layer + ".lowrank_a", c.a);
-      add_quantized(tensors, meta, l.layer + ".lowrank_b", c.b);
+      add_quantized(tensors, meta, l.layer + ".lowrank_a", c.a, true);
+      add_quantized(tensors, meta, l.layer + ".lowrank_b", c.b, false);
     }
     replaced.insert(l.layer + ".weight");
     total_bytes += o.bytes;
@@ -120,8 +136,20 @@ void export_compressed(const std::string& out_dir, const Model& model, const std
         {"fp32_bytes", 4 * a.compressible_params},
         {"predicted_error", total_error}}},
   };
+  nlohmann::json seen = nlohmann::json::array();
+  for (const std::string& path : seen_images) {
+    std::error_code canon_ec;
+    const fs::path c = fs::weakly_canonical(path, canon_ec);
+    seen.push_back(canon_ec ? path : c.string());
+  }
+  cfg["calibration_images"] = seen;
   write_tensors(out_dir + "/compressed.safetensors", tensors, meta);
-  write_text_atomically(out_dir + "/config.json", model_config_to_json(model.config()) + "\n");
+  // The source's own config (and a Hugging Face image processor's), so the export loads like the original.
+  std::string config = model.config_json();
+  if (config.empty() || config.back() != '\n') config += "\n";
+  write_text_atomically(out_dir + "/config.json", config);
+  if (!model.preprocessor_config_path().empty())
+    write_text_atomically(out_dir + "/preprocessor_config.json", read_text_file(model.preprocessor_config_path()));
   write_text_atomically(out_dir + "/lorq-config.json", cfg.dump(1) + "\n");
 }
 
@@ -171,54 +199,76 @@ ActivationQuantization take_activation_quantizers(std::map<std::string, at::Tens
   return aq;
 }
 
-void decode_compressed_tensors(std::map<std::string, at::Tensor>& t, const std::map<std::string, std::string>& meta,
-                               const std::string& source) {
-  auto take = [&](const std::string& prefix, RowQuantParams* p) -> at::Tensor {
-    auto need = [&](const std::string& key) {
-      auto it = t.find(key);
-      if (it == t.end()) throw Error(source, "compressed group '" + prefix + "' lacks '" + key + "'");
-      at::Tensor v = it->second;
-      t.erase(it);
-      return v;
-    };
-    at::Tensor codes = need(prefix + ".codes");
-    p->scale = need(prefix + ".scale").to(at::kFloat);
-    p->zero_point = need(prefix + ".zero_point").to(at::kFloat);
-    auto bits = meta.find(prefix + ".bits");
-    if (bits == meta.end()) throw Error(source, "no bit width recorded for '" + prefix + "'");
-    p->bits = std::stoi(bits->second);
-    if (codes.dim() != 2 || p->scale.numel() != codes.size(0) || p->zero_point.numel() != codes.size(0))
-      throw Error(source, "'" + prefix + "': codes, scales and zero-points disagree in shape");
-    return codes;
-  };
+void decode_compressed_tensors(std::map<std::string, at::Tensor>& t, const SafetensorsFile& file) {
+  const std::map<std::string, std::string>& meta = file.metadata();
+  const std::string& source = file.path();
+  const int version = export_format_version(meta, source);
+  const std::vector<std::string> prefixes = quant_group_prefixes(file);
+  if (version == 0) {
+    if (!prefixes.empty()) throw Error(source, "holds quantization codes but is not marked as a lorq export");
+    return;
+  }
+  std::map<std::string, at::Tensor> decoded;  // prefix -> dequantized matrix
+  for (const std::string& prefix : prefixes) {
+    QuantGroup g = read_quant_group(file, prefix, version);
+    RowQuantParams p;
+    p.bits = g.bits;
+    p.scale = to_tensor(g.scale);
+    p.zero_point = to_tensor(g.zero_point);
+    const at::Tensor codes = at::from_blob(g.codes.data(), {g.rows, g.cols}, at::kByte).clone();
+    decoded[prefix] = dequantize_codes(codes, p);
+    for (const char* part : {".codes", ".scale", ".zero_point"}) t.erase(prefix + part);
+  }
   auto shape_of = [&](const std::string& layer, at::IntArrayRef fallback) {
     auto it = meta.find(layer + ".checkpoint_shape");
     if (it == meta.end()) return fallback.vec();
+    std::vector<int64_t> shape;
     try {
-      return nlohmann::json::parse(it->second).get<std::vector<int64_t>>();
+      shape = nlohmann::json::parse(it->second).get<std::vector<int64_t>>();
     } catch (const std::exception&) {
       throw Error(source, "bad checkpoint_shape for '" + layer + "'");
     }
+    int64_t n = 1;
+    for (int64_t d : shape) n = d < 0 || n > (int64_t(1) << 40) ? -1 : n * d;
+    if (n != static_cast<int64_t>(fallback[0] * fallback[1]))
+      throw Error(source, "checkpoint_shape of '" + layer + "' does not match its " + std::to_string(fallback[0]) +
+                              "x" + std::to_string(fallback[1]) + " weight");
+    return shape;
   };
-  std::vector<std::string> keys;
-  for (const auto& [k, v] : t) keys.push_back(k);
-  const std::string wc = ".weight.codes", ac = ".lowrank_a.codes";
-  for (const std::string& k : keys) {
-    if (k.size() > wc.size() && k.compare(k.size() - wc.size(), wc.size(), wc) == 0) {
-      const std::string layer = k.substr(0, k.size() - wc.size());
-      RowQuantParams p;
-      at::Tensor codes = take(layer + ".weight", &p);
-      at::Tensor w = dequantize_codes(codes, p);
+  auto ends_with = [](const std::string& s, const std::string& tail) {
+    return s.size() > tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
+  };
+  for (const auto& [prefix, m] : decoded) {
+    if (ends_with(prefix, ".weight")) {
+      const std::string layer = prefix.substr(0, prefix.size() - 7);
+      t[layer + ".weight"] = m.reshape(shape_of(layer, m.sizes()));
+    } else if (ends_with(prefix, ".lowrank_a")) {
+      const std::string layer = prefix.substr(0, prefix.size() - 10);
+      auto b = decoded.find(layer + ".lowrank_b");
+      if (b == decoded.end()) throw Error(source, "'" + layer + "': low-rank factor B is missing");
+      if (m.size(1) != b->second.size(0)) throw Error(source, "'" + layer + "': the factors' ranks disagree");
+      const at::Tensor w = at::mm(m, b->second);
       t[layer + ".weight"] = w.reshape(shape_of(layer, w.sizes()));
-    } else if (k.size() > ac.size() && k.compare(k.size() - ac.size(), ac.size(), ac) == 0) {
-      const std::string layer = k.substr(0, k.size() - ac.size());
-      RowQuantParams pa, pb;
-      at::Tensor A = dequantize_codes(take(layer + ".lowrank_a", &pa), pa);
-      at::Tensor B = dequantize_codes(take(layer + ".lowrank_b", &pb), pb);
-      if (A.size(1) != B.size(0)) throw Error(source, "'" + layer + "': the factors' ranks disagree");
-      at::Tensor w = at::mm(A, B);
-      t[layer + ".weight"] = w.reshape(shape_of(layer, w.sizes()));
+    } else if (ends_with(prefix, ".lowrank_b")) {
+      if (!decoded.count(prefix.substr(0, prefix.size() - 10) + ".lowrank_a"))
+        throw Error(source, "'" + prefix + "': low-rank factor A is missing");
+    } else {
+      throw Error(source, "'" + prefix + "': codes of an unknown kind of tensor");
     }
+  }
+}
+
+std::vector<std::string> export_calibration_images(const std::string& model_path) {
+  const ModelFiles files = locate_model_files(model_path);
+  const fs::path cfg = fs::path(files.weights).parent_path() / "lorq-config.json";
+  std::error_code ec;
+  if (!fs::is_regular_file(cfg, ec)) return {};
+  try {
+    const nlohmann::json j = nlohmann::json::parse(read_text_file(cfg.string()));
+    if (!j.is_object() || j.value("format", "") != "lorq-config" || !j.contains("calibration_images")) return {};
+    return j.at("calibration_images").get<std::vector<std::string>>();
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(cfg.string(), std::string("malformed calibration_images (") + e.what() + ")");
   }
 }
 

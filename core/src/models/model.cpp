@@ -86,14 +86,76 @@ void Model::set_weight(const std::string& layer_name, const at::Tensor& w) {
   *slot = w.detach().to(at::kFloat).reshape(info.weight_shape).contiguous();
 }
 
-at::Tensor Model::forward(const at::Tensor& images) {
-  at::Tensor x = embed(images);
-  return run_from(0, x);
-}
+ModelOutputs Model::forward(const at::Tensor& images) { return run_from(0, embed(images)); }
 
-at::Tensor Model::run_from(int stage, at::Tensor x) {
+ModelOutputs Model::run_from(int stage, StageState x) {
   for (int i = stage; i < num_stages(); ++i) x = run_stage(i, x);
   return finish(x);
+}
+
+std::string Model::label(int index) const {
+  const auto& names = label_names();
+  if (index >= 0 && index < static_cast<int>(names.size())) return names[index];
+  return "class " + std::to_string(index);
+}
+
+StageState slice_batch(const StageState& state, int64_t begin, int64_t end) {
+  StageState out;
+  out.reserve(state.size());
+  for (const at::Tensor& t : state) out.push_back(t.slice(0, begin, end));
+  return out;
+}
+
+StageState cat_batches(const std::vector<StageState>& parts) {
+  if (parts.empty()) return {};
+  StageState out;
+  for (size_t i = 0; i < parts[0].size(); ++i) {
+    std::vector<at::Tensor> pieces;
+    pieces.reserve(parts.size());
+    for (const StageState& p : parts) pieces.push_back(p.at(i));
+    out.push_back(at::cat(pieces));
+  }
+  return out;
+}
+
+int64_t state_bytes(const StageState& state) {
+  int64_t bytes = 0;
+  for (const at::Tensor& t : state) bytes += t.numel() * static_cast<int64_t>(t.element_size());
+  return bytes;
+}
+
+void ModelOutputs::add(const std::string& name, const at::Tensor& t) {
+  for (const auto& n : names)
+    if (n == name) throw Error("model output '" + name + "' given twice");
+  names.push_back(name);
+  tensors.push_back(t);
+}
+
+at::Tensor ModelOutputs::at(const std::string& name) const {
+  for (size_t i = 0; i < names.size(); ++i)
+    if (names[i] == name) return tensors[i];
+  std::string have;
+  for (const auto& n : names) have += (have.empty() ? "" : ", ") + n;
+  throw Error("the model has no output named '" + name + "' (it has: " + have + ")");
+}
+
+ModelOutputs ModelOutputs::slice(int64_t begin, int64_t end) const {
+  ModelOutputs out;
+  out.names = names;
+  for (const at::Tensor& t : tensors) out.tensors.push_back(t.slice(0, begin, end));
+  return out;
+}
+
+ModelOutputs ModelOutputs::cat(const std::vector<ModelOutputs>& parts) {
+  ModelOutputs out;
+  if (parts.empty()) return out;
+  out.names = parts[0].names;
+  for (size_t i = 0; i < out.names.size(); ++i) {
+    std::vector<at::Tensor> pieces;
+    for (const ModelOutputs& p : parts) pieces.push_back(p.tensors.at(i));
+    out.tensors.push_back(at::cat(pieces));
+  }
+  return out;
 }
 
 void Model::set_linear_override(const std::string& name, LinearFn fn) {
@@ -171,12 +233,14 @@ ModelFiles locate_model_files(const std::string& path) {
     }
     if (f.weights.empty()) throw Error(path, "no model.safetensors in this folder");
     if (is_file(path + "/config.json")) f.config = path + "/config.json";
+    if (is_file(path + "/preprocessor_config.json")) f.preprocessor_config = path + "/preprocessor_config.json";
     return f;
   }
   if (!is_file(path)) throw Error(path, "no such file or folder");
   f.weights = path;
-  const std::string beside = parent_dir(path) + "/config.json";
-  if (is_file(beside)) f.config = beside;
+  const std::string dir = parent_dir(path);
+  if (is_file(dir + "/config.json")) f.config = dir + "/config.json";
+  if (is_file(dir + "/preprocessor_config.json")) f.preprocessor_config = dir + "/preprocessor_config.json";
   return f;
 }
 

@@ -8,6 +8,7 @@
 
 #include "lorq/common/error.h"
 #include "lorq/common/parallel_ops.h"
+#include "lorq/models/registry.h"
 
 namespace lorq {
 
@@ -27,7 +28,7 @@ void VisionTransformer::bind(const std::string& key, at::Tensor* slot) {
   register_tensor(key, slot);
 }
 
-VisionTransformer::VisionTransformer(ModelConfig config, std::map<std::string, at::Tensor> tensors,
+VisionTransformer::VisionTransformer(VitConfig config, std::map<std::string, at::Tensor> tensors,
                                      const std::string& source)
     : config_(std::move(config)), pending_(std::move(tensors)), source_(source) {
   const int64_t D = config_.embed_dim, C = config_.in_chans, P = config_.patch_size;
@@ -44,13 +45,14 @@ VisionTransformer::VisionTransformer(ModelConfig config, std::map<std::string, a
     bind(key, slot);
     expect(key, *slot, shape);
   };
-  auto add_linear = [&](Linear& l, const std::string& name, int64_t out, int64_t in, bool bias, int stage) {
+  auto add_linear = [&](Linear& l, const std::string& name, int64_t out, int64_t in, bool bias, int stage,
+                        LayerRole role = LayerRole::Hidden) {
     l.name = name;
     // A bias the config does not announce is still used: LayerNorm folding adds qkv biases (Model::set_bias).
     bias = bias || pending_.count(name + ".bias") > 0;
     bind_checked(name + ".weight", &l.weight, {out, in});
     if (bias) bind_checked(name + ".bias", &l.bias, {out});
-    register_linear({name, out, in, bias, stage, true, {out, in}}, &l.bias);
+    register_linear({name, out, in, bias, stage, true, {out, in}, role}, &l.bias);
   };
   auto add_norm = [&](Norm& n, const std::string& name) {
     bind_checked(name + ".weight", &n.weight, {D});
@@ -59,7 +61,7 @@ VisionTransformer::VisionTransformer(ModelConfig config, std::map<std::string, a
 
   bind_checked("patch_embed.proj.weight", &patch_w_, {D, C, P, P});
   bind_checked("patch_embed.proj.bias", &patch_b_, {D});
-  register_linear({"patch_embed.proj", D, C * P * P, true, -1, false, {D, C, P, P}});
+  register_linear({"patch_embed.proj", D, C * P * P, true, -1, false, {D, C, P, P}, LayerRole::PatchEmbedding});
   if (config_.class_token) bind_checked("cls_token", &cls_token_, {1, 1, D});
   bind_checked("pos_embed", &pos_embed_, {1, grid * grid + prefix, D});
 
@@ -80,7 +82,7 @@ VisionTransformer::VisionTransformer(ModelConfig config, std::map<std::string, a
   } else {
     add_norm(norm_, "norm");
   }
-  add_linear(head_, "head", config_.num_classes, D, true, config_.depth - 1);
+  add_linear(head_, "head", config_.num_classes, D, true, config_.depth - 1, LayerRole::Head);
   // The head runs in finish(), after the last stage; measuring it "from the last stage" is what callers want.
   // Its input comes from a LayerNorm only with average pooling + fc_norm; the token pool's select is in between.
   const bool head_reads_norm = config_.global_pool == "avg" && config_.fc_norm;
@@ -112,7 +114,7 @@ void VisionTransformer::register_block_points(int i, Block& b) {
   register_activation_point({n.fc2_in, K::PerTensor, b.fc2.name, "", i});
 }
 
-at::Tensor VisionTransformer::embed(const at::Tensor& images) {
+StageState VisionTransformer::embed(const at::Tensor& images) {
   const int64_t B = images.size(0), C = config_.in_chans, P = config_.patch_size;
   if (images.dim() != 4 || images.size(1) != C || images.size(2) != config_.img_size ||
       images.size(3) != config_.img_size)
@@ -124,7 +126,7 @@ at::Tensor VisionTransformer::embed(const at::Tensor& images) {
   at::Tensor patches = images.reshape({B, C, g, P, g, P}).permute({0, 2, 4, 1, 3, 5}).reshape({B, g * g, C * P * P});
   at::Tensor x = linear("patch_embed.proj", patches, patch_w_.reshape({patch_w_.size(0), -1}), patch_b_);
   if (config_.class_token) x = at::cat({cls_token_.expand({B, 1, -1}), x}, 1);
-  return x + pos_embed_;
+  return {x + pos_embed_};
 }
 
 at::Tensor VisionTransformer::attention(Block& b, const at::Tensor& x) {
@@ -138,8 +140,9 @@ at::Tensor VisionTransformer::attention(Block& b, const at::Tensor& x) {
   return linear(b.proj.name, out, b.proj.weight, b.proj.bias);
 }
 
-at::Tensor VisionTransformer::run_stage(int stage, const at::Tensor& x_in) {
+StageState VisionTransformer::run_stage(int stage, const StageState& state) {
   Block& b = blocks_.at(stage);
+  const at::Tensor& x_in = state.at(0);
   const int64_t D = config_.embed_dim;
   const double eps = config_.norm_eps;
   const BlockPoints& pt = b.points;
@@ -147,10 +150,11 @@ at::Tensor VisionTransformer::run_stage(int stage, const at::Tensor& x_in) {
       x_in + attention(b, activation(pt.norm1_out, at::layer_norm(x_in, {D}, b.norm1.weight, b.norm1.bias, eps)));
   at::Tensor h = activation(pt.norm2_out, at::layer_norm(x, {D}, b.norm2.weight, b.norm2.bias, eps));
   h = activation(pt.fc2_in, at::gelu(linear(b.fc1.name, h, b.fc1.weight, b.fc1.bias)));
-  return x + linear(b.fc2.name, h, b.fc2.weight, b.fc2.bias);
+  return {x + linear(b.fc2.name, h, b.fc2.weight, b.fc2.bias)};
 }
 
-at::Tensor VisionTransformer::finish(const at::Tensor& x_in) {
+ModelOutputs VisionTransformer::finish(const StageState& state) {
+  const at::Tensor& x_in = state.at(0);
   const int64_t D = config_.embed_dim;
   const double eps = config_.norm_eps;
   at::Tensor pooled;
@@ -161,7 +165,29 @@ at::Tensor VisionTransformer::finish(const at::Tensor& x_in) {
   } else {
     pooled = at::layer_norm(x_in, {D}, norm_.weight, norm_.bias, eps).select(1, 0);
   }
-  return linear(head_.name, activation(head_in_, pooled), head_.weight, head_.bias);
+  ModelOutputs out;
+  out.add("logits", linear(head_.name, activation(head_in_, pooled), head_.weight, head_.bias));
+  return out;
+}
+
+std::string VisionTransformer::family() const { return "timm VisionTransformer"; }
+
+std::map<std::string, int64_t> VisionTransformer::dimensions() const {
+  return {{"depth", config_.depth},          {"embed_dim", config_.embed_dim},  {"num_heads", config_.num_heads},
+          {"num_classes", config_.num_classes}, {"input_height", config_.img_size}, {"input_width", config_.img_size},
+          {"patch_size", config_.patch_size}};
+}
+
+std::string VisionTransformer::config_json() const {
+  // The source's own file when there was one (biases created by LayerNorm folding are bound without the config's
+  // qkv_bias, so it stays valid); the inferred config otherwise.
+  return config_.source_json.empty() ? vit_config_to_json(config_) : config_.source_json;
+}
+
+std::unique_ptr<Model> VisionTransformer::clone() const {
+  std::map<std::string, at::Tensor> tensors;
+  for (const auto& [key, t] : named_tensors()) tensors[key] = t.clone();
+  return std::make_unique<VisionTransformer>(config_, std::move(tensors), source_);
 }
 
 std::vector<at::Tensor> VisionTransformer::parameters() const {
@@ -170,7 +196,7 @@ std::vector<at::Tensor> VisionTransformer::parameters() const {
   return out;
 }
 
-std::unique_ptr<VisionTransformer> VisionTransformer::create_random(const ModelConfig& c, uint64_t seed) {
+std::unique_ptr<VisionTransformer> VisionTransformer::create_random(const VitConfig& c, uint64_t seed) {
   at::manual_seed(seed);
   const int64_t D = c.embed_dim, P = c.patch_size, hidden = static_cast<int64_t>(std::llround(D * c.mlp_ratio));
   const int64_t grid = c.img_size / P, prefix = c.class_token ? 1 : 0;
@@ -202,6 +228,26 @@ std::unique_ptr<VisionTransformer> VisionTransformer::create_random(const ModelC
   norm(c.fc_norm ? "fc_norm" : "norm");
   linear("head", c.num_classes, D, true);
   return std::make_unique<VisionTransformer>(c, std::move(t), "<random init>");
+}
+
+Architecture vit_architecture() {
+  Architecture a;
+  a.name = "timm VisionTransformer (ViT, DeiT)";
+  a.timm_name = [](const std::string& n) {
+    return n.rfind("vit_", 0) == 0 || n.rfind("deit_", 0) == 0 || n == "vit" || n == "deit";
+  };
+  a.shapes = [](const TensorShapes& s) {
+    auto pe = s.find("patch_embed.proj.weight");
+    return pe != s.end() && pe->second.size() == 4 && s.count("blocks.0.attn.qkv.weight") > 0;
+  };
+  a.build = [](const CheckpointInfo& info, std::map<std::string, at::Tensor> tensors) -> std::unique_ptr<Model> {
+    VitConfig config;
+    if (!info.files.config.empty()) config = parse_vit_config(info.config_text, info.files.config);
+    config.source = info.files.config.empty() ? info.files.weights : info.files.config;
+    complete_vit_config(config, info.shapes, info.files.weights);
+    return std::make_unique<VisionTransformer>(std::move(config), std::move(tensors), info.files.weights);
+  };
+  return a;
 }
 
 }  // namespace lorq

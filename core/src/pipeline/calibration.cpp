@@ -35,7 +35,7 @@ Calibration calibrate(Model& model, const ImageSet& set, const CalibrationSettin
   for (size_t begin = 0; begin < subset.size() && decoded < s.images; begin += s.batch) {
     job.check();
     const size_t end = std::min(subset.size(), begin + std::min<size_t>(s.batch, size_t(s.images - decoded)));
-    ImageBatch b = load_batch(subset, begin, end, model.config().preprocessing, 2);
+    ImageBatch b = load_batch(subset, begin, end, model.preprocessing(), 2);
     for (const auto& f : b.failed) c.warnings.push_back("skipped: " + f);
     for (size_t i = 0; i < b.indices.size(); ++i) c.files.push_back(subset.items[b.indices[i]].path);
     if (b.images.size(0) > 0) images.push_back(b.images);
@@ -48,46 +48,59 @@ Calibration calibrate(Model& model, const ImageSet& set, const CalibrationSettin
                          " requested calibration images are usable");
   c.images = at::cat(images);
 
-  // Float reference: the logits, and the stage inputs that fit the memory allowance (evenly spaced checkpoints).
+  // Float reference: the outputs, and the stage inputs that fit the memory allowance (evenly spaced checkpoints,
+  // chosen from the real sizes of the first batch's stage states).
   const int n = model.num_stages();
   c.batch = s.batch;
-  c.stage_inputs.assign(n, at::Tensor());
+  c.stage_inputs.assign(n, StageState());
   std::vector<char> keep(n, 0);
-  std::vector<std::vector<at::Tensor>> per_stage(n);
-  std::vector<at::Tensor> logits;
+  std::vector<std::vector<StageState>> per_stage(n);
+  std::vector<ModelOutputs> outputs;
   for (int64_t b0 = 0; b0 < decoded; b0 += s.batch) {
     job.check();
-    at::Tensor x = model.embed(c.images.slice(0, b0, std::min<int64_t>(decoded, b0 + s.batch)));
+    const int64_t b1 = std::min<int64_t>(decoded, b0 + s.batch);
+    StageState x = model.embed(c.images.slice(0, b0, b1));
+    for (int st = 0; st < n; ++st) {
+      if (b0 == 0 || keep[st]) per_stage[st].push_back(x);
+      x = model.run_stage(st, x);
+    }
+    outputs.push_back(model.finish(x));
     if (b0 == 0) {
-      const int64_t per_stage_bytes = decoded * (x.numel() / x.size(0)) * 4;
-      const int64_t fit = std::max<int64_t>(1, s.max_stage_bytes / std::max<int64_t>(1, per_stage_bytes));
-      const int64_t every = (n + fit - 1) / fit;
-      for (int st = 0; st < n; st += static_cast<int>(every)) keep[st] = 1;
-      if (fit < n)
+      std::vector<int64_t> bytes(n);
+      for (int st = 0; st < n; ++st) bytes[st] = state_bytes(per_stage[st][0]) / (b1 - b0) * decoded;
+      // The smallest spacing whose checkpoints fit (with equal stage sizes: ceil(n / stages that fit)).
+      int every = n;
+      for (int k = 1; k <= n; ++k) {
+        int64_t sum = 0;
+        for (int st = 0; st < n; st += k) sum += bytes[st];
+        if (sum <= s.max_stage_bytes) {
+          every = k;
+          break;
+        }
+      }
+      for (int st = 0; st < n; st += every) keep[st] = 1;
+      for (int st = 0; st < n; ++st)
+        if (!keep[st]) per_stage[st].clear();
+      if (every > 1)
         c.warnings.push_back("stage inputs of " + std::to_string(decoded) + " images exceed the memory allowance: " +
                              "keeping every " + std::to_string(every) + ". stage, recomputing the others");
     }
-    for (int st = 0; st < n; ++st) {
-      if (keep[st]) per_stage[st].push_back(x);
-      x = model.run_stage(st, x);
-    }
-    logits.push_back(model.finish(x));
   }
   for (int st = 0; st < n; ++st)
-    if (keep[st]) c.stage_inputs[st] = at::cat(per_stage[st]);
-  c.reference_logits = at::cat(logits);
+    if (keep[st]) c.stage_inputs[st] = cat_batches(per_stage[st]);
+  c.reference = ModelOutputs::cat(outputs);
   return c;
 }
 
-at::Tensor Calibration::stage_input(Model& model, int stage) const {
+StageState Calibration::stage_input(Model& model, int stage) const {
   if (stage < 0 || stage >= static_cast<int>(stage_inputs.size()))
     throw Error("calibration: no stage " + std::to_string(stage));
-  if (stage_inputs[stage].defined()) return stage_inputs[stage];
+  if (!stage_inputs[stage].empty()) return stage_inputs[stage];
   if (streamed_stage_ == stage) return streamed_;
   c10::NoGradGuard no_grad;
   int from = stage;
-  while (from >= 0 && !stage_inputs[from].defined()) --from;
-  at::Tensor x;
+  while (from >= 0 && stage_inputs[from].empty()) --from;
+  StageState x;
   if (streamed_stage_ > from && streamed_stage_ < stage) {
     from = streamed_stage_;
     x = streamed_;
@@ -95,15 +108,15 @@ at::Tensor Calibration::stage_input(Model& model, int stage) const {
     x = stage_inputs[from];
   }
   const int64_t N = images.size(0);
-  std::vector<at::Tensor> out;
+  std::vector<StageState> out;
   for (int64_t b0 = 0; b0 < N; b0 += batch) {
     const int64_t b1 = std::min(N, b0 + batch);
-    at::Tensor xb = from >= 0 ? x.slice(0, b0, b1) : model.embed(images.slice(0, b0, b1));
+    StageState xb = from >= 0 ? slice_batch(x, b0, b1) : model.embed(images.slice(0, b0, b1));
     for (int st = std::max(from, 0); st < stage; ++st) xb = model.run_stage(st, xb);
     out.push_back(xb);
   }
-  streamed_ = at::Tensor();  // free the previous one before keeping the next
-  streamed_ = at::cat(out);
+  streamed_.clear();  // free the previous one before keeping the next
+  streamed_ = cat_batches(out);
   streamed_stage_ = stage;
   return streamed_;
 }
@@ -114,31 +127,25 @@ double output_nsr(Model& model, const Calibration& calib, const std::string& lay
   const LinearLayerInfo& info = model.layer(layer);
   const at::Tensor Wt = W_tilde.reshape({info.out_features, info.in_features}).to(at::kFloat).contiguous();
   // Before the override: a stage input that was not kept is recomputed with the float model.
-  const at::Tensor stage_in = info.stage < 0 ? at::Tensor() : calib.stage_input(model, info.stage);
+  const StageState stage_in = info.stage < 0 ? StageState() : calib.stage_input(model, info.stage);
   model.set_linear_override(
       layer, [&Wt](const at::Tensor& x, const at::Tensor&, const at::Tensor& b) { return at::linear(x, Wt, b); });
-  double noise = 0, signal = 0;
+  OutputError error(task_of(model));
   try {
-    const int64_t N = calib.reference_logits.size(0);
+    const int64_t N = calib.images.size(0);
     for (int64_t b0 = 0; b0 < N; b0 += batch) {
       const int64_t b1 = std::min(N, b0 + batch);
-      at::Tensor y;
-      if (info.stage < 0) {
-        y = model.forward(calib.images.slice(0, b0, b1));
-      } else {
-        y = model.run_from(info.stage, stage_in.slice(0, b0, b1));
-      }
-      const at::Tensor ref = calib.reference_logits.slice(0, b0, b1);
+      const ModelOutputs y = info.stage < 0 ? model.forward(calib.images.slice(0, b0, b1))
+                                            : model.run_from(info.stage, slice_batch(stage_in, b0, b1));
       const double w = double(b1 - b0) / batch;  // the spec sums per-batch means over equal batches
-      noise += w * (y - ref).pow(2).mean().item<double>();
-      signal += w * ref.pow(2).mean().item<double>();
+      error.add(y, calib.reference.slice(b0, b1), w);
     }
   } catch (...) {
     model.clear_linear_override(layer);
     throw;
   }
   model.clear_linear_override(layer);
-  return signal > 0 ? noise / signal : 0.0;
+  return error.value();
 }
 
 std::vector<size_t> anchor_positions(size_t L, size_t K) {
@@ -155,12 +162,17 @@ std::vector<size_t> anchor_positions(size_t L, size_t K) {
   return out;
 }
 
-double estimated_nsr(const at::Tensor& W, const at::Tensor& W_tilde, const at::Tensor& lfh, const Calibration& calib) {
-  const double signal = calib.reference_logits.to(at::kDouble).pow(2).mean().item<double>();
-  const double classes = static_cast<double>(calib.reference_logits.size(1));
+double estimated_nsr(const at::Tensor& W, const at::Tensor& W_tilde, const at::Tensor& lfh, const Calibration& calib,
+                     const Task& task) {
+  // The LFH sums squared output changes over one image's output values, so the mean over values divides by how
+  // many values one image has (the class count only for [N, classes] logits).
+  const auto [name, weight] = task.error_outputs().at(0);
+  const at::Tensor& ref = calib.reference.at(name);
+  const double signal = ref.to(at::kDouble).pow(2).mean().item<double>();
+  const double elements = static_cast<double>(ref.numel() / std::max<int64_t>(1, ref.size(0)));
   const double noise =
       (lfh.to(at::kDouble) * (W.to(at::kDouble) - W_tilde.to(at::kDouble)).pow(2)).sum().item<double>();
-  return signal > 0 ? noise / (classes * signal) : 0.0;
+  return signal > 0 ? weight * noise / (elements * signal) : 0.0;
 }
 
 void measure_global_errors(Model& model, const Calibration& calib, std::vector<LayerCandidates>& layers,
@@ -176,7 +188,7 @@ void measure_global_errors(Model& model, const Calibration& calib, std::vector<L
     const bool estimate = s.estimate && lc.low_rank_allowed && lfh->count(lc.layer);
     auto error_of = [&](const LayerOption& o) {
       const at::Tensor Wt = compressed_weight(lc, o, W);
-      return estimate ? estimated_nsr(W, Wt, lfh->at(lc.layer), calib)
+      return estimate ? estimated_nsr(W, Wt, lfh->at(lc.layer), calib, task_of(model))
                       : output_nsr(model, calib, lc.layer, Wt, s.batch);
     };
     std::map<std::pair<int, int>, std::vector<size_t>> groups;  // bit pair -> option indices by rank

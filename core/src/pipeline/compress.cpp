@@ -24,8 +24,11 @@ CompressionAnalysis analyze_model(Model& model, const ImageSet& images, const Co
   std::vector<std::string> warnings;
   CompressionAnalysis a;
   if (cache && cache->load_analysis(true, &a, &warnings) && cache->load_lfh(&a.lfh, &warnings)) {
+    // Not a warning, and not the stage times of the run that filled the cache: say where it came from.
     a.warnings = warnings;
-    a.warnings.push_back("loaded the complete analysis from the session cache " + cache->dir());
+    a.stage_seconds.clear();
+    a.cached_stages = {"calibration", "sensitivity", "candidates", "global error"};
+    a.cache_dir = cache->dir();
     return a;
   }
   auto t = std::chrono::steady_clock::now();
@@ -35,10 +38,13 @@ CompressionAnalysis analyze_model(Model& model, const ImageSet& images, const Co
 
   std::map<std::string, at::Tensor> H;
   t = std::chrono::steady_clock::now();
+  std::vector<std::string> cached;
   if (!cache || !cache->load_lfh(&H, &warnings)) {
     const int64_t n = std::min<int64_t>(s.lfh_images, calib.images.size(0));
     H = label_free_hessian(model, calib.images.slice(0, 0, n), s.lfh, job);
     if (cache) cache->save_lfh(H);
+  } else {
+    cached.push_back("sensitivity");
   }
   stages.emplace_back("sensitivity", since(t));
 
@@ -71,6 +77,8 @@ CompressionAnalysis analyze_model(Model& model, const ImageSet& images, const Co
   a.stage_seconds = stages;
   a.warnings = warnings;
   if (cache) cache->save_analysis(a, true);
+  a.cached_stages = cached;
+  if (cache) a.cache_dir = cache->dir();
   return a;
 }
 
@@ -130,21 +138,12 @@ std::vector<std::vector<int>> merged_groups(const CompressionAnalysis& a, const 
   return out;
 }
 
-}  // namespace
+using Choices = std::vector<std::vector<std::pair<std::string, int>>>;  // per layer: (label, option or kKeepFloat)
 
-LayerAllocator::LayerAllocator(const CompressionAnalysis& a, const Constraints& k) {
-  for (const auto& [name, c] : k.layers)
-    if (std::none_of(a.layers.begin(), a.layers.end(), [&](const LayerCandidates& l) { return l.layer == name; }))
-      throw Error("constraint on unknown layer '" + name + "'");
-  std::vector<std::vector<std::pair<std::string, int>>> choices;
-  for (const auto& l : a.layers) {
-    for (const auto& opt : l.options)
-      if (opt.error < 0) throw Error(l.layer + ": option " + opt.label() + " has no global error yet");
-    auto it = k.layers.find(l.layer);
-    choices.push_back(allowed_choices(l, it == k.layers.end() ? LayerConstraint() : it->second));
-  }
-  // A group keeps the labels all members allow, in one order, so that equal indices mean equal choices.
-  AllocConstraints ac;
+// A group keeps the labels all members allow, in one order, so that equal indices mean equal choices. Returns the
+// merged groups (layer indices) for the allocator.
+std::vector<std::vector<int>> align_groups(const CompressionAnalysis& a, const Constraints& k, Choices& choices) {
+  std::vector<std::vector<int>> groups;
   for (const std::vector<int>& g : merged_groups(a, k)) {
     std::vector<std::string> common;
     for (const auto& [label, idx] : choices[g.front()]) common.push_back(label);
@@ -167,8 +166,48 @@ LayerAllocator::LayerAllocator(const CompressionAnalysis& a, const Constraints& 
           if (c.first == label) aligned.push_back(c);
       choices[l] = aligned;
     }
-    ac.groups.push_back(g);
+    groups.push_back(g);
   }
+  return groups;
+}
+
+// The largest size: every free layer at its biggest choice, every group at its biggest common choice.
+int64_t largest_size(const std::vector<std::vector<AllocOption>>& options, const std::vector<std::vector<int>>& groups) {
+  int64_t largest = 0;
+  std::vector<char> grouped(options.size(), 0);
+  for (const auto& g : groups) {
+    int64_t best = 0;
+    for (size_t c = 0; c < options[g.front()].size(); ++c) {
+      int64_t sum = 0;
+      for (int l : g) sum += options[l][c].bytes;
+      best = std::max(best, sum);
+    }
+    largest += best;
+    for (int l : g) grouped[l] = 1;
+  }
+  for (size_t i = 0; i < options.size(); ++i)
+    if (!grouped[i])
+      largest += std::max_element(options[i].begin(), options[i].end(), [](const AllocOption& x, const AllocOption& y) {
+                   return x.bytes < y.bytes;
+                 })->bytes;
+  return largest;
+}
+
+}  // namespace
+
+LayerAllocator::LayerAllocator(const CompressionAnalysis& a, const Constraints& k) {
+  for (const auto& [name, c] : k.layers)
+    if (std::none_of(a.layers.begin(), a.layers.end(), [&](const LayerCandidates& l) { return l.layer == name; }))
+      throw Error("constraint on unknown layer '" + name + "'");
+  Choices choices;
+  for (const auto& l : a.layers) {
+    for (const auto& opt : l.options)
+      if (opt.error < 0) throw Error(l.layer + ": option " + opt.label() + " has no global error yet");
+    auto it = k.layers.find(l.layer);
+    choices.push_back(allowed_choices(l, it == k.layers.end() ? LayerConstraint() : it->second));
+  }
+  AllocConstraints ac;
+  ac.groups = align_groups(a, k, choices);
   std::vector<std::vector<AllocOption>> options;
   for (size_t i = 0; i < a.layers.size(); ++i) {
     const LayerCandidates& l = a.layers[i];
@@ -184,24 +223,7 @@ LayerAllocator::LayerAllocator(const CompressionAnalysis& a, const Constraints& 
     options.push_back(std::move(o));
     options_.push_back(std::move(map));
   }
-  // The largest size: every free layer at its biggest choice, every group at its biggest common choice.
-  std::vector<char> grouped(a.layers.size(), 0);
-  for (const auto& g : ac.groups) {
-    int64_t best = 0;
-    for (size_t c = 0; c < options[g.front()].size(); ++c) {
-      int64_t sum = 0;
-      for (int l : g) sum += options[l][c].bytes;
-      best = std::max(best, sum);
-    }
-    largest_ += best;
-    for (int l : g) grouped[l] = 1;
-  }
-  for (size_t i = 0; i < options.size(); ++i)
-    if (!grouped[i])
-      largest_ +=
-          std::max_element(options[i].begin(), options[i].end(), [](const AllocOption& x, const AllocOption& y) {
-            return x.bytes < y.bytes;
-          })->bytes;
+  largest_ = largest_size(options, ac.groups);
   allocator_ = std::make_shared<const BudgetAllocator>(std::move(options), std::move(ac));
 }
 

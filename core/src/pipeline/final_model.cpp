@@ -59,11 +59,11 @@ FinalImages split_final_images(const ImageSet& set, const std::vector<std::strin
   return out;
 }
 
-FinalModel build_final_model(const std::string& model_path, const CompressionAnalysis& a, const Allocation& alloc,
+FinalModel build_final_model(const Model& float_model, const CompressionAnalysis& a, const Allocation& alloc,
                              const at::Tensor& images, const FinalModelSettings& s, const JobControl& job) {
   if (images.dim() != 4 || images.size(0) == 0) throw Error("build_final_model: no calibration images");
   FinalModel f;
-  f.model = load_model(model_path);
+  f.model = float_model.clone();  // a fresh float model; the caller's stays untouched
   Model& model = *f.model;
   auto t = std::chrono::steady_clock::now();
   if (s.activations.enabled) {
@@ -96,9 +96,20 @@ FinalModel build_final_model(const std::string& model_path, const CompressionAna
   if (s.round) {
     t = std::chrono::steady_clock::now();
     RoundingCheckpoint ckpt{s.rounding_checkpoint};
-    f.rounding = round_layers(model, f.layers, images, s.rounding, job, s.rounding_checkpoint.empty() ? nullptr : &ckpt,
-                              s.on_rounding_step);
+    try {
+      f.rounding = round_layers(model, f.layers, images, s.rounding, job,
+                                s.rounding_checkpoint.empty() ? nullptr : &ckpt, s.on_rounding_step);
+    } catch (const Cancelled&) {
+      // round_layers leaves the finished layers learned and the others at nearest rounding: a consistent model.
+      if (!s.keep_learned_on_cancel) throw;
+      f.rounding_cancelled = true;
+    }
     f.stage_seconds.emplace_back("adaptive rounding", since(t));
+  }
+  for (const CompressedLayer& l : f.layers) {
+    if (l.form == LayerForm::Float) continue;
+    ++f.compressed_layers;
+    f.learned_layers += l.rounding_learned ? 1 : 0;
   }
   apply_compressed_layers(model, f.layers);
   if (f.activations_quantized) enable_activation_quantization(model, f.activations);

@@ -4,15 +4,21 @@
 #include <c10/core/GradMode.h>
 
 #include <chrono>
+#include <cmath>
 
 #include "lorq/common/error.h"
 #include "lorq/common/parallel_ops.h"
+#include "lorq/tasks/task.h"
 
 namespace lorq {
 
-std::map<std::string, at::Tensor> lfh_squared_gradients(Model& model, const at::Tensor& image, const at::Tensor& V,
+std::map<std::string, at::Tensor> lfh_squared_gradients(Model& model, const at::Tensor& image,
+                                                        const std::vector<at::Tensor>& V,
                                                         std::map<std::string, at::Tensor>* running) {
-  const int64_t P = V.size(0);
+  const std::vector<std::pair<std::string, double>> error_outputs = task_of(model).error_outputs();
+  if (V.size() != error_outputs.size() || V.empty())
+    throw Error("lfh_squared_gradients: one projection tensor per error output expected");
+  const int64_t P = V[0].size(0);
   std::vector<std::string> names;
   for (const auto& l : model.linear_layers())
     if (l.low_rank_allowed) names.push_back(l.name);
@@ -30,15 +36,27 @@ std::map<std::string, at::Tensor> lfh_squared_gradients(Model& model, const at::
     });
   }
   at::Tensor batch = image.unsqueeze(0).expand({P, -1, -1, -1}).contiguous();
-  at::Tensor logits;
+  ModelOutputs y;
   try {
-    logits = model.forward(batch);
+    y = model.forward(batch);
   } catch (...) {
     for (const auto& n : names) model.clear_linear_override(n);
     throw;
   }
   for (const auto& n : names) model.clear_linear_override(n);
-  logits.backward(V.to(logits.dtype()));
+  if (error_outputs.size() == 1) {
+    const at::Tensor& out = y.at(error_outputs[0].first);
+    out.backward(V[0].to(out.dtype()));
+  } else {
+    // Σ_o <y_o, v_o>: its gradient with respect to each output is that output's projection.
+    at::Tensor total;
+    for (size_t o = 0; o < error_outputs.size(); ++o) {
+      const at::Tensor& out = y.at(error_outputs[o].first);
+      const at::Tensor term = (out * V[o].to(out.dtype())).sum();
+      total = total.defined() ? total + term : term;
+    }
+    total.backward();
+  }
 
   std::map<std::string, at::Tensor> out;
   for (const std::string& name : names) {
@@ -63,6 +81,28 @@ std::map<std::string, at::Tensor> lfh_squared_gradients(Model& model, const at::
   return out;
 }
 
+std::vector<ProjectionShape> lfh_projection_shapes(Model& model, const at::Tensor& images) {
+  c10::NoGradGuard no_grad;
+  const std::vector<std::pair<std::string, double>> outs = task_of(model).error_outputs();
+  const ModelOutputs y = model.forward(outs.size() == 1 ? images.slice(0, 0, 1) : images);
+  std::vector<ProjectionShape> shapes;
+  double reference = 0;  // elements · mean(y²) / weight of the first output
+  for (size_t i = 0; i < outs.size(); ++i) {
+    const at::Tensor& t = y.at(outs[i].first);
+    ProjectionShape ps;
+    ps.shape = t.sizes().slice(1).vec();
+    if (outs.size() > 1) {
+      const double elements = static_cast<double>(t.numel() / std::max<int64_t>(1, t.size(0)));
+      const double signal = t.to(at::kDouble).pow(2).mean().item<double>();
+      const double unit = elements * signal / outs[i].second;
+      if (i == 0) reference = unit;
+      ps.scale = unit > 0 ? std::sqrt(reference / unit) : 0.0;
+    }
+    shapes.push_back(ps);
+  }
+  return shapes;
+}
+
 std::map<std::string, at::Tensor> label_free_hessian(Model& model, const at::Tensor& images, const LfhOptions& o,
                                                      const JobControl& job) {
   if (images.dim() != 4 || images.size(0) == 0) throw Error("label_free_hessian: expected a [K, C, H, W] image batch");
@@ -71,15 +111,23 @@ std::map<std::string, at::Tensor> label_free_hessian(Model& model, const at::Ten
   BlasThreadsScope blas_threads;  // autograd GEMMs: give OpenBLAS the threads (see parallel_ops.h)
   at::Generator gen = at::detail::createCPUGenerator(o.seed);
   const int64_t K = images.size(0);
-  const int64_t classes = model.config().num_classes;
+  const std::vector<ProjectionShape> shapes = lfh_projection_shapes(model, images);
   std::map<std::string, at::Tensor> total, running;
   for (int64_t k = 0; k < K; ++k) {
     job.check();
-    at::Tensor V = at::randn({o.projections, classes}, gen);
+    // One projection per output value, drawn output after output (a single [P, classes] draw for classifiers).
+    std::vector<at::Tensor> V;
+    for (const ProjectionShape& ps : shapes) {
+      std::vector<int64_t> size{o.projections};
+      size.insert(size.end(), ps.shape.begin(), ps.shape.end());
+      at::Tensor v = at::randn(size, gen);
+      V.push_back(ps.scale == 1.0 ? v : v * ps.scale);
+    }
     // Chunks in projection order: the as-coded running sums carry over from one chunk to the next unchanged.
     const int64_t chunk = std::max(1, o.projection_batch);
     for (int64_t p0 = 0; p0 < o.projections; p0 += chunk) {
-      const at::Tensor Vc = V.slice(0, p0, std::min<int64_t>(o.projections, p0 + chunk));
+      std::vector<at::Tensor> Vc;
+      for (const at::Tensor& v : V) Vc.push_back(v.slice(0, p0, std::min<int64_t>(o.projections, p0 + chunk)));
       auto sq = lfh_squared_gradients(model, images[k], Vc, o.as_coded_accumulation ? &running : nullptr);
       for (auto& [name, t] : sq) {
         if (total.count(name)) {

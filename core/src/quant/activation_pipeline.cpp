@@ -184,7 +184,8 @@ void ridge_correct(Model& model, const at::Tensor& images, const ActQuantSetting
       job.check();
       const at::Tensor& x_fp = it->second;
       const ActivationQuantizer& q = aq.quantizers.at(input_point.at(layer));
-      const double lambda = x_fp.dim() == 2 ? s.ridge_lambda_head : s.ridge_lambda;
+      // The head's own λ: the model declares which layer is its head (its inputs are pooled, one row per image).
+      const double lambda = model.layer(layer).role == LayerRole::Head ? s.ridge_lambda_head : s.ridge_lambda;
       const CorrectedLinear c =
           ridge_regression_correction(x_fp, q(x_fp), model.weight(layer), model.bias(layer), lambda);
       model.set_weight(layer, c.weight);
@@ -199,7 +200,7 @@ void ridge_correct(Model& model, const at::Tensor& images, const ActQuantSetting
   model.clear_activation_hooks();
   model.set_observer(order,
                      [&](const std::string& layer, const at::Tensor& in, const at::Tensor&) { inputs[layer] = in; });
-  at::Tensor x = model.embed(images);
+  StageState x = model.embed(images);
   for (int stage = 0; stage < model.num_stages(); ++stage) {
     x = model.run_stage(stage, x);
     correct_recorded();

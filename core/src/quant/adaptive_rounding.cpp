@@ -47,11 +47,11 @@ class HookGuard {
   std::set<std::string> overridden_;
 };
 
-// Segment −1 is embed(), 0..S−1 the stages, S finish().
-at::Tensor run_segment(Model& model, int segment, const at::Tensor& x) {
-  if (segment < 0) return model.embed(x);
+// Segment −1 is embed() (its input: the images), 0..S−1 the stages, S finish() (its output: the model's outputs).
+StageState run_segment(Model& model, int segment, const StageState& x) {
+  if (segment < 0) return model.embed(x.at(0));
   if (segment < model.num_stages()) return model.run_stage(segment, x);
-  return model.finish(x);
+  return model.finish(x).tensors;
 }
 
 // The segment each layer runs in, found by watching one image go through the network.
@@ -63,7 +63,7 @@ std::map<std::string, int> segments_of_layers(Model& model, const at::Tensor& im
   model.set_observer(names, [&](const std::string& layer, const at::Tensor&, const at::Tensor&) {
     if (!where.count(layer)) where[layer] = current;
   });
-  at::Tensor x = image;
+  StageState x{image};
   for (current = -1; current <= model.num_stages(); ++current) x = run_segment(model, current, x);
   model.clear_observer();
   for (const auto& n : names)
@@ -98,6 +98,34 @@ class TokenSample {
   at::Tensor index_;
 };
 
+// The compressed layers must be the model's, in its order, without overrides of their own.
+void check_rounding_inputs(const Model& model, const std::vector<CompressedLayer>& layers) {
+  const auto& infos = model.linear_layers();
+  if (layers.size() != infos.size())
+    throw Error("adaptive rounding: " + std::to_string(layers.size()) + " compressed layers for a model with " +
+                std::to_string(infos.size()) + " layers");
+  for (size_t i = 0; i < infos.size(); ++i) {
+    if (layers[i].layer != infos[i].name)
+      throw Error("adaptive rounding: layer " + std::to_string(i) + " is '" + layers[i].layer + "', the model's is '" +
+                  infos[i].name + "' (layers must be in model order)");
+    if (model.has_linear_override(infos[i].name))
+      throw Error("adaptive rounding: layer '" + infos[i].name +
+                  "' already has a linear override (rounding runs without activation quantization; clear it first)");
+  }
+}
+
+// The model must be the float reference: a model already holding every compressed W̃ would be its own target.
+void check_float_reference(const Model& model, const std::vector<CompressedLayer>& layers) {
+  int compressed = 0, applied = 0;
+  for (size_t i = 0; i < layers.size(); ++i) {
+    if (layers[i].form == LayerForm::Float) continue;
+    ++compressed;
+    applied += at::equal(model.weight(layers[i].layer), layers[i].dequantized_weight()) ? 1 : 0;
+  }
+  if (compressed > 0 && applied == compressed)
+    throw Error("adaptive rounding: the model holds the compressed weights; pass the float model they came from");
+}
+
 struct LayerData {
   at::Tensor X, Y;
   TokenSample tokens;
@@ -112,34 +140,15 @@ RoundingReport round_layers(Model& model, std::vector<CompressedLayer>& layers, 
   c10::NoGradGuard no_grad;
   RoundingReport report;
   const auto& infos = model.linear_layers();
-  if (layers.size() != infos.size())
-    throw Error("adaptive rounding: " + std::to_string(layers.size()) + " compressed layers for a model with " +
-                std::to_string(infos.size()) + " layers");
-  for (size_t i = 0; i < infos.size(); ++i) {
-    if (layers[i].layer != infos[i].name)
-      throw Error("adaptive rounding: layer " + std::to_string(i) + " is '" + layers[i].layer + "', the model's is '" +
-                  infos[i].name + "' (layers must be in model order)");
-    if (model.has_linear_override(infos[i].name))
-      throw Error("adaptive rounding: layer '" + infos[i].name +
-                  "' already has a linear override (rounding runs without activation quantization; clear it first)");
-  }
+  check_rounding_inputs(model, layers);
   if (images.dim() != 4 || images.size(0) == 0) throw Error("adaptive rounding: expected [N, C, H, W] images");
   if (s.images < 1 || s.batch < 1) throw Error("adaptive rounding: images and batch must be at least 1");
+  check_float_reference(model, layers);
   const int64_t N = std::min<int64_t>(images.size(0), s.images);
   if (N < s.images)
     report.warnings.push_back("adaptive rounding uses " + std::to_string(N) + " images (" + std::to_string(s.images) +
                               " requested)");
   const at::Tensor calib = images.slice(0, 0, N).to(at::kFloat).contiguous();
-
-  // The model must be the float reference: a model already holding every compressed W̃ would be its own target.
-  int compressed = 0, applied = 0;
-  for (size_t i = 0; i < layers.size(); ++i) {
-    if (layers[i].form == LayerForm::Float) continue;
-    ++compressed;
-    applied += at::equal(model.weight(infos[i].name), layers[i].dequantized_weight()) ? 1 : 0;
-  }
-  if (compressed > 0 && applied == compressed)
-    throw Error("adaptive rounding: the model holds the compressed weights; pass the float model they came from");
 
   std::vector<size_t> todo;  // layers to learn in this run
   std::map<std::string, size_t> index_of;
@@ -178,24 +187,26 @@ RoundingReport round_layers(Model& model, std::vector<CompressedLayer>& layers, 
 
   // Runs `segment` over the cached input in batches, storing the output when `out` is given.
   std::function<void(int64_t)> on_batch;
-  auto run_over = [&](int segment, const at::Tensor& in, at::Tensor* out) {
+  auto run_over = [&](int segment, const StageState& in, StageState* out) {
     for (int64_t n0 = 0; n0 < N; n0 += s.batch) {
       const int64_t n1 = std::min<int64_t>(N, n0 + s.batch);
       job.check();
       if (on_batch) on_batch(n0);
-      at::Tensor y;
+      StageState y;
       try {
-        y = run_segment(model, segment, in.slice(0, n0, n1));
+        y = run_segment(model, segment, slice_batch(in, n0, n1));
       } catch (const StopSegment&) {
         continue;
       }
       if (out) {
-        if (!out->defined()) {
-          std::vector<int64_t> shape = y.sizes().vec();
-          shape[0] = N;
-          *out = at::empty(shape, y.options());
+        if (out->empty()) {
+          for (const at::Tensor& t : y) {
+            std::vector<int64_t> shape = t.sizes().vec();
+            shape[0] = N;
+            out->push_back(at::empty(shape, t.options()));
+          }
         }
-        out->slice(0, n0, n1).copy_(y);
+        for (size_t i = 0; i < y.size(); ++i) (*out)[i].slice(0, n0, n1).copy_(y[i]);
       }
     }
   };
@@ -209,7 +220,7 @@ RoundingReport round_layers(Model& model, std::vector<CompressedLayer>& layers, 
     }
   };
 
-  at::Tensor float_in = calib, comp_in = calib;
+  StageState float_in{calib}, comp_in{calib};
   for (int segment = -1; segment <= last_segment; ++segment) {
     job.check();
     std::vector<size_t> learn;
@@ -230,7 +241,7 @@ RoundingReport round_layers(Model& model, std::vector<CompressedLayer>& layers, 
       LayerData& d = data.at(index_of.at(layer));
       d.tokens.capture(out, batch_start, d.Y);
     });
-    at::Tensor float_next;
+    StageState float_next;
     run_over(segment, float_in, segment < last_segment ? &float_next : nullptr);
     model.clear_observer();
 
@@ -278,7 +289,7 @@ RoundingReport round_layers(Model& model, std::vector<CompressedLayer>& layers, 
     }
 
     if (segment < last_segment) {  // advance both caches past this segment
-      at::Tensor comp_next;
+      StageState comp_next;
       hooks.clear();
       use_compressed(segment);
       on_batch = nullptr;

@@ -23,10 +23,59 @@
 #include "lorq/io/images.h"
 #include "lorq/models/model.h"
 #include "lorq/pipeline/session_cache.h"
+#include "lorq/alloc/constraints_io.h"
+#include "lorq/pipeline/calibration.h"
+#include "lorq/pipeline/candidates.h"
+#include "lorq/pipeline/sensitivity.h"
+#include "lorq/tasks/classification.h"
+#include "lorq/tasks/task.h"
+#include "lorq/quant/gptq.h"
 
 namespace fs = std::filesystem;
 
 namespace lorq::api {
+
+namespace {
+
+ModelSummary summarize(const Model& m, const std::string& path) {
+  ModelSummary s;
+  s.path = path;
+  s.architecture = m.architecture();
+  s.family = m.family();
+  s.task = m.task();
+  const std::map<std::string, int64_t> d = m.dimensions();
+  auto dim = [&](const char* key) {
+    auto it = d.find(key);
+    return it == d.end() ? 0 : static_cast<int>(it->second);
+  };
+  s.depth = dim("depth");
+  s.embed_dim = dim("embed_dim");
+  s.num_heads = dim("num_heads");
+  s.num_classes = m.num_labels();
+  s.image_size = dim("input_height");
+  for (const auto& l : m.linear_layers()) {
+    s.layers.push_back(
+        {l.name, l.out_features, l.in_features, l.params(), l.fp32_bytes() / 1e6, l.low_rank_allowed, l.stage});
+    s.compressible_params += l.params();
+  }
+  for (const auto& [k, t] : m.named_tensors()) s.total_params += t.numel();
+  return s;
+}
+
+EvalSummary summary_of(const EvalResult& r) {
+  EvalSummary s;
+  s.images = r.images;
+  s.labeled = r.labeled;
+  s.top1_pct = r.top1_pct();
+  s.top5_pct = r.top5_pct();
+  s.images_per_s = r.images_per_s();
+  s.seconds = r.seconds;
+  s.metrics = r.metrics;
+  s.failed = r.failed;
+  return s;
+}
+
+}  // namespace
 
 struct ModelHandle::Impl {
   std::unique_ptr<Model> model;
@@ -39,21 +88,7 @@ ModelHandle::~ModelHandle() = default;
 std::shared_ptr<ModelHandle> ModelHandle::open(const std::string& path) {
   auto impl = std::make_unique<Impl>();
   impl->model = load_model(path);
-  const ModelConfig& c = impl->model->config();
-  ModelSummary& s = impl->summary;
-  s.path = path;
-  s.architecture = c.architecture;
-  s.depth = c.depth;
-  s.embed_dim = c.embed_dim;
-  s.num_heads = c.num_heads;
-  s.num_classes = c.num_classes;
-  s.image_size = c.img_size;
-  for (const auto& l : impl->model->linear_layers()) {
-    s.layers.push_back(
-        {l.name, l.out_features, l.in_features, l.params(), l.fp32_bytes() / 1e6, l.low_rank_allowed, l.stage});
-    s.compressible_params += l.params();
-  }
-  for (const auto& [k, t] : impl->model->named_tensors()) s.total_params += t.numel();
+  impl->summary = summarize(*impl->model, path);
   return std::shared_ptr<ModelHandle>(new ModelHandle(std::move(impl)));
 }
 
@@ -61,20 +96,17 @@ const ModelSummary& ModelHandle::summary() const { return impl_->summary; }
 
 std::vector<ClassScore> ModelHandle::predict(const std::string& image_path, int k) const {
   c10::NoGradGuard no_grad;
-  const ModelConfig& c = impl_->model->config();
-  at::Tensor logits = impl_->model->forward(load_image(image_path, c.preprocessing).unsqueeze(0))[0];
-  std::vector<ClassScore> out;
-  for (const Prediction& p : top_k(logits, k, c)) out.push_back({p.class_index, p.probability, p.label});
-  return out;
+  const Model& m = *impl_->model;
+  const ModelOutputs y = impl_->model->forward(load_image(image_path, m.preprocessing()).unsqueeze(0));
+  return top_k(y.logits()[0], k, m);
 }
 
 EvalSummary ModelHandle::evaluate(const std::string& images, const std::string& labels, int64_t limit,
                                   const JobControl& job) const {
-  ImageSet set = open_image_set(images, labels, impl_->model->config().label_names);
+  ImageSet set = open_image_set(images, labels, impl_->model->label_names());
   EvalOptions o;
   o.limit = limit;
-  EvalResult r = lorq::evaluate(*impl_->model, set, o, job);
-  return {r.images, r.labeled, r.top1_pct(), r.top5_pct(), r.images_per_s(), r.seconds, r.failed};
+  return summary_of(lorq::evaluate(*impl_->model, set, o, job));
 }
 
 // ---- Allocator
@@ -92,14 +124,13 @@ int64_t Allocator::max_bytes() const { return impl_->allocator->max_bytes(); }
 
 AllocationResult Allocator::solve(int64_t budget) const {
   budget = std::clamp(budget, min_bytes(), max_bytes());
-  const Allocation a = impl_->allocator->solve(budget);
-  return {a.budget_bytes, a.bytes, a.predicted_error, a.choice};
+  return impl_->allocator->solve(budget);
 }
 
+Allocation Allocator::solve_checked(int64_t budget) const { return impl_->allocator->solve(budget); }
+
 const std::vector<TradeoffPoint>& Allocator::tradeoff_curve() const {
-  std::call_once(impl_->curve_once, [this] {
-    for (const CurvePoint& p : impl_->allocator->tradeoff_curve()) impl_->curve.push_back({p.bytes, p.error});
-  });
+  std::call_once(impl_->curve_once, [this] { impl_->curve = impl_->allocator->tradeoff_curve(); });
   return impl_->curve;
 }
 
@@ -109,25 +140,36 @@ namespace {
 
 using nlohmann::json;
 
-const char* exclusion_name(Exclusion e) { return e == Exclusion::Q8 ? "q8" : e == Exclusion::Float ? "float" : "none"; }
-
-Exclusion exclusion_from(const std::string& s) {
-  return s == "q8" ? Exclusion::Q8 : s == "float" ? Exclusion::Float : Exclusion::None;
+// Version 1 kept constraints as {layer: {pinned_option, min_bits, max_rank, excluded}} with pins by option index;
+// they become the constraints schema with "pin_option" (an index, checked against the analysis when resolved).
+std::string constraints_from_v1(const json& c) {
+  json layers = json::object();
+  for (const auto& [layer, v] : c.items()) {
+    json e = json::object();
+    if (v.value("pinned_option", -1) >= 0) e["pin_option"] = v.value("pinned_option", -1);
+    if (v.value("min_bits", 0) > 0) e["min_bits"] = v.value("min_bits", 0);
+    if (v.value("max_rank", int64_t(-1)) >= 0) e["max_rank"] = v.value("max_rank", int64_t(-1));
+    const std::string ex = v.value("excluded", std::string("none"));
+    if (ex != "none") e["exclude"] = ex;
+    layers[layer] = e;
+  }
+  return json{{"version", 1}, {"layers", layers}, {"groups", json::array()}}.dump(1);
 }
 
 }  // namespace
 
 void save_session_file(const std::string& path, const SessionFile& f) {
-  json constraints = json::object();
-  for (const auto& [layer, c] : f.constraints)
-    if (!c.empty())
-      constraints[layer] = {{"pinned_option", c.pinned_option},
-                            {"min_bits", c.min_bits},
-                            {"max_rank", c.max_rank},
-                            {"excluded", exclusion_name(c.excluded)}};
   const AnalysisSettings& s = f.settings;
+  json constraints = json::object();
+  if (!f.constraints_json.empty()) {
+    try {
+      constraints = json::parse(f.constraints_json);
+    } catch (const json::exception& e) {
+      throw Error(path, std::string("cannot save: the constraints are not valid JSON (") + e.what() + ")");
+    }
+  }
   json doc = {{"format", "lorq-session"},
-              {"version", 1},
+              {"version", 2},
               {"model", f.model_path},
               {"images", f.images},
               {"labels", f.labels},
@@ -140,7 +182,13 @@ void save_session_file(const std::string& path, const SessionFile& f) {
                 {"projections", s.projections},
                 {"anchors", s.anchors},
                 {"estimate", s.estimate},
-                {"seed", s.seed}}},
+                {"seed", s.seed},
+                {"lfh_batch", s.lfh_batch},
+                {"lfh_as_coded", s.lfh_as_coded},
+                {"weighted_svd", s.weighted_svd},
+                {"hessian_weighted", s.hessian_weighted},
+                {"swapped_lr_size", s.swapped_lr_size},
+                {"quantizer", s.quantizer}}},
               {"budget_bytes", f.budget_bytes},
               {"constraints", constraints}};
   write_text_atomically(path, doc.dump(2) + "\n");
@@ -152,7 +200,10 @@ SessionFile load_session_file(const std::string& path) {
   SessionFile f;
   try {
     const json doc = json::parse(in);
-    if (doc.value("format", "") != "lorq-session") throw Error(path, "not a LoRQ session file");
+    if (!doc.is_object() || doc.value("format", "") != "lorq-session") throw Error(path, "not a LoRQ session file");
+    const int version = doc.value("version", 1);
+    if (version < 1 || version > 2)
+      throw Error(path, "session file version " + std::to_string(version) + " is newer than this program (2)");
     f.model_path = doc.at("model").get<std::string>();
     f.images = doc.value("images", "");
     f.labels = doc.value("labels", "");
@@ -162,22 +213,28 @@ SessionFile load_session_file(const std::string& path) {
     f.budget_bytes = doc.value("budget_bytes", int64_t(0));
     if (doc.contains("settings")) {
       const json& s = doc["settings"];
-      f.settings.calibration_images = s.value("calibration_images", f.settings.calibration_images);
-      f.settings.lfh_images = s.value("lfh_images", f.settings.lfh_images);
-      f.settings.projections = s.value("projections", f.settings.projections);
-      f.settings.anchors = s.value("anchors", f.settings.anchors);
-      f.settings.estimate = s.value("estimate", f.settings.estimate);
-      f.settings.seed = s.value("seed", f.settings.seed);
+      AnalysisSettings& a = f.settings;
+      a.calibration_images = s.value("calibration_images", a.calibration_images);
+      a.lfh_images = s.value("lfh_images", a.lfh_images);
+      a.projections = s.value("projections", a.projections);
+      a.anchors = s.value("anchors", a.anchors);
+      a.estimate = s.value("estimate", a.estimate);
+      a.seed = s.value("seed", a.seed);
+      a.lfh_batch = s.value("lfh_batch", a.lfh_batch);
+      a.lfh_as_coded = s.value("lfh_as_coded", a.lfh_as_coded);
+      a.weighted_svd = s.value("weighted_svd", a.weighted_svd);
+      a.hessian_weighted = s.value("hessian_weighted", a.hessian_weighted);
+      a.swapped_lr_size = s.value("swapped_lr_size", a.swapped_lr_size);
+      a.quantizer = s.value("quantizer", a.quantizer);
     }
-    if (doc.contains("constraints"))
-      for (const auto& [layer, c] : doc["constraints"].items()) {
-        LayerConstraint k;
-        k.pinned_option = c.value("pinned_option", -1);
-        k.min_bits = c.value("min_bits", 0);
-        k.max_rank = c.value("max_rank", int64_t(-1));
-        k.excluded = exclusion_from(c.value("excluded", "none"));
-        f.constraints[layer] = k;
-      }
+    if (doc.contains("constraints") && !doc["constraints"].is_null()) {
+      const json& c = doc["constraints"];
+      if (!c.is_object()) throw Error(path, "\"constraints\" must be an object");
+      if (version == 1)
+        f.constraints_json = constraints_from_v1(c);
+      else if (!c.empty())
+        f.constraints_json = c.dump(1);
+    }
   } catch (const json::exception& e) {
     throw Error(path, std::string("malformed session file: ") + e.what());
   }
@@ -200,64 +257,36 @@ ImageSetInfo describe(const ImageSet& set) {
   return info;
 }
 
-std::vector<LayerAnalysis> describe(const CompressionAnalysis& a, const Model& model) {
-  std::vector<LayerAnalysis> out;
-  for (const LayerCandidates& l : a.layers) {
-    LayerAnalysis r;
-    r.name = l.layer;
-    r.out_features = l.out_features;
-    r.in_features = l.in_features;
-    r.params = l.out_features * l.in_features;
-    r.stage = model.layer(l.layer).stage;
-    r.low_rank_allowed = l.low_rank_allowed;
-    r.full_rank = std::min(l.out_features, l.in_features);
-    std::vector<std::pair<double, double>> points;
-    for (const LayerOption& o : l.options) {
-      OptionRow row;
-      row.label = o.label();
-      row.kind = o.kind == lorq::OptionKind::Quant ? OptionKind::Quant : OptionKind::LowRank;
-      row.bits = o.bits;
-      row.bits_a = o.bits_a;
-      row.bits_b = o.bits_b;
-      row.rank = o.rank;
-      row.bytes = o.bytes;
-      row.error = o.error;
-      row.local_loss = o.local_loss;
-      row.measured = o.measured;
-      r.options.push_back(row);
-      points.emplace_back(static_cast<double>(o.bytes), o.error);
-    }
-    for (size_t i : pareto_front(points)) r.options[i].on_front = true;
-    out.push_back(std::move(r));
+LayerAnalysis describe(const LayerCandidates& l, const Model& model) {
+  LayerAnalysis r;
+  r.name = l.layer;
+  r.out_features = l.out_features;
+  r.in_features = l.in_features;
+  r.params = l.out_features * l.in_features;
+  r.stage = model.layer(l.layer).stage;
+  r.low_rank_allowed = l.low_rank_allowed;
+  r.full_rank = std::min(l.out_features, l.in_features);
+  std::vector<std::pair<double, double>> points;
+  for (const LayerOption& o : l.options) {
+    OptionRow row;
+    row.label = o.label();
+    row.kind = o.kind;
+    row.bits = o.bits;
+    row.bits_a = o.bits_a;
+    row.bits_b = o.bits_b;
+    row.rank = o.rank;
+    row.bytes = o.bytes;
+    row.error = o.error;
+    row.local_loss = o.local_loss;
+    row.measured = o.measured;
+    r.options.push_back(row);
+    points.emplace_back(static_cast<double>(o.bytes), o.error);
   }
-  return out;
+  for (size_t i : pareto_front(points)) r.options[i].on_front = true;
+  return r;
 }
 
-lorq::Constraints to_engine(const ConstraintMap& m) {
-  lorq::Constraints k;
-  for (const auto& [layer, c] : m) {
-    if (c.empty()) continue;
-    lorq::LayerConstraint e;
-    e.pinned_option = c.pinned_option;
-    e.min_bits = c.min_bits;
-    e.max_rank = c.max_rank;
-    e.excluded = c.excluded == Exclusion::Q8      ? lorq::Exclusion::Q8
-                 : c.excluded == Exclusion::Float ? lorq::Exclusion::Float
-                                                  : lorq::Exclusion::None;
-    k.layers[layer] = e;
-  }
-  return k;
-}
-
-Allocation to_engine(const AllocationResult& r) { return {r.budget_bytes, r.choice, r.bytes, r.predicted_error}; }
-
-std::vector<ClassScore> scores(const at::Tensor& logits_row, int k, const ModelConfig& c) {
-  std::vector<ClassScore> out;
-  for (const Prediction& p : top_k(logits_row, k, c)) out.push_back({p.class_index, p.probability, p.label});
-  return out;
-}
-
-// Evaluation progress under a stage name of our own, so a log tells the two runs apart.
+// Evaluation progress under a stage name of our own, so a log tells the runs apart.
 JobControl renamed(const JobControl& job, const std::string& stage) {
   JobControl j = job;
   if (job.progress)
@@ -269,22 +298,31 @@ JobControl renamed(const JobControl& job, const std::string& stage) {
   return j;
 }
 
+bool same_final_settings(const FinalSettings& a, const FinalSettings& b) {
+  return a.refit == b.refit && a.activation_bits == b.activation_bits && a.activation_mp == b.activation_mp &&
+         a.ridge == b.ridge && a.round == b.round && a.round_iterations == b.round_iterations &&
+         a.round_images == b.round_images;
+}
+
 }  // namespace
 
 struct CompressionSession::Impl {
   std::string model_path, cache_dir;
   AnalysisSettings settings;
-  std::unique_ptr<Model> model;
+  std::unique_ptr<Model> model;  // the float model: never modified
   ModelSummary summary;
   ImageSet calibration;
   ImageSetInfo calibration_info;
   bool analyzed = false;
   CompressionAnalysis analysis;
   std::vector<LayerAnalysis> layers;
-  std::unique_ptr<Model> compressed;  // the float model with compressed_choice applied
+  std::unique_ptr<Model> compressed;  // the float model with compressed_choice applied (fake quantization)
   std::vector<int> compressed_choice;
-  std::unique_ptr<FinalModel> rounded;  // adaptive rounding of rounded_choice (replaces `compressed` for it)
-  std::vector<int> rounded_choice;
+  std::unique_ptr<FinalModel> final;  // finalize() of final_choice (replaces `compressed` for it)
+  std::vector<int> final_choice;
+  FinalSettings final_settings;
+  std::vector<std::string> final_images;  // the images the final model was built from
+  RoundingStepFn on_rounding_step;         // round(): every optimizer step, for live loss curves
 
   CompressSettings engine_settings() const {
     CompressSettings s;
@@ -292,22 +330,57 @@ struct CompressionSession::Impl {
     s.calibration.seed = settings.seed;
     s.lfh_images = settings.lfh_images;
     s.lfh.projections = settings.projections;
+    s.lfh.projection_batch = settings.lfh_batch;
+    s.lfh.as_coded_accumulation = settings.lfh_as_coded;
+    s.candidates.weighted_svd = settings.weighted_svd;
+    s.candidates.hessian_weighted = settings.hessian_weighted;
+    s.candidates.swapped_lr_size = settings.swapped_lr_size;
+    s.candidates.quantizer = parse_quantizer(settings.quantizer);
     s.global_error.anchors = settings.anchors;
     s.global_error.estimate = settings.estimate;
     return s;
   }
 
-  Model& compressed_model(const AllocationResult& a) {
-    if (!analyzed) throw Error("run the analysis before using the compressed model");
-    if (rounded && rounded_choice == a.choice) return *rounded->model;
+  void require_analysis(const char* what) const {
+    if (!analyzed) throw Error(std::string("run the analysis before ") + what);
+  }
+
+  Model& compressed_model(const Allocation& a) {
+    require_analysis("using the compressed model");
+    if (final && final_choice == a.choice) return *final->model;
     if (!compressed || compressed_choice != a.choice) {
       compressed.reset();
-      auto m = load_model(model_path);
-      apply_allocation(*m, analysis, to_engine(a));
+      auto m = model->clone();
+      apply_allocation(*m, analysis, a);
       compressed = std::move(m);
       compressed_choice = a.choice;
     }
     return *compressed;
+  }
+
+  // An image set without the images the session calibrated or rounded on (never score on those).
+  ImageSet held_out(const std::string& images, const std::string& labels, int64_t* left_out) const {
+    ImageSet set = open_image_set(images, labels, model->label_names());
+    std::set<std::string> seen(analysis.calibration_files.begin(), analysis.calibration_files.end());
+    seen.insert(final_images.begin(), final_images.end());
+    const size_t before = set.items.size();
+    set.items.erase(
+        std::remove_if(set.items.begin(), set.items.end(), [&](const ImageItem& i) { return seen.count(i.path) > 0; }),
+        set.items.end());
+    if (left_out) *left_out = static_cast<int64_t>(before - set.items.size());
+    if (set.items.empty()) throw Error(images, "holds no images besides the calibration images");
+    return set;
+  }
+
+  EvalSummary evaluate_on(Model& m, const std::string& images, const std::string& labels, int64_t limit,
+                          const JobControl& job) const {
+    int64_t left_out = 0;
+    const ImageSet set = held_out(images, labels, &left_out);
+    EvalOptions o;
+    o.limit = limit;
+    EvalSummary s = summary_of(evaluate(m, set, o, job));
+    s.left_out = left_out;
+    return s;
   }
 };
 
@@ -322,10 +395,9 @@ std::shared_ptr<CompressionSession> CompressionSession::open(const std::string& 
   impl->model_path = model_path;
   impl->cache_dir = cache_dir;
   impl->settings = settings;
-  auto handle = ModelHandle::open(model_path);
-  impl->summary = handle->summary();
   impl->model = load_model(model_path);
-  impl->calibration = open_image_set(images, labels, impl->model->config().label_names);
+  impl->summary = summarize(*impl->model, model_path);
+  impl->calibration = open_image_set(images, labels, impl->model->label_names());
   impl->calibration_info = describe(impl->calibration);
   return std::shared_ptr<CompressionSession>(new CompressionSession(std::move(impl)));
 }
@@ -341,6 +413,7 @@ const std::vector<std::string>& CompressionSession::warnings() const { return im
 std::vector<std::pair<std::string, double>> CompressionSession::stage_seconds() const {
   return impl_->analysis.stage_seconds;
 }
+const std::vector<std::string>& CompressionSession::cached_stages() const { return impl_->analysis.cached_stages; }
 const std::vector<std::string>& CompressionSession::calibration_files() const {
   return impl_->analysis.calibration_files;
 }
@@ -350,12 +423,15 @@ void CompressionSession::analyze(const JobControl& job) {
   CompressionAnalysis a = impl_->cache_dir.empty() ? analyze_model(*impl_->model, impl_->calibration, s, job)
                                                    : analyze_model_cached(*impl_->model, impl_->model_path,
                                                                           impl_->calibration, s, impl_->cache_dir, job);
-  impl_->layers = describe(a, *impl_->model);
+  std::vector<LayerAnalysis> layers;
+  for (const LayerCandidates& l : a.layers) layers.push_back(describe(l, *impl_->model));
+  impl_->layers = std::move(layers);
   impl_->analysis = std::move(a);
   impl_->compressed.reset();
   impl_->compressed_choice.clear();
-  impl_->rounded.reset();
-  impl_->rounded_choice.clear();
+  impl_->final.reset();
+  impl_->final_choice.clear();
+  impl_->final_images.clear();
   impl_->analyzed = true;
 }
 
@@ -367,57 +443,117 @@ bool CompressionSession::has_cached_analysis() const {
   return cache.load_analysis(true, &a, &warnings);
 }
 
-std::shared_ptr<const Allocator> CompressionSession::make_allocator(const ConstraintMap& constraints) const {
-  if (!impl_->analyzed) throw Error("run the analysis before allocating");
+std::shared_ptr<const Allocator> CompressionSession::make_allocator(const Constraints& constraints) const {
+  impl_->require_analysis("allocating");
   auto impl = std::make_unique<Allocator::Impl>();
-  impl->allocator = std::make_unique<LayerAllocator>(impl_->analysis, to_engine(constraints));
+  impl->allocator = std::make_unique<LayerAllocator>(impl_->analysis, constraints);
   return std::shared_ptr<const Allocator>(new Allocator(std::move(impl)));
+}
+
+std::shared_ptr<const Allocator> CompressionSession::make_allocator(const ConstraintMap& constraints) const {
+  return make_allocator(constraints, {});
+}
+
+namespace {
+Constraints joined(const ConstraintMap& constraints, const LayerGroups& groups) {
+  Constraints c;
+  for (const auto& [layer, k] : constraints)
+    if (!k.empty()) c.layers[layer] = k;
+  c.groups = groups;
+  return c;
+}
+}  // namespace
+
+std::shared_ptr<const Allocator> CompressionSession::make_allocator(const ConstraintMap& constraints,
+                                                                    const LayerGroups& groups) const {
+  return make_allocator(joined(constraints, groups));
+}
+
+std::string CompressionSession::constraints_to_json(const ConstraintMap& constraints,
+                                                    const LayerGroups& groups) const {
+  return constraints_json(joined(constraints, groups));
+}
+
+void CompressionSession::constraints_from_json(const std::string& text, const std::string& source,
+                                               ConstraintMap* constraints, LayerGroups* groups) const {
+  const Constraints c = parse_constraints(text, source);
+  *constraints = c.layers;
+  *groups = c.groups;
+}
+
+Constraints CompressionSession::parse_constraints(const std::string& json_text, const std::string& source) const {
+  impl_->require_analysis("reading constraints");
+  return lorq::constraints_from_json(json_text, impl_->analysis, source);
+}
+
+std::string CompressionSession::constraints_json(const Constraints& constraints) const {
+  impl_->require_analysis("writing constraints");
+  return lorq::constraints_to_json(constraints, impl_->analysis);
+}
+
+int64_t CompressionSession::budget_for_avg_bits(double avg_bits) const {
+  return budget_bytes_for_avg_bits(avg_bits, impl_->summary.compressible_params);
+}
+
+int64_t CompressionSession::budget_for_ratio(double ratio) const {
+  return budget_bytes_for_ratio(ratio, impl_->summary.compressible_params);
+}
+
+Allocation CompressionSession::uniform_allocation(int bits) const {
+  impl_->require_analysis("allocating");
+  return lorq::uniform_allocation(impl_->analysis, bits);
+}
+
+LayerAnalysis CompressionSession::analyze_layer(const std::string& layer, const JobControl& job) {
+  Model& model = *impl_->model;
+  const LinearLayerInfo& info = model.layer(layer);
+  const CompressSettings s = impl_->engine_settings();
+  const Calibration calib = calibrate(model, impl_->calibration, s.calibration, job);
+  const int64_t n = std::min<int64_t>(s.lfh_images, calib.images.size(0));
+  const auto H = label_free_hessian(model, calib.images.slice(0, 0, n), s.lfh, job);
+  std::vector<LayerCandidates> layers{
+      build_layer_candidates(layer, model.weight(layer), H.at(layer), info.low_rank_allowed, s.candidates)};
+  measure_global_errors(model, calib, layers, s.global_error, job, &H);
+  LayerAnalysis out = describe(layers[0], model);
+  out.candidates_considered = layers[0].candidates_considered;
+  return out;
 }
 
 std::vector<ClassScore> CompressionSession::predict(const std::string& image_path, int k,
                                                     const AllocationResult* compressed) {
   c10::NoGradGuard no_grad;
   Model& m = compressed ? impl_->compressed_model(*compressed) : *impl_->model;
-  const ModelConfig& c = m.config();
-  at::Tensor logits = m.forward(load_image(image_path, c.preprocessing).unsqueeze(0))[0];
-  return scores(logits, k, c);
+  const ModelOutputs y = m.forward(load_image(image_path, m.preprocessing()).unsqueeze(0));
+  return top_k(y.logits()[0], k, m);
 }
 
 ComparisonResult CompressionSession::compare(const std::string& images, const std::string& labels, int64_t limit, int k,
                                              const AllocationResult& allocation, const JobControl& job) {
   c10::NoGradGuard no_grad;
-  const ModelConfig& c = impl_->model->config();
-  ImageSet set = open_image_set(images, labels, c.label_names);
-  // Never score on the images the analysis calibrated on.
-  const std::set<std::string> seen(impl_->analysis.calibration_files.begin(), impl_->analysis.calibration_files.end());
-  set.items.erase(
-      std::remove_if(set.items.begin(), set.items.end(), [&](const ImageItem& i) { return seen.count(i.path) > 0; }),
-      set.items.end());
-  if (set.items.empty()) throw Error(images, "holds no images besides the calibration images");
+  const Model& fm = *impl_->model;
+  const Task& task = task_of(fm);
+  const ImageSet set = impl_->held_out(images, labels, nullptr);
   EvalOptions o;
   o.limit = limit;
-  o.keep_logits = true;
+  o.keep_outputs = true;
   const EvalResult f = evaluate(*impl_->model, set, o, renamed(job, "eval float"));
   Model& cm = impl_->compressed_model(allocation);
   const EvalResult q = evaluate(cm, set, o, renamed(job, "eval compressed"));
-  auto summary = [](const EvalResult& r) {
-    return EvalSummary{r.images, r.labeled, r.top1_pct(), r.top5_pct(), r.images_per_s(), r.seconds, r.failed};
-  };
-  ComparisonResult out{summary(f), summary(q), {}};
-  std::map<size_t, int64_t> row_of;  // set position -> row of the compressed logits
+  ComparisonResult out{summary_of(f), summary_of(q), {}};
+  std::map<size_t, int64_t> row_of;  // set position -> row of the compressed outputs
   for (size_t r = 0; r < q.indices.size(); ++r) row_of[q.indices[r]] = static_cast<int64_t>(r);
-  const at::Tensor pf = at::softmax(f.logits.to(at::kDouble), 1), pq = at::softmax(q.logits.to(at::kDouble), 1);
   for (size_t r = 0; r < f.indices.size(); ++r) {
     auto it = row_of.find(f.indices[r]);
     if (it == row_of.end()) continue;
-    const at::Tensor a = pf[static_cast<int64_t>(r)], b = pq[it->second];
+    const ModelOutputs fr = f.outputs.row(static_cast<int64_t>(r)), qr = q.outputs.row(it->second);
+    const OutputChange change = task.output_change(fr, qr);
     ImageComparison ic;
     ic.path = set.items[f.indices[r]].path;
     ic.label = set.items[f.indices[r]].label;
-    ic.float_top = scores(f.logits[static_cast<int64_t>(r)], k, c);
-    ic.compressed_top = scores(q.logits[it->second], k, c);
-    ic.kl = (a * (at::log(a.clamp_min(1e-30)) - at::log(b.clamp_min(1e-30)))).sum().item<double>();
-    ic.max_prob_change = (a - b).abs().max().item<double>();
+    ic.float_top = top_k(fr.logits()[0], k, fm);
+    ic.compressed_top = top_k(qr.logits()[0], k, fm);
+    ic.kl = change.score;
+    ic.max_prob_change = change.max_prob_change;
     out.images.push_back(std::move(ic));
   }
   std::stable_sort(out.images.begin(), out.images.end(),
@@ -426,41 +562,117 @@ ComparisonResult CompressionSession::compare(const std::string& images, const st
 }
 
 void CompressionSession::export_to(const std::string& out_dir, const AllocationResult& allocation) {
-  if (!impl_->analyzed) throw Error("run the analysis before exporting");
-  const FinalModel* r = rounded(allocation) ? impl_->rounded.get() : nullptr;
-  if (r)
-    export_compressed(out_dir, *r->model, impl_->model_path, impl_->analysis, to_engine(allocation), r->layers,
-                      r->activations_quantized ? &r->activations : nullptr);
+  impl_->require_analysis("exporting");
+  const FinalModel* f = impl_->final && impl_->final_choice == allocation.choice ? impl_->final.get() : nullptr;
+  if (f)
+    export_compressed(out_dir, *f->model, impl_->model_path, impl_->analysis, allocation, f->layers,
+                      f->activations_quantized ? &f->activations : nullptr, seen_images());
   else
-    export_compressed(out_dir, *impl_->model, impl_->model_path, impl_->analysis, to_engine(allocation));
+    export_compressed(out_dir, *impl_->model, impl_->model_path, impl_->analysis, allocation, {}, nullptr,
+                      seen_images());
+}
+
+FinalSummary CompressionSession::finalize(const Allocation& allocation, const FinalSettings& o,
+                                          const JobControl& job) {
+  impl_->require_analysis("building the final model");
+  Model& model = *impl_->model;
+  FinalModelSettings fs;
+  fs.refit = o.refit;
+  fs.quantizer = parse_quantizer(impl_->settings.quantizer);
+  fs.activations.enabled = o.activation_bits > 0;
+  fs.activations.bits = o.activation_bits > 0 ? o.activation_bits : 8;
+  fs.activations.mixed_precision = o.activation_mp;
+  fs.activations.ridge_regression = o.ridge;
+  const CompressSettings cs = impl_->engine_settings();
+  fs.lfh = cs.lfh;
+  fs.lfh_images = cs.lfh_images;
+  fs.round = o.round;
+  fs.keep_learned_on_cancel = o.keep_learned_on_cancel;
+  fs.on_rounding_step = impl_->on_rounding_step;
+  fs.rounding.iterations = std::max(1, o.round_iterations);
+  fs.rounding.images = std::max(1, o.round_images);
+  if (o.round)
+    fs.rounding_checkpoint = !o.round_checkpoint.empty() ? o.round_checkpoint
+                             : impl_->cache_dir.empty()  ? ""
+                                                         : impl_->cache_dir + "/rounding.safetensors";
+  // The analysis' calibration images first, then more of the calibration set when rounding wants more.
+  const ImageSet set = split_final_images(impl_->calibration, impl_->analysis.calibration_files,
+                                          o.round ? static_cast<size_t>(fs.rounding.images) : 0)
+                           .train;
+  const ImageBatch images = load_batch(set, 0, set.size(), model.preprocessing(), 2);
+  FinalSummary out;
+  for (const auto& failed : images.failed) out.warnings.push_back("skipped " + failed);
+  if (o.round) fs.rounding.images = static_cast<int>(images.images.size(0));
+  auto final_model =
+      std::make_unique<FinalModel>(build_final_model(model, impl_->analysis, allocation, images.images, fs, job));
+  out.stage_seconds = final_model->stage_seconds;
+  out.rounding_cancelled = final_model->rounding_cancelled;
+  out.learned_layers = final_model->learned_layers;
+  out.compressed_layers = final_model->compressed_layers;
+  for (const auto& l : final_model->rounding.layers) {
+    ++out.rounded_layers;
+    out.nearest_error += l.nearest_error;
+    out.learned_error += l.learned_error;
+  }
+  out.warnings.insert(out.warnings.end(), final_model->rounding.warnings.begin(), final_model->rounding.warnings.end());
+  impl_->final = std::move(final_model);
+  impl_->final_choice = allocation.choice;
+  impl_->final_settings = o;
+  impl_->final_images.clear();
+  for (const ImageItem& i : set.items) impl_->final_images.push_back(i.path);
+  return out;
+}
+
+std::vector<std::string> CompressionSession::seen_images() const {
+  std::vector<std::string> out = impl_->analysis.calibration_files;
+  for (const auto& f : impl_->final_images)
+    if (std::find(out.begin(), out.end(), f) == out.end()) out.push_back(f);
+  return out;
+}
+
+EvalSummary CompressionSession::evaluate_float(const std::string& images, const std::string& labels, int64_t limit,
+                                               const JobControl& job) {
+  return impl_->evaluate_on(*impl_->model, images, labels, limit, renamed(job, "eval float"));
+}
+
+EvalSummary CompressionSession::evaluate_compressed(const Allocation& allocation, const std::string& images,
+                                                    const std::string& labels, int64_t limit,
+                                                    const JobControl& job) {
+  return impl_->evaluate_on(impl_->compressed_model(allocation), images, labels, limit,
+                            renamed(job, "eval compressed"));
+}
+
+EvalSummary CompressionSession::evaluate_uniform(int bits, const std::string& images, const std::string& labels,
+                                                 int64_t limit, const JobControl& job) {
+  impl_->require_analysis("evaluating a uniform baseline");
+  auto m = impl_->model->clone();
+  apply_allocation(*m, impl_->analysis, lorq::uniform_allocation(impl_->analysis, bits));
+  return impl_->evaluate_on(*m, images, labels, limit, renamed(job, "eval uniform"));
 }
 
 bool CompressionSession::rounded(const AllocationResult& allocation) const {
-  return impl_->rounded && impl_->rounded_choice == allocation.choice;
+  return impl_->final && impl_->final_settings.round && impl_->final_choice == allocation.choice;
 }
 
 RoundingSummary CompressionSession::round(const AllocationResult& allocation, const RoundingOptions& o,
                                           const JobControl& job) {
-  if (!impl_->analyzed) throw Error("run the analysis before adaptive rounding");
-  const Allocation alloc = to_engine(allocation);
-  // The analysis' calibration images first, then more of the calibration set.
-  const ImageSet set = split_final_images(impl_->calibration, impl_->analysis.calibration_files,
-                                          static_cast<size_t>(std::max(1, o.images)))
-                           .train;
-  const ImageBatch images = load_batch(set, 0, set.size(), impl_->model->config().preprocessing, 2);
-  FinalModelSettings fs;
+  FinalSettings fs;
   fs.round = true;
-  fs.rounding.iterations = std::max(1, o.iterations);
-  fs.rounding.images = static_cast<int>(images.images.size(0));
-  fs.activations.enabled = o.activation_bits > 0;
-  fs.activations.bits = o.activation_bits > 0 ? o.activation_bits : 8;
-  if (!impl_->cache_dir.empty()) fs.rounding_checkpoint = impl_->cache_dir + "/rounding.safetensors";
+  fs.round_iterations = o.iterations;
+  fs.round_images = o.images;
+  fs.activation_bits = o.activation_bits;
+  fs.keep_learned_on_cancel = true;  // the workbench's Cancel keeps what was learned
   int64_t compressed_layers = 0;
-  for (int c : alloc.choice) compressed_layers += c != kKeepFloat;
-  const int64_t total_steps = compressed_layers * fs.rounding.iterations;
+  for (int c : allocation.choice) compressed_layers += c != kKeepFloat;
+  const int64_t total_steps = compressed_layers * std::max(1, o.iterations);
   int64_t steps = 0;
   const auto start = std::chrono::steady_clock::now();
-  fs.on_rounding_step = [&](const RoundingStep& st) {
+  // Per optimizer step, for live loss curves; the engine's own per-layer rounding reports would fight these.
+  JobControl inner{[&](const Progress& p) {
+                     if (p.stage != "rounding") job.report(p);
+                   },
+                   job.cancel};
+  impl_->on_rounding_step = [&](const RoundingStep& st) {
     ++steps;
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     char detail[160];
@@ -468,30 +680,32 @@ RoundingSummary CompressionSession::round(const AllocationResult& allocation, co
                   st.reconstruction + st.regularizer);
     job.report({"rounding", steps, total_steps, elapsed, detail});
   };
-  // round_layers' own per-layer reports would fight the per-step ones: only the other stages pass through.
-  JobControl inner{[&](const Progress& p) {
-                     if (p.stage != "rounding") job.report(p);
-                   },
-                   job.cancel};
-  auto final_model = std::make_unique<FinalModel>(
-      build_final_model(impl_->model_path, impl_->analysis, alloc, images.images, fs, inner));
-  RoundingSummary out;
-  for (const auto& l : final_model->rounding.layers) {
-    ++out.layers;
-    out.nearest_error += l.nearest_error;
-    out.learned_error += l.learned_error;
+  FinalSummary f;
+  try {
+    f = finalize(allocation, fs, inner);
+  } catch (...) {
+    impl_->on_rounding_step = nullptr;
+    throw;
   }
-  out.seconds = final_model->rounding.seconds;
-  out.warnings = final_model->rounding.warnings;
-  impl_->rounded = std::move(final_model);
-  impl_->rounded_choice = allocation.choice;
+  impl_->on_rounding_step = nullptr;
+  RoundingSummary out;
+  out.layers = f.rounded_layers;
+  out.nearest_error = f.nearest_error;
+  out.learned_error = f.learned_error;
+  for (const auto& [name, sec] : f.stage_seconds)
+    if (name == "adaptive rounding") out.seconds = sec;
+  out.warnings = f.warnings;
+  out.cancelled = f.rounding_cancelled;
+  out.learned_layers = f.learned_layers;
+  out.compressed_layers = f.compressed_layers;
   return out;
 }
 
-int64_t budget_bytes_for_avg_bits(double avg_bits, int64_t params) {
-  return lorq::budget_bytes_for_avg_bits(avg_bits, params);
+std::string RoundingSummary::message() const {
+  if (!cancelled) return "";
+  return std::to_string(learned_layers) + " of " + std::to_string(compressed_layers) +
+         " layers learned; the rest keep nearest rounding";
 }
-int64_t budget_bytes_for_ratio(double ratio, int64_t params) { return lorq::budget_bytes_for_ratio(ratio, params); }
 
 ImageSetInfo list_image_set(const std::string& images, const std::string& labels) {
   return describe(open_image_set(images, labels));

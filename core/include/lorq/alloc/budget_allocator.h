@@ -14,6 +14,8 @@
 #include <memory>
 #include <vector>
 
+#include "lorq/types.h"
+
 namespace lorq {
 
 struct AllocOption {
@@ -36,11 +38,6 @@ struct AllocResult {
   std::vector<int> choice;  // per layer: index into its option list
   int64_t bytes = 0;        // summed size of the choice
   double error = 0;         // summed error of the choice (added in layer order)
-};
-
-struct CurvePoint {  // the optimal error for every budget >= bytes (until the next point)
-  int64_t bytes = 0;
-  double error = 0;
 };
 
 // Immutable after construction; every method is const and safe to call from several threads at once (copies share
@@ -123,10 +120,8 @@ class BudgetAllocator {
   std::shared_ptr<CurveCache> curve_cache_;
 };
 
-// Budget helpers (spec §2.5). Bytes for an average bit-width over weights of total_params: floor(bits*params/8)
-// (a product within rounding noise of an integer, as from a decimal like 4.1 bits, is taken as that integer).
-int64_t budget_bytes_for_avg_bits(double avg_bits, int64_t total_params);
-// Bytes for a compression ratio versus fp32: floor(4*params/ratio) (same rounding rule); ratio = 32/avg_bits.
-int64_t budget_bytes_for_ratio(double ratio, int64_t total_params);
+// Budget helpers (spec §2.5): budget_bytes_for_avg_bits / budget_bytes_for_ratio are declared in lorq/types.h.
+// Bytes for an average bit-width over weights of total_params: floor(bits*params/8); for a compression ratio
+// versus fp32: floor(4*params/ratio) (same rounding rule); ratio = 32/avg_bits.
 
 }  // namespace lorq

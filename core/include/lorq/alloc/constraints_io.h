@@ -6,7 +6,7 @@
 //    "groups": [["blocks.0.mlp.fc1", "blocks.1.mlp.fc1"]]}
 // A pin names an option by its label (LayerOption::label()), so the file stays valid when the analysis is
 // recomputed with other settings as long as the option still exists; otherwise reading it is an error naming the
-// file, the layer and the label.
+// file, the layer and the label. ("pin_option": N, an option index, is read for version-1 session files.)
 #include <string>
 
 #include "lorq/pipeline/compress.h"

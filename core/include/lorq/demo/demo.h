@@ -4,7 +4,7 @@
 #include <cstdint>
 #include <string>
 
-#include "lorq/models/model_config.h"
+#include "lorq/models/vit_config.h"
 #include "lorq/common/progress.h"
 
 namespace lorq {
@@ -32,7 +32,7 @@ struct DemoTrainResult {
   double heldout_top1 = 0;   // percent, on `heldout_count` generated images never seen in training
 };
 
-ModelConfig demo_model_config(const DemoTrainOptions& options);
+VitConfig demo_model_config(const DemoTrainOptions& options);
 // Trains and writes the model. Progress reports steps; cancelling leaves out_dir untouched.
 DemoTrainResult train_demo_model(const DemoTrainOptions& options, const JobControl& job = {});
 

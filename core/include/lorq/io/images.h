@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "lorq/models/model_config.h"
+#include "lorq/models/vit_config.h"
 
 namespace lorq {
 

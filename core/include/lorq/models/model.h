@@ -1,15 +1,17 @@
 #pragma once
-// The model interface every compression stage builds on. An architecture implements it in one file
-// (vit.cpp for timm's VisionTransformer); detection and segmentation transformers implement it next.
+// The model interface every compression stage builds on. An architecture implements it in one file (vit.cpp for
+// timm's VisionTransformer) and registers itself in registry.cpp; detection and segmentation transformers follow.
 //
 // What the stages need from a model:
-//  - the compressible linear layers, named by their checkpoint key prefix ("blocks.3.attn.qkv");
+//  - its task and preprocessing, its label names and the config it was loaded from;
+//  - the compressible linear layers, named by their checkpoint key prefix ("blocks.3.attn.qkv"), with their role;
 //  - read and replace a layer's weight;
 //  - watch a layer's input/output during a forward pass (calibration, Hessians, rounding);
 //  - substitute a layer's computation (low-rank factors, fake quantization);
 //  - fake-quantize named activation tensors (activation quantization, spec §8.1);
 //  - run the network in stages (embed -> stage 0..n-1 -> finish) so one layer's effect can be measured by
-//    re-running only what follows it, from cached stage inputs.
+//    re-running only what follows it, from cached stage inputs;
+//  - a deep copy (clone), so no stage reloads the model from disk.
 #include <ATen/core/Tensor.h>
 
 #include <functional>
@@ -18,9 +20,40 @@
 #include <string>
 #include <vector>
 
-#include "lorq/models/model_config.h"
+#include "lorq/models/preprocessing.h"
+#include "lorq/types.h"
 
 namespace lorq {
+
+// What a compressible layer is for, declared by the architecture (stages must not guess it from tensor ranks).
+enum class LayerRole {
+  Hidden,          // a layer inside the network's stages
+  PatchEmbedding,  // the image-to-token projection (a strided convolution viewed as a linear layer)
+  Head,            // an output head reading pooled or per-token features (classifier head, detection MLPs)
+};
+
+// What one stage passes to the next, every tensor with the batch first. A plain ViT passes its tokens; a
+// hierarchical encoder passes its running state plus the feature maps its decoder will read.
+using StageState = std::vector<at::Tensor>;
+StageState slice_batch(const StageState& state, int64_t begin, int64_t end);
+StageState cat_batches(const std::vector<StageState>& parts);
+int64_t state_bytes(const StageState& state);  // the tensors' storage in bytes
+
+// A network's outputs, named by the task: classification "logits" [B, classes]; detection "logits" [B, Q, K+1] and
+// "boxes" [B, Q, 4]; segmentation "logits" [B, K, h, w]. In a fixed order (the task's).
+struct ModelOutputs {
+  std::vector<std::string> names;
+  std::vector<at::Tensor> tensors;
+
+  size_t size() const { return tensors.size(); }
+  void add(const std::string& name, const at::Tensor& t);
+  // By value (a Tensor is a shared handle): `const at::Tensor& y = model.forward(x).logits();` must not dangle.
+  at::Tensor at(const std::string& name) const;  // throws lorq::Error for an unknown name
+  at::Tensor logits() const { return at("logits"); }
+  ModelOutputs slice(int64_t begin, int64_t end) const;  // batch rows begin..end-1
+  ModelOutputs row(int64_t i) const { return slice(i, i + 1); }
+  static ModelOutputs cat(const std::vector<ModelOutputs>& parts);
+};
 
 struct LinearLayerInfo {
   std::string name;  // checkpoint key prefix; the weight is name + ".weight"
@@ -30,6 +63,7 @@ struct LinearLayerInfo {
   int stage = 0;                      // the stage that contains it (-1: the embedding, before stage 0)
   bool low_rank_allowed = true;       // false for convolutions with a kernel larger than 1x1
   std::vector<int64_t> weight_shape;  // as stored in the checkpoint (4-d for the patch-embed conv)
+  LayerRole role = LayerRole::Hidden;
   int64_t params() const { return out_features * in_features; }
   double fp32_bytes() const { return 4.0 * params(); }
 };
@@ -73,7 +107,24 @@ class Model {
 
   virtual ~Model() = default;
 
-  virtual const ModelConfig& config() const = 0;
+  // ---- What the model is
+  virtual TaskKind task() const = 0;
+  virtual std::string architecture() const = 0;  // e.g. "deit_tiny_patch16_224"
+  virtual std::string family() const = 0;        // the registry's name, e.g. "timm VisionTransformer"
+  virtual const Preprocessing& preprocessing() const = 0;
+  virtual const std::vector<std::string>& label_names() const = 0;
+  virtual int num_labels() const = 0;  // classes the task predicts (without detection's "no object")
+  std::string label(int index) const;  // the label name, or "class N"
+  // A few named sizes for summaries ("depth", "embed_dim", "num_heads", "input_height", ...).
+  virtual std::map<std::string, int64_t> dimensions() const = 0;
+  // The model's config as JSON: the source's own config.json when it was loaded from one (an export writes it back
+  // unchanged), otherwise the inferred one in the format the loader reads.
+  virtual std::string config_json() const = 0;
+  // The file a Hugging Face checkpoint's image processor was read from ("" for timm models).
+  virtual std::string preprocessor_config_path() const { return ""; }
+  // A deep copy: every tensor copied, configuration kept; hooks, overrides and observers are not copied.
+  virtual std::unique_ptr<Model> clone() const = 0;
+
   const std::vector<LinearLayerInfo>& linear_layers() const { return layers_; }
   const LinearLayerInfo& layer(const std::string& name) const;
 
@@ -93,16 +144,16 @@ class Model {
   // true). Throws lorq::Error on a shape mismatch or when the architecture cannot add a bias to that layer.
   void set_bias(const std::string& layer, const at::Tensor& b);
 
-  // Preprocessed images [B, C, H, W] -> logits [B, classes]. No autograd graph is recorded unless the caller
+  // Preprocessed images [B, C, H, W] -> the task's named outputs. No autograd graph is recorded unless the caller
   // enables it (training does).
-  at::Tensor forward(const at::Tensor& images);
+  ModelOutputs forward(const at::Tensor& images);
 
   // Staged execution: forward(x) == finish(run_stage(n-1, ... run_stage(0, embed(x)))).
   virtual int num_stages() const = 0;
-  virtual at::Tensor embed(const at::Tensor& images) = 0;
-  virtual at::Tensor run_stage(int stage, const at::Tensor& x) = 0;
-  virtual at::Tensor finish(const at::Tensor& x) = 0;
-  at::Tensor run_from(int stage, at::Tensor x);
+  virtual StageState embed(const at::Tensor& images) = 0;
+  virtual StageState run_stage(int stage, const StageState& x) = 0;
+  virtual ModelOutputs finish(const StageState& x) = 0;
+  ModelOutputs run_from(int stage, StageState x);
 
   // Hooks. With none set, the float path costs one map-emptiness check per linear layer.
   void set_linear_override(const std::string& layer, LinearFn fn);
@@ -150,15 +201,17 @@ class Model {
   std::map<std::string, ActivationFn> activation_hooks_;
 };
 
-// Loads a model from a folder (config.json + model.safetensors) or a .safetensors file (config.json beside it
-// is used when present, otherwise everything is inferred from the tensor shapes). Throws lorq::Error naming the
-// file and the problem.
+// Loads a model from a folder (config.json [+ preprocessor_config.json] + model.safetensors) or a .safetensors file
+// (config.json beside it is used when present). The architecture is recognised by the registry (registry.h): the
+// Hugging Face `model_type`, then timm's `architecture`, then the tensor shapes. Throws lorq::Error naming the file
+// and the problem; an unknown architecture's message lists the supported ones.
 std::unique_ptr<Model> load_model(const std::string& path);
 
 // Where a model path's files are: resolves a folder to its safetensors and config files.
 struct ModelFiles {
-  std::string weights;  // .safetensors
-  std::string config;   // config.json, or empty when absent
+  std::string weights;              // .safetensors
+  std::string config;               // config.json, or empty when absent
+  std::string preprocessor_config;  // preprocessor_config.json (Hugging Face image processors), or empty
 };
 ModelFiles locate_model_files(const std::string& path);
 

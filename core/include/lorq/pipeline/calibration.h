@@ -1,6 +1,6 @@
 #pragma once
 // Calibration (spec §3) and the global error of one option (spec §6): a seeded subset of images, the float
-// model's logits on them, and every stage's input, cached so that one layer's effect is measured by re-running
+// model's outputs on them, and every stage's input, cached so that one layer's effect is measured by re-running
 // only the stages from that layer on.
 #include <ATen/core/Tensor.h>
 
@@ -12,6 +12,7 @@
 #include "lorq/io/images.h"
 #include "lorq/models/model.h"
 #include "lorq/common/progress.h"
+#include "lorq/tasks/task.h"
 
 namespace lorq {
 
@@ -28,26 +29,28 @@ struct Calibration {
   std::vector<std::string> files;     // the images used, in order
   std::vector<std::string> warnings;  // e.g. images that failed to decode
   at::Tensor images;                  // [N, C, H, W] preprocessed
-  at::Tensor reference_logits;        // [N, classes] of the float model
-  // stage_inputs[s]: input of stage s, [N, tokens, dim], or undefined when it did not fit max_stage_bytes.
-  std::vector<at::Tensor> stage_inputs;
+  ModelOutputs reference;             // the float model's outputs, [N, ...] each
+  // stage_inputs[s]: what stage s receives for all N images (ViT: [N, tokens, dim]), or empty when it did not fit
+  // max_stage_bytes. Sized from the real stage states (a hierarchical encoder's grow and shrink).
+  std::vector<StageState> stage_inputs;
   int batch = 32;
 
-  // The input of `stage` for all N images: the kept tensor, or recomputed with `model`, which must still be the
+  // The input of `stage` for all N images: the kept state, or recomputed with `model`, which must still be the
   // float model (no overrides, original weights). The last recomputed stage is remembered, so asking for stages in
   // network order advances it one stage at a time. Not thread-safe.
-  at::Tensor stage_input(Model& model, int stage) const;
+  StageState stage_input(Model& model, int stage) const;
 
  private:
   mutable int streamed_stage_ = -1;
-  mutable at::Tensor streamed_;
+  mutable StageState streamed_;
 };
 
 Calibration calibrate(Model& model, const ImageSet& set, const CalibrationSettings& settings,
                       const JobControl& job = {});
 
 // Network-output noise-to-signal ratio Σ mean((y − y_ref)²) / Σ mean(y_ref²) over the calibration batches with only
-// `layer` replaced by W̃ (float model elsewhere), re-running only the stages from the layer's own.
+// `layer` replaced by W̃ (float model elsewhere), re-running only the stages from the layer's own. With several
+// outputs, the task's weighted sum of per-output ratios (lorq/tasks/task.h, OutputError).
 double output_nsr(Model& model, const Calibration& calib, const std::string& layer, const at::Tensor& W_tilde,
                   int batch = 32);
 
@@ -57,8 +60,9 @@ struct GlobalErrorSettings {
   int anchors = 3;
   int batch = 32;
   // Instead of re-running the network, estimate each anchor's output NSR from the label-free Hessian:
-  // E‖y − y_ref‖² ≈ Σ H ⊙ (W − W̃)² (Gauss-Newton), so e ≈ Σ H ⊙ δ² / (classes · mean(y_ref²)). No extra forward
-  // passes; layers without a real LFH (convolutions) are still measured.
+  // E‖y − y_ref‖² ≈ Σ H ⊙ (W − W̃)² (Gauss-Newton), so e ≈ Σ H ⊙ δ² / (elements · mean(y_ref²)), elements = the
+  // output's values per image (the class count for logits). No extra forward passes; layers without a real LFH
+  // (convolutions) are still measured.
   bool estimate = false;
 };
 
@@ -69,8 +73,11 @@ void measure_global_errors(Model& model, const Calibration& calib, std::vector<L
                            const GlobalErrorSettings& settings, const JobControl& job = {},
                            const std::map<std::string, at::Tensor>* lfh = nullptr);
 
-// The Gauss-Newton estimate of one option's output NSR (see GlobalErrorSettings::estimate).
-double estimated_nsr(const at::Tensor& W, const at::Tensor& W_tilde, const at::Tensor& lfh, const Calibration& calib);
+// The Gauss-Newton estimate of one option's output error (see GlobalErrorSettings::estimate). The LFH's projections
+// are scaled per output so that it estimates the task's weighted error in the units of its first error output
+// (sensitivity.h); the normalisation here is that output's.
+double estimated_nsr(const at::Tensor& W, const at::Tensor& W_tilde, const at::Tensor& lfh, const Calibration& calib,
+                     const Task& task);
 
 // The anchor positions round_half_even(i·(L−1)/(K−1)), i = 0..K−1 (all positions when L ≤ K).
 std::vector<size_t> anchor_positions(size_t L, size_t K);

@@ -9,11 +9,10 @@
 
 #include "lorq/quant/gptq.h"
 #include "lorq/quant/quantizer.h"
+#include "lorq/types.h"
 #include "lorq/quant/weighted_svd.h"
 
 namespace lorq {
-
-enum class OptionKind { Quant, LowRank };
 
 struct LayerOption {
   OptionKind kind = OptionKind::Quant;
@@ -36,7 +35,7 @@ struct CandidateSettings {
   bool swapped_lr_size = false;  // the reference's swapped r·(n·b_A + m·b_B) in the filter and Pareto (parity)
   // How the codes are rounded on each row's grid: error compensation (GPTQ) needs the layer's input moment XᵀX;
   // without one a layer is rounded to nearest whatever this says.
-  Quantizer quantizer = Quantizer::Gptq;
+  Quantizer quantizer = Quantizer::Nearest;
   GptqSettings gptq;
 };
 

@@ -29,7 +29,9 @@ struct CompressionAnalysis {
   int64_t compressible_params = 0;
   std::vector<std::string> calibration_files;  // the images the analysis saw (evaluate on others)
   std::vector<std::string> warnings;
-  std::vector<std::pair<std::string, double>> stage_seconds;  // stage name, wall time
+  std::vector<std::pair<std::string, double>> stage_seconds;  // stage name, wall time (stages run by this call)
+  std::vector<std::string> cached_stages;  // stages loaded from the session cache instead of computed
+  std::string cache_dir;                   // the session cache used ("" without one)
 };
 
 class SessionCache;
@@ -37,39 +39,7 @@ class SessionCache;
 CompressionAnalysis analyze_model(Model& model, const ImageSet& calibration_images, const CompressSettings& settings,
                                   const JobControl& job = {}, const SessionCache* cache = nullptr);
 
-// Allocation::choice value of a layer kept in float32 (excluded from compression; 4 bytes per weight, error 0).
-constexpr int kKeepFloat = -1;
-
-struct Allocation {
-  int64_t budget_bytes = 0;
-  std::vector<int> choice;  // per layer: index into its options, or kKeepFloat
-  int64_t bytes = 0;
-  double predicted_error = 0;  // Σ of the chosen options' global errors
-};
-
-enum class Exclusion {
-  None,
-  Q8,     // kept at 8-bit per-row quantization
-  Float,  // kept in float32
-};
-
-// What a user can impose on one layer (the GUI's pins and constraints).
-struct LayerConstraint {
-  int pinned_option = -1;  // index into the layer's options, or -1; a pin overrides min_bits and max_rank
-  int min_bits = 0;        // Q(b) needs b >= min_bits; LR needs both factor bit widths >= min_bits
-  int64_t max_rank = -1;   // LR options above this rank are not allowed (-1: no limit; 0: no low rank)
-  Exclusion excluded = Exclusion::None;
-};
-
-struct Constraints {
-  std::map<std::string, LayerConstraint> layers;  // by layer name; layers not named are free
-  // Layers that must take the same choice: the same option label (kind, bits, rank, factor bits), so only the
-  // labels every member offers under its own constraints remain. Groups sharing a layer are merged.
-  std::vector<std::vector<std::string>> groups;
-
-  LayerConstraint& operator[](const std::string& layer) { return layers[layer]; }
-  bool empty() const { return layers.empty() && groups.empty(); }
-};
+// Allocation, Constraints, LayerConstraint, Exclusion and kKeepFloat: lorq/types.h (shared with the front ends).
 
 // The exact budget allocation of an analysis under constraints, in the analysis' own option indices. Built once per
 // (analysis, constraints); solve() is then cheap enough for every movement of a budget slider. Thread-safe const.

@@ -34,12 +34,15 @@ struct FinalModelSettings {
   bool refit = false;            // §9 refit of weight-only layers (always done with activation quantization)
   // The refit's rounding (the analysis' codes are used as they are otherwise): Gptq compensates through the input
   // moments of the rebuilt model, measured with its activation quantizers on (what the layers will see).
-  Quantizer quantizer = Quantizer::Gptq;
+  Quantizer quantizer = Quantizer::Nearest;
   bool round = false;            // §10 adaptive rounding
   RoundingSettings rounding;
   LfhOptions lfh;  // for the LFH of the rebuilt model (activation quantization only)
   int lfh_images = 8;
   std::string rounding_checkpoint;  // file for finished layers' codes ("" = none): an interrupted run resumes
+  // A cancelled rounding keeps the layers learned so far (the others keep nearest rounding) and the final model is
+  // still built from them, instead of throwing Cancelled: FinalModel::rounding_cancelled says it happened.
+  bool keep_learned_on_cancel = false;
   RoundingStepFn on_rounding_step;  // every optimizer step (live loss curves)
 };
 
@@ -49,12 +52,15 @@ struct FinalModel {
   bool activations_quantized = false;
   ActivationQuantization activations;
   RoundingReport rounding;
+  bool rounding_cancelled = false;  // keep_learned_on_cancel: the rounding was cancelled part-way
+  int learned_layers = 0;           // layers whose codes come from adaptive rounding
+  int compressed_layers = 0;        // layers not kept in float
   std::vector<std::pair<std::string, double>> stage_seconds;
 };
 
 // `model_path`: the float model the analysis was made on. `images`: preprocessed calibration images [N, C, H, W]
 // (the first ones are used for activation ranges, the LFH and rounding). Progress per stage; throws Cancelled.
-FinalModel build_final_model(const std::string& model_path, const CompressionAnalysis& analysis,
+FinalModel build_final_model(const Model& float_model, const CompressionAnalysis& analysis,
                              const Allocation& allocation, const at::Tensor& images, const FinalModelSettings& s,
                              const JobControl& job = {});
 

@@ -1,6 +1,6 @@
 #pragma once
-// Label-free Hessian (LFH, spec §4.4): per weight, the diagonal of JᵀJ with J = ∂logits/∂W, estimated with
-// Hutchinson-style random projections v ~ N(0, I) of the logits: E[(Jᵀv)²] = diag(JᵀJ). No labels needed.
+// Label-free Hessian (LFH, spec §4.4): per weight, the diagonal of JᵀJ with J = ∂outputs/∂W, estimated with
+// Hutchinson-style random projections v ~ N(0, I) of the outputs: E[(Jᵀv)²] = diag(JᵀJ). No labels needed.
 //
 // Instead of one backward pass per projection, all projections of one image run as one batch: the image is
 // replicated P times, the batch's logits are back-propagated with the P projections at once, and every layer's
@@ -10,6 +10,7 @@
 
 #include <map>
 #include <string>
+#include <vector>
 
 #include "lorq/models/model.h"
 #include "lorq/common/progress.h"
@@ -32,10 +33,21 @@ struct LfhOptions {
 std::map<std::string, at::Tensor> label_free_hessian(Model& model, const at::Tensor& images, const LfhOptions& options,
                                                      const JobControl& job = {});
 
-// One image's per-projection squared gradients summed over the given projections V [P, classes]:
-// Σ_p (Jᵀ v_p)² per layer. When `running` is given (as-coded mode), each g_p is added to it first and the square
-// is taken of the running sum; `running` is updated. Exposed for tests.
-std::map<std::string, at::Tensor> lfh_squared_gradients(Model& model, const at::Tensor& image, const at::Tensor& V,
+// The random projections are shaped like the task's error outputs (tasks/task.h): one value per output value of
+// one image ([classes] for a classifier). With several outputs, output o's projections are scaled by
+// c_o = sqrt(w_o·E_0 / E_o), E_o = values per image · mean(y_o²) on the LFH images, so that the LFH of the first
+// output's units sums the outputs' normalised, weighted contributions (c_0 = 1; a classifier is unchanged).
+struct ProjectionShape {
+  std::vector<int64_t> shape;  // one image's output shape
+  double scale = 1.0;          // c_o
+};
+std::vector<ProjectionShape> lfh_projection_shapes(Model& model, const at::Tensor& images);
+
+// One image's per-projection squared gradients summed over the given projections V (one tensor per error output,
+// [P, output shape...]): Σ_p (Jᵀ v_p)² per layer. When `running` is given (as-coded mode), each g_p is added to it
+// first and the square is taken of the running sum; `running` is updated. Exposed for tests.
+std::map<std::string, at::Tensor> lfh_squared_gradients(Model& model, const at::Tensor& image,
+                                                        const std::vector<at::Tensor>& V,
                                                         std::map<std::string, at::Tensor>* running = nullptr);
 
 }  // namespace lorq

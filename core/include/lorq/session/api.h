@@ -1,6 +1,7 @@
 #pragma once
-// The engine seen from the GUI: plain types only (no LibTorch, no Qt), so UI translation units stay light and free
-// of the Qt/LibTorch keyword clash. Implemented in core/src/api.cpp on top of the LibTorch engine.
+// The engine seen from both front ends: plain types only (no LibTorch, no Qt), so UI translation units stay light and
+// free of the Qt/LibTorch keyword clash. CompressionSession is the one orchestration object: the workbench and the
+// `lorq compress / round / fronts` commands drive it the same way. Implemented in core/src/session/api.cpp.
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -8,6 +9,7 @@
 #include <vector>
 
 #include "lorq/common/progress.h"
+#include "lorq/types.h"
 
 namespace lorq::api {
 
@@ -22,21 +24,35 @@ struct LayerRow {
 
 struct ModelSummary {
   std::string path, architecture;
+  std::string family;  // the registry's architecture name ("timm VisionTransformer")
+  TaskKind task = TaskKind::Classification;
   int depth = 0, embed_dim = 0, num_heads = 0, num_classes = 0, image_size = 0;
   int64_t total_params = 0, compressible_params = 0;
   std::vector<LayerRow> layers;
 };
 
-struct ClassScore {
-  int class_index = 0;
-  float probability = 0;
-  std::string label;
-};
+// The shared plain types (lorq/types.h), under the names the front ends use.
+using ClassScore = lorq::Prediction;
+using lorq::Allocation;
+using lorq::ConstraintMap;
+using lorq::Constraints;
+using lorq::Exclusion;
+using lorq::kKeepFloat;
+using lorq::LayerConstraint;
+using lorq::MetricValue;
+using lorq::OptionKind;
+using lorq::TaskKind;
+using AllocationResult = lorq::Allocation;
+using TradeoffPoint = lorq::CurvePoint;
+// Layers that must take the same choice (the same option label), as lorq::Constraints::groups.
+using LayerGroups = std::vector<std::vector<std::string>>;
 
 struct EvalSummary {
   int64_t images = 0, labeled = 0;
   double top1_pct = 0, top5_pct = 0, images_per_s = 0, seconds = 0;
+  std::vector<MetricValue> metrics;  // the task's metric (classification: top-1, top-5)
   std::vector<std::string> failed;
+  int64_t left_out = 0;  // images of the set left out because the session calibrated or rounded on them
 };
 
 // One loaded model. Thread-compatible: call from one thread at a time (the GUI's worker).
@@ -65,11 +81,18 @@ struct AnalysisSettings {
   int anchors = 3;              // measured ranks per factor-bit pair
   bool estimate = false;        // global errors from the LFH instead of re-running the network
   uint64_t seed = 0;
+  int lfh_batch = 32;             // LFH projections back-propagated together (memory)
+  bool lfh_as_coded = false;      // parity: the reference's never-reset gradient accumulation
+  bool weighted_svd = true;       // ablation off: plain SVD
+  bool hessian_weighted = true;   // ablation off: plain MSE instead of LFH-weighted errors
+  bool swapped_lr_size = false;   // parity: the reference's swapped low-rank size
+  // How codes are rounded on each row's grid: "nearest", or "gptq" (error compensation through each layer's input
+  // moment on the calibration images, lorq/quant/gptq.h). Nearest stays the default until the allocation stops
+  // favouring compensated options measured on the images they were fitted to (see the 3-bit DeiT-Tiny figures).
+  std::string quantizer = "nearest";
   // The settings of the demo tests: a whole analysis of the demo in seconds.
   static AnalysisSettings fast() { return {16, 4, 16, 3, false, 0}; }
 };
-
-enum class OptionKind { Quant, LowRank };
 
 struct OptionRow {
   std::string label;  // "Q4", "LR r=37 A6/B4"
@@ -90,39 +113,12 @@ struct LayerAnalysis {
   int stage = 0;  // block index (-1: the embedding)
   bool low_rank_allowed = true;
   int64_t full_rank = 0;  // min(out, in)
+  int64_t candidates_considered = 0;  // options built before the Pareto filter
   std::vector<OptionRow> options;
 };
 
-// Allocation::choice value of a layer kept in float32.
-constexpr int kKeepFloat = -1;
 
-enum class Exclusion { None, Q8, Float };
 
-// A user's pin or constraint on one layer (see lorq::LayerConstraint).
-struct LayerConstraint {
-  int pinned_option = -1;  // option index; overrides min_bits / max_rank
-  int min_bits = 0;
-  int64_t max_rank = -1;  // -1: no limit; 0: no low rank
-  Exclusion excluded = Exclusion::None;
-  bool empty() const { return pinned_option < 0 && min_bits == 0 && max_rank < 0 && excluded == Exclusion::None; }
-  bool operator==(const LayerConstraint& o) const {
-    return pinned_option == o.pinned_option && min_bits == o.min_bits && max_rank == o.max_rank &&
-           excluded == o.excluded;
-  }
-  bool operator!=(const LayerConstraint& o) const { return !(*this == o); }
-};
-using ConstraintMap = std::map<std::string, LayerConstraint>;  // by layer name; empty constraints are ignored
-
-struct AllocationResult {
-  int64_t budget_bytes = 0, bytes = 0;
-  double predicted_error = 0;
-  std::vector<int> choice;  // per layer: option index or kKeepFloat
-};
-
-struct TradeoffPoint {
-  int64_t bytes = 0;
-  double error = 0;
-};
 
 // The exact allocator of one (analysis, constraints). Immutable; every method is safe from any thread, so the UI
 // thread solves on every slider movement while a worker runs.
@@ -132,6 +128,8 @@ class Allocator {
   int64_t min_bytes() const;
   int64_t max_bytes() const;
   AllocationResult solve(int64_t budget_bytes) const;        // clamps the budget into [min_bytes, max_bytes]
+  // The exact optimum; throws lorq::Error naming both limits when the budget is outside them (the CLI's check).
+  Allocation solve_checked(int64_t budget_bytes) const;
   const std::vector<TradeoffPoint>& tradeoff_curve() const;  // computed on first call (can take 0.1-0.5 s)
 
  private:
@@ -169,18 +167,46 @@ struct RoundingOptions {
   int activation_bits = 0;  // 0: weights only; 4, 6 or 8: activations quantized too
 };
 struct RoundingSummary {
-  int layers = 0;
+  int layers = 0;  // layers rounded in this run
   double nearest_error = 0, learned_error = 0;  // summed layer reconstruction errors
   double seconds = 0;
   std::vector<std::string> warnings;
+  // A cancelled rounding keeps what it learned: learned_layers of compressed_layers have learned codes, the rest
+  // keep nearest rounding, and the export records exactly that.
+  bool cancelled = false;
+  int learned_layers = 0, compressed_layers = 0;
+  std::string message() const;  // "7 of 50 layers learned; the rest keep nearest rounding" when cancelled
 };
 
-// What a session file holds (JSON): reopening it with the same engine cache folder is instant.
+// After the allocation (spec §1 steps 8-14): what the final model gets.
+struct FinalSettings {
+  bool refit = false;          // §9 refit of weight-only layers (always done with activation quantization)
+  int activation_bits = 0;     // 0: weights only; 4, 6 or 8: activations quantized too (§8)
+  bool activation_mp = false;  // §8.4 mixed-precision activations
+  bool ridge = true;           // §8.6 ridge-regression correction
+  bool round = false;          // §10 adaptive rounding
+  int round_iterations = 500;  // optimizer steps per layer (the CPU default; the spec uses 20000)
+  int round_images = 128;      // calibration images first, then more of the calibration set
+  std::string round_checkpoint;  // finished layers' file ("" = <cache>/rounding.safetensors, none without cache)
+  bool keep_learned_on_cancel = false;  // a cancelled rounding keeps the layers learned so far (see RoundingSummary)
+};
+struct FinalSummary {
+  std::vector<std::pair<std::string, double>> stage_seconds;
+  int rounded_layers = 0;
+  bool rounding_cancelled = false;  // FinalSettings::keep_learned_on_cancel and the job was cancelled
+  int learned_layers = 0, compressed_layers = 0;
+  double nearest_error = 0, learned_error = 0;  // summed layer reconstruction errors (rounding)
+  std::vector<std::string> warnings;
+};
+
+// What a session file holds (JSON): reopening it with the same engine cache folder is instant. Its constraints use
+// the schema of `lorq compress --constraints FILE` (lorq/alloc/constraints_io.h): pins by option label, layer
+// groups included; CompressionSession::parse_constraints resolves them against the analysis.
 struct SessionFile {
   std::string model_path, images, labels, eval_images, eval_labels, cache_dir;
   AnalysisSettings settings;
   int64_t budget_bytes = 0;
-  ConstraintMap constraints;
+  std::string constraints_json;  // "" or a constraints object
 };
 void save_session_file(const std::string& path, const SessionFile& session);  // atomic; throws lorq::Error
 SessionFile load_session_file(const std::string& path);                       // throws lorq::Error naming the file
@@ -210,11 +236,46 @@ class CompressionSession {
   const std::vector<LayerAnalysis>& layers() const;  // empty until analyzed
   int64_t compressible_params() const;
   const std::vector<std::string>& warnings() const;
-  std::vector<std::pair<std::string, double>> stage_seconds() const;
+  std::vector<std::pair<std::string, double>> stage_seconds() const;  // the stages this analysis ran
+  const std::vector<std::string>& cached_stages() const;              // the stages it loaded from the cache
   const std::vector<std::string>& calibration_files() const;
 
-  // Throws lorq::Error on an impossible constraint (unknown layer, pin on an excluded layer, nothing allowed).
+  // Throws lorq::Error on an impossible constraint (unknown layer, pin on an excluded layer, nothing allowed, a
+  // group without a common option).
+  std::shared_ptr<const Allocator> make_allocator(const Constraints& constraints) const;
   std::shared_ptr<const Allocator> make_allocator(const ConstraintMap& constraints) const;
+  std::shared_ptr<const Allocator> make_allocator(const ConstraintMap& constraints, const LayerGroups& groups) const;
+  // Constraints as JSON (the schema of `--constraints FILE`), resolved against the analysis; throws lorq::Error
+  // naming `source`, the layer and the label.
+  Constraints parse_constraints(const std::string& json_text, const std::string& source) const;
+  std::string constraints_json(const Constraints& constraints) const;
+  // The same for a front end that keeps per-layer constraints and groups apart (the workbench's document).
+  std::string constraints_to_json(const ConstraintMap& constraints, const LayerGroups& groups) const;
+  void constraints_from_json(const std::string& text, const std::string& source, ConstraintMap* constraints,
+                             LayerGroups* groups) const;
+  // The one budget formula (spec §2.5) over this model's compressible weights.
+  int64_t budget_for_avg_bits(double avg_bits) const;
+  int64_t budget_for_ratio(double ratio) const;
+  // Every layer at Q(bits): the uniform per-row baseline.
+  Allocation uniform_allocation(int bits) const;
+
+  // One layer's options without analysing the others (calibration, LFH, that layer's candidates and global
+  // errors): what `lorq fronts` prints. Does not change the session's analysis.
+  LayerAnalysis analyze_layer(const std::string& layer, const JobControl& job);
+
+  // Builds the final model of `allocation` (activation quantization, refit, adaptive rounding as asked); until
+  // another allocation or other settings are used, predict(), compare(), evaluate() and export_to() use it.
+  FinalSummary finalize(const Allocation& allocation, const FinalSettings& settings, const JobControl& job);
+  // The images the final model was built from (calibration and rounding images), left out of every evaluation.
+  std::vector<std::string> seen_images() const;
+  // The float model, the compressed model of `allocation` (the finalized one when it matches) or uniform Q(bits)
+  // on an image set, with the session's calibration/rounding images left out. Throws Cancelled.
+  EvalSummary evaluate_float(const std::string& images, const std::string& labels, int64_t limit,
+                             const JobControl& job);
+  EvalSummary evaluate_compressed(const Allocation& allocation, const std::string& images, const std::string& labels,
+                                  int64_t limit, const JobControl& job);
+  EvalSummary evaluate_uniform(int bits, const std::string& images, const std::string& labels, int64_t limit,
+                               const JobControl& job);
 
   // The model with `allocation` applied is built on first use and kept until another allocation is asked for.
   std::vector<ClassScore> predict(const std::string& image_path, int k, const AllocationResult* compressed);
@@ -236,9 +297,9 @@ class CompressionSession {
   std::unique_ptr<Impl> impl_;
 };
 
-// Bytes for an average bit width / a compression ratio vs fp32 over `params` weights (spec §2.5).
-int64_t budget_bytes_for_avg_bits(double avg_bits, int64_t params);
-int64_t budget_bytes_for_ratio(double ratio, int64_t params);
+// Bytes for an average bit width / a compression ratio vs fp32 over `params` weights (spec §2.5; lorq/types.h).
+using lorq::budget_bytes_for_avg_bits;
+using lorq::budget_bytes_for_ratio;
 // A plain image set's listing (no decoding). Throws lorq::Error naming the folder.
 ImageSetInfo list_image_set(const std::string& images, const std::string& labels);
 

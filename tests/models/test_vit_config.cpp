@@ -1,15 +1,15 @@
 #include <gtest/gtest.h>
 
 #include "lorq/common/error.h"
-#include "lorq/models/model_config.h"
+#include "lorq/models/vit_config.h"
 #include "shared_data.h"
 
 using namespace lorq;
 
-TEST(ModelConfig, ReadsTimmConfig) {
+TEST(VitConfig, ReadsTimmConfig) {
   const std::string path = testdata::shared_path("models/deit_tiny_patch16_224/config.json");
   LORQ_REQUIRE_SHARED_FILE(path);
-  ModelConfig c = read_model_config(path);
+  VitConfig c = read_vit_config(path);
   EXPECT_EQ(c.architecture, "deit_tiny_patch16_224");
   EXPECT_EQ(c.embed_dim, 192);
   EXPECT_EQ(c.depth, 12);
@@ -25,8 +25,8 @@ TEST(ModelConfig, ReadsTimmConfig) {
   EXPECT_EQ(c.label_names[0], "tench");
 }
 
-TEST(ModelConfig, InfersMissingFieldsFromShapes) {
-  ModelConfig c = parse_model_config("{}", "mem.json");
+TEST(VitConfig, InfersMissingFieldsFromShapes) {
+  VitConfig c = parse_vit_config("{}", "mem.json");
   std::map<std::string, std::vector<int64_t>> shapes = {
       {"patch_embed.proj.weight", {384, 3, 16, 16}}, {"cls_token", {1, 1, 384}}, {"pos_embed", {1, 197, 384}},
       {"head.weight", {10, 384}},
@@ -37,7 +37,7 @@ TEST(ModelConfig, InfersMissingFieldsFromShapes) {
     shapes[p + ".attn.qkv.bias"] = {1152};
     shapes[p + ".mlp.fc1.weight"] = {1536, 384};
   }
-  complete_model_config(c, shapes, "mem.safetensors");
+  complete_vit_config(c, shapes, "mem.safetensors");
   EXPECT_EQ(c.embed_dim, 384);
   EXPECT_EQ(c.depth, 3);
   EXPECT_EQ(c.num_heads, 6);
@@ -48,16 +48,16 @@ TEST(ModelConfig, InfersMissingFieldsFromShapes) {
   EXPECT_TRUE(c.qkv_bias);
 }
 
-TEST(ModelConfig, ArchitectureNameGivesPatchAndSize) {
-  ModelConfig c = parse_model_config(R"({"architecture": "vit_small_patch32_384"})", "x.json");
+TEST(VitConfig, ArchitectureNameGivesPatchAndSize) {
+  VitConfig c = parse_vit_config(R"({"architecture": "vit_small_patch32_384"})", "x.json");
   EXPECT_EQ(c.patch_size, 32);
   EXPECT_EQ(c.img_size, 384);
 }
 
-TEST(ModelConfig, RejectsBadInputWithTheFileName) {
+TEST(VitConfig, RejectsBadInputWithTheFileName) {
   auto expect_error = [](const std::string& text, const std::string& needle) {
     try {
-      parse_model_config(text, "bad/config.json");
+      parse_vit_config(text, "bad/config.json");
       FAIL() << "no error for " << text;
     } catch (const Error& e) {
       EXPECT_NE(std::string(e.what()).find("bad/config.json"), std::string::npos) << e.what();
@@ -70,22 +70,22 @@ TEST(ModelConfig, RejectsBadInputWithTheFileName) {
   expect_error(R"({"pretrained_cfg": {"mean": [0.5]}})", "mean");
   expect_error(R"({"pretrained_cfg": {"std": [0.5, 0, 0.5]}})", "std");
   expect_error(R"({"pretrained_cfg": {"interpolation": "lanczos9"}})", "interpolation");
-  EXPECT_THROW(read_model_config("/nonexistent/config.json"), Error);
+  EXPECT_THROW(read_vit_config("/nonexistent/config.json"), Error);
 }
 
-TEST(ModelConfig, ShapeMismatchIsAnError) {
-  ModelConfig c = parse_model_config(R"({"model_args": {"embed_dim": 192, "depth": 4}})", "c.json");
+TEST(VitConfig, ShapeMismatchIsAnError) {
+  VitConfig c = parse_vit_config(R"({"model_args": {"embed_dim": 192, "depth": 4}})", "c.json");
   std::map<std::string, std::vector<int64_t>> shapes = {
       {"patch_embed.proj.weight", {192, 3, 16, 16}}, {"cls_token", {1, 1, 192}}, {"pos_embed", {1, 197, 192}},
       {"head.weight", {1000, 192}}, {"blocks.0.attn.qkv.weight", {576, 192}}};
-  EXPECT_THROW(complete_model_config(c, shapes, "m.safetensors"), Error);  // depth 4 vs 1 block
+  EXPECT_THROW(complete_vit_config(c, shapes, "m.safetensors"), Error);  // depth 4 vs 1 block
   shapes.erase("patch_embed.proj.weight");
-  ModelConfig d;
-  EXPECT_THROW(complete_model_config(d, shapes, "m.safetensors"), Error);
+  VitConfig d;
+  EXPECT_THROW(complete_vit_config(d, shapes, "m.safetensors"), Error);
 }
 
-TEST(ModelConfig, JsonRoundTrip) {
-  ModelConfig c;
+TEST(VitConfig, JsonRoundTrip) {
+  VitConfig c;
   c.architecture = "vit_demo_patch8_64";
   c.img_size = 64;
   c.patch_size = 8;
@@ -96,7 +96,7 @@ TEST(ModelConfig, JsonRoundTrip) {
   c.label_names = {"a", "b", "c", "d", "e", "f"};
   c.preprocessing.crop_pct = 1.0;
   c.preprocessing.input_height = c.preprocessing.input_width = 64;
-  ModelConfig d = parse_model_config(model_config_to_json(c), "rt.json");
+  VitConfig d = parse_vit_config(vit_config_to_json(c), "rt.json");
   EXPECT_EQ(d.architecture, c.architecture);
   EXPECT_EQ(d.embed_dim, 128);
   EXPECT_EQ(d.depth, 6);

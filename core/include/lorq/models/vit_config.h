@@ -1,5 +1,5 @@
 #pragma once
-// A timm-style model description: architecture arguments plus the evaluation preprocessing and class names.
+// timm VisionTransformer's configuration: architecture arguments plus the evaluation preprocessing and class names.
 // Read from timm's config.json; missing fields are inferred from the checkpoint's tensor shapes.
 #include <array>
 #include <cstdint>
@@ -7,20 +7,11 @@
 #include <string>
 #include <vector>
 
+#include "lorq/models/preprocessing.h"
+
 namespace lorq {
 
-struct Preprocessing {
-  int input_channels = 3;
-  int input_height = 224;
-  int input_width = 224;
-  std::string interpolation = "bicubic";  // bicubic | bilinear | nearest
-  double crop_pct = 0.875;
-  std::string crop_mode = "center";
-  std::array<float, 3> mean{0.485f, 0.456f, 0.406f};
-  std::array<float, 3> std{0.229f, 0.224f, 0.225f};
-};
-
-struct ModelConfig {
+struct VitConfig {
   std::string architecture;  // e.g. deit_tiny_patch16_224
   int img_size = 0;
   int patch_size = 0;
@@ -37,20 +28,21 @@ struct ModelConfig {
   double norm_eps = 1e-6;
   Preprocessing preprocessing;
   std::vector<std::string> label_names;
-  std::string source;  // the file it was read from, for messages
+  std::string source;       // the file it was read from, for messages
+  std::string source_json;  // the config.json text it was parsed from ("" when inferred from the tensors)
 
   std::string label(int index) const;
 };
 
 // Parses timm's config.json. Throws lorq::Error naming the file on unreadable or malformed JSON.
-ModelConfig read_model_config(const std::string& path);
-ModelConfig parse_model_config(const std::string& json_text, const std::string& source);
-std::string model_config_to_json(const ModelConfig& config);
+VitConfig read_vit_config(const std::string& path);
+VitConfig parse_vit_config(const std::string& json_text, const std::string& source);
+std::string vit_config_to_json(const VitConfig& config);
 
 // Fills every field that is still unset (0) from the checkpoint's tensor shapes (embed dim from cls_token, depth
 // from the block count, heads = dim / 64, patch size from the patch-embed kernel, classes from the head) and
 // checks that the result is consistent. Throws lorq::Error naming `source` when something cannot be inferred.
-void complete_model_config(ModelConfig& config, const std::map<std::string, std::vector<int64_t>>& shapes,
+void complete_vit_config(VitConfig& config, const std::map<std::string, std::vector<int64_t>>& shapes,
                            const std::string& source);
 
 }  // namespace lorq

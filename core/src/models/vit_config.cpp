@@ -1,4 +1,4 @@
-#include "lorq/models/model_config.h"
+#include "lorq/models/vit_config.h"
 
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -11,7 +11,7 @@ namespace lorq {
 
 using nlohmann::json;
 
-std::string ModelConfig::label(int index) const {
+std::string VitConfig::label(int index) const {
   if (index >= 0 && index < static_cast<int>(label_names.size())) return label_names[index];
   return "class " + std::to_string(index);
 }
@@ -30,7 +30,7 @@ void read_if(const json& j, const char* key, T& out, const std::string& source) 
 }
 
 // timm names encode patch size and resolution: vit_base_patch16_224, deit_tiny_patch16_224.
-void infer_from_name(ModelConfig& c) {
+void infer_from_name(VitConfig& c) {
   std::smatch m;
   static const std::regex re("patch(\\d+)_(\\d+)");
   if (std::regex_search(c.architecture, m, re)) {
@@ -41,7 +41,7 @@ void infer_from_name(ModelConfig& c) {
 
 }  // namespace
 
-ModelConfig parse_model_config(const std::string& text, const std::string& source) {
+VitConfig parse_vit_config(const std::string& text, const std::string& source) {
   json j;
   try {
     j = json::parse(text);
@@ -50,8 +50,9 @@ ModelConfig parse_model_config(const std::string& text, const std::string& sourc
   }
   if (!j.is_object()) throw Error(source, "the config is not a JSON object");
 
-  ModelConfig c;
+  VitConfig c;
   c.source = source;
+  c.source_json = text;
   read_if(j, "architecture", c.architecture, source);
   read_if(j, "num_classes", c.num_classes, source);
   read_if(j, "global_pool", c.global_pool, source);
@@ -117,15 +118,15 @@ ModelConfig parse_model_config(const std::string& text, const std::string& sourc
   return c;
 }
 
-ModelConfig read_model_config(const std::string& path) {
+VitConfig read_vit_config(const std::string& path) {
   std::ifstream in(path);
   if (!in) throw Error(path, "cannot open the config file");
   std::stringstream ss;
   ss << in.rdbuf();
-  return parse_model_config(ss.str(), path);
+  return parse_vit_config(ss.str(), path);
 }
 
-std::string model_config_to_json(const ModelConfig& c) {
+std::string vit_config_to_json(const VitConfig& c) {
   const Preprocessing& p = c.preprocessing;
   json j = {
       {"architecture", c.architecture},
@@ -156,7 +157,7 @@ std::string model_config_to_json(const ModelConfig& c) {
   return j.dump(1);
 }
 
-void complete_model_config(ModelConfig& c, const std::map<std::string, std::vector<int64_t>>& shapes,
+void complete_vit_config(VitConfig& c, const std::map<std::string, std::vector<int64_t>>& shapes,
                            const std::string& source) {
   auto shape = [&](const std::string& name) -> const std::vector<int64_t>* {
     auto it = shapes.find(name);
