@@ -32,6 +32,8 @@
 #include "job_runner.h"
 #include "layers_view.h"
 #include "lorq/common/file_util.h"
+#include "lorq/io/export_size.h"
+#include "lorq/io/onnx_export.h"
 #include "loss_plot.h"
 #include "pareto_view.h"
 #include "session_panel.h"
@@ -189,6 +191,7 @@ void MainWindow::buildMenus() {
   file->addAction("&Evaluation images…", QKeySequence("Ctrl+E"), this, &MainWindow::onChooseEval);
   file->addSeparator();
   file->addAction("E&xport…", QKeySequence("Ctrl+Shift+E"), this, &MainWindow::onExport);
+  file->addAction("Export &ONNX…", this, &MainWindow::onExportOnnx);
   file->addSeparator();
   file->addAction("&Quit", QKeySequence::Quit, this, &QWidget::close);
 
@@ -533,12 +536,67 @@ bool MainWindow::startExport(const QString& dir) {
       [this, dir] {
         // The plots and the report are drawn here, on the UI thread (widgets are not thread-safe).
         const QString problem = writeExportExtras(dir, *state_, budget_, allocation_, compare_->result());
+        // The size breakdown report.md carries, in the log too: codes vs the budget, parameters, float parts.
+        try {
+          const std::string sizes = lorq::format_export_size(lorq::export_size_breakdown(QDir(dir).filePath("model").toStdString()));
+          for (const QString& line : QString::fromStdString(sizes).split('\n', Qt::SkipEmptyParts)) jobPanel_->log(line);
+        } catch (const std::exception& e) {
+          jobPanel_->log("warning: " + QString::fromStdString(e.what()));
+        }
         if (!problem.isEmpty())
           report("Export incomplete", problem);
         else
           statusBar()->showMessage("Exported to " + dir, 8000);
       },
       &MainWindow::exportFinished);
+}
+
+bool MainWindow::startExportOnnx(const QString& path) {
+  if (!state_->ready()) {
+    report("Cannot export ONNX", "run the analysis first");
+    emit exportFinished(false);
+    return false;
+  }
+  if (!lorq::onnx_export_available()) {
+    report("Cannot export ONNX", "this build has no ONNX support (install libonnx-dev and rebuild)");
+    emit exportFinished(false);
+    return false;
+  }
+  auto session = state_->session();
+  const AllocationResult alloc = state_->allocation();
+  const std::string out = path.toStdString();
+  auto summary = std::make_shared<lorq::OnnxExportSummary>();
+  return runJob(
+      "Export ONNX",
+      [=](const lorq::JobControl&) {
+        // The engine's export first (the ONNX writer reads its codes), in a scratch folder beside the file.
+        const QString scratch = path + ".lorq-export";
+        QDir(scratch).removeRecursively();
+        session->export_to(scratch.toStdString(), alloc);
+        try {
+          *summary = lorq::export_onnx(scratch.toStdString(), out);
+        } catch (...) {
+          QDir(scratch).removeRecursively();
+          throw;
+        }
+        QDir(scratch).removeRecursively();
+      },
+      [this, path, summary] {
+        const QString text = QString("Exported ONNX %1: %2 bytes (%3 quantized, %4 low-rank, %5 float layers)")
+                                 .arg(path)
+                                 .arg(summary->file_bytes)
+                                 .arg(summary->quantized_layers)
+                                 .arg(summary->low_rank_layers)
+                                 .arg(summary->float_layers);
+        jobPanel_->log(text);
+        statusBar()->showMessage(text, 8000);
+      },
+      &MainWindow::exportFinished);
+}
+
+void MainWindow::onExportOnnx() {
+  const QString f = QFileDialog::getSaveFileName(this, "Export ONNX", "model.onnx", "ONNX models (*.onnx)");
+  if (!f.isEmpty()) startExportOnnx(f);
 }
 
 bool MainWindow::saveSession(const QString& path) {

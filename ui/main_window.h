@@ -60,6 +60,7 @@ class MainWindow : public QMainWindow {
   bool evaluationRunning() const;
   bool jobRunning() const;
   bool startExport(const QString& dir);  // engine export + plots + report.md; emits exportFinished
+  bool startExportOnnx(const QString& path);  // the current allocation as an ONNX model; emits exportFinished
   // Adaptive rounding of the current allocation (activation_bits 0: weights only); the loss curve is drawn live
   // in the Jobs dock; evaluation and export then use the rounded model. Emits roundingFinished.
   bool startRounding(int iterations, int activation_bits = 0);
@@ -120,6 +121,7 @@ class MainWindow : public QMainWindow {
   bool loadModel(const QString& path, bool quiet);
   bool loadSession(const QString& path);
   void onExport();
+  void onExportOnnx();
 
   WorkbenchDocument* state_;
   QUndoStack* undo_;

@@ -37,6 +37,7 @@
 #include "job_panel.h"
 #include "job_runner.h"
 #include "layers_view.h"
+#include "lorq/io/onnx_export.h"
 #include "lorq/session/api.h"
 #include "loss_plot.h"
 #include "main_window.h"
@@ -477,6 +478,21 @@ class WorkbenchTest : public QObject {
     const QString text = QString::fromUtf8(report.readAll());
     QVERIFY(text.contains("blocks.5.mlp.fc2"));
     QVERIFY(text.contains("Compressed: top-1"));
+    // The size breakdown of report.md is in the Jobs log too.
+    QVERIFY2(w_->jobPanel()->logText().contains("budget"), qPrintable(w_->jobPanel()->logText().right(2000)));
+  }
+
+  void fileExportOnnxWritesAModel() {
+    if (!lorq::onnx_export_available()) QSKIP("this build has no ONNX support");
+    const QString file = QDir(path("onnx")).filePath("model.onnx");
+    QDir().mkpath(path("onnx"));
+    QSignalSpy done(w_.get(), &MainWindow::exportFinished);
+    QVERIFY(w_->startExportOnnx(file));
+    QVERIFY(done.wait(60000));
+    QCOMPARE(done.takeFirst().at(0).toBool(), true);
+    QVERIFY(QFileInfo(file).size() > 0);
+    QVERIFY(!QFileInfo::exists(file + ".lorq-export"));  // the scratch export is gone
+    QVERIFY(w_->jobPanel()->logText().contains("Exported ONNX"));
   }
 
   void roundingDrawsItsLossCurveAndExportsLearnedCodes() {
