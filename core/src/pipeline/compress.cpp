@@ -66,6 +66,8 @@ CompressionAnalysis analyze_model(Model& model, const ImageSet& images, const Co
       job.report({"candidates", int64_t(i + 1), int64_t(layers.size()), since(t), l.name});
     }
     if (cache) cache->save_analysis(a, false);
+  } else {
+    cached.push_back("candidates");
   }
   stages.emplace_back("candidates", since(t));
 
