@@ -89,7 +89,8 @@ long long Args::get_int(const std::string& flag, long long fallback, long long m
     size_t used = 0;
     long long v = std::stoll(it->second, &used);
     if (used != it->second.size()) throw std::invalid_argument("trailing");
-    if (v < min || v > max) throw UsageError(flag + " must be between " + std::to_string(min) + " and " + std::to_string(max));
+    if (v < min || v > max)
+      throw UsageError(flag + " must be between " + std::to_string(min) + " and " + std::to_string(max));
     return v;
   } catch (const UsageError&) {
     throw;
@@ -105,7 +106,8 @@ double Args::get_double(const std::string& flag, double fallback, double min, do
     size_t used = 0;
     double v = std::stod(it->second, &used);
     if (used != it->second.size()) throw std::invalid_argument("trailing");
-    if (!(v >= min && v <= max)) throw UsageError(flag + " must be between " + std::to_string(min) + " and " + std::to_string(max));
+    if (!(v >= min && v <= max))
+      throw UsageError(flag + " must be between " + std::to_string(min) + " and " + std::to_string(max));
     return v;
   } catch (const UsageError&) {
     throw;

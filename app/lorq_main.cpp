@@ -17,9 +17,9 @@
 #include "lorq/demo/shapes_dataset.h"
 #include "lorq/io/export.h"
 #include "lorq/io/export_size.h"
+#include "lorq/io/images.h"
 #include "lorq/io/onnx_export.h"
 #include "lorq/io/timm_export.h"
-#include "lorq/io/images.h"
 #include "lorq/models/model.h"
 #include "lorq/session/api.h"
 #include "lorq/tasks/evaluate.h"
@@ -70,7 +70,8 @@ int cmd_inspect(int argc, char** argv) {
   }
   auto model = load_model(a.require("--model"));
   std::string dims;
-  for (const auto& [name, value] : model->dimensions()) dims += (dims.empty() ? "" : ", ") + name + " " + std::to_string(value);
+  for (const auto& [name, value] : model->dimensions())
+    dims += (dims.empty() ? "" : ", ") + name + " " + std::to_string(value);
   std::printf("model: %s  (%s, %s, %d labels; %s)\n", model->architecture().c_str(), model->family().c_str(),
               task_name(model->task()), model->num_labels(), dims.c_str());
   std::printf("%-26s %-16s %12s %10s %s\n", "layer", "shape", "params", "fp32 MB", "low rank");
@@ -296,10 +297,30 @@ CompressRequest parse_compress(int argc_in, char** argv_in) {
   std::vector<char*> argv;
   for (std::string& w : words) argv.push_back(w.data());
   Args a(static_cast<int>(argv.size()), argv.data(), 2,
-         {"--model",       "--calib",    "--calib-labels", "--avg-bits",     "--images",          "--lfh-images",
-          "--projections", "--anchors",  "--eval",         "--labels",       "--limit",           "--seed",
-          "--out",         "--cache",    "--budget-bytes", "--ratio",        "--constraints",     "--lfh-batch",
-          "--session",     "--act-bits", "--round-iters",  "--round-images", "--round-checkpoint", "--quantizer"},
+         {"--model",
+          "--calib",
+          "--calib-labels",
+          "--avg-bits",
+          "--images",
+          "--lfh-images",
+          "--projections",
+          "--anchors",
+          "--eval",
+          "--labels",
+          "--limit",
+          "--seed",
+          "--out",
+          "--cache",
+          "--budget-bytes",
+          "--ratio",
+          "--constraints",
+          "--lfh-batch",
+          "--session",
+          "--act-bits",
+          "--round-iters",
+          "--round-images",
+          "--round-checkpoint",
+          "--quantizer"},
          {"--uniform", "--estimate", "--lfh-as-coded", "--plain-svd", "--mse", "--swapped-size", "--refit", "--round",
           "--act-mp", "--no-ridge"});
   if (a.help()) throw HelpRequested();
@@ -427,8 +448,8 @@ int cmd_compress(int argc, char** argv) {
     std::printf("%-26s %-22s %12lld %14.4g\n", l.name.c_str(), o.label.c_str(), (long long)o.bytes, o.error);
   }
   std::printf("total: %lld of %lld budget bytes (%.3f average bits, %.2fx vs fp32), predicted error %.4g\n",
-              (long long)alloc.bytes, (long long)budget, 8.0 * alloc.bytes / params, 32.0 * params / (8.0 * alloc.bytes),
-              alloc.predicted_error);
+              (long long)alloc.bytes, (long long)budget, 8.0 * alloc.bytes / params,
+              32.0 * params / (8.0 * alloc.bytes), alloc.predicted_error);
 
   // Steps 8-14: activation quantization, the final layers (refit), adaptive rounding, applied to a fresh model.
   const api::FinalSummary fin = session->finalize(alloc, r.final, job);
@@ -518,9 +539,10 @@ int cmd_fronts(int argc, char** argv) {
   api::LayerAnalysis l = session->analyze_layer(layer, progress.job());
   progress.bar.finish();
   std::vector<api::OptionRow> opts = l.options;
-  std::sort(opts.begin(), opts.end(), [](const api::OptionRow& x, const api::OptionRow& y) { return x.bytes < y.bytes; });
-  std::printf("%s (%lldx%lld): %zu options on the front of %lld considered\n", layer.c_str(),
-              (long long)l.out_features, (long long)l.in_features, opts.size(), (long long)l.candidates_considered);
+  std::sort(opts.begin(), opts.end(),
+            [](const api::OptionRow& x, const api::OptionRow& y) { return x.bytes < y.bytes; });
+  std::printf("%s (%lldx%lld): %zu options on the front of %lld considered\n", layer.c_str(), (long long)l.out_features,
+              (long long)l.in_features, opts.size(), (long long)l.candidates_considered);
   std::printf("%-22s %10s %8s %12s %12s %s\n", "option", "bytes", "bits/w", "local loss", "global err", "");
   for (const api::OptionRow& o : opts)
     std::printf("%-22s %10lld %8.3f %12.4g %12.4g %s\n", o.label.c_str(), (long long)o.bytes, 8.0 * o.bytes / l.params,
@@ -576,10 +598,10 @@ int main(int argc, char** argv) {
   }
   init_threads();
   const std::map<std::string, int (*)(int, char**)> commands = {
-      {"inspect", cmd_inspect},       {"eval", cmd_eval},
-      {"predict", cmd_predict},       {"demo-data", cmd_demo_data},
-      {"demo-train", cmd_demo_train}, {"compress", cmd_compress},
-      {"fronts", cmd_fronts},         {"round", cmd_round},
+      {"inspect", cmd_inspect},         {"eval", cmd_eval},
+      {"predict", cmd_predict},         {"demo-data", cmd_demo_data},
+      {"demo-train", cmd_demo_train},   {"compress", cmd_compress},
+      {"fronts", cmd_fronts},           {"round", cmd_round},
       {"export-onnx", cmd_export_onnx}, {"export-timm", cmd_export_timm},
   };
   auto it = commands.find(argv[1]);

@@ -225,11 +225,18 @@ TEST_F(CompressDemo, ConstraintsAreHonoured) {
   for (size_t i = 0; i < analysis_->layers.size(); ++i) {
     const auto& l = analysis_->layers[i];
     const LayerOption& o = l.options[a.choice[i]];
-    if (l.layer == "blocks.0.mlp.fc1") EXPECT_TRUE(o.kind == OptionKind::Quant && o.bits == 8) << o.label();
-    if (l.layer == "blocks.1.mlp.fc1")
+    if (l.layer == "blocks.0.mlp.fc1") {
+      EXPECT_TRUE(o.kind == OptionKind::Quant && o.bits == 8) << o.label();
+    }
+    if (l.layer == "blocks.1.mlp.fc1") {
       EXPECT_TRUE(o.kind == OptionKind::Quant ? o.bits >= 6 : (o.bits_a >= 6 && o.bits_b >= 6)) << o.label();
-    if (l.layer == "blocks.2.mlp.fc1") EXPECT_EQ(o.kind, OptionKind::Quant) << o.label();
-    if (l.layer == l3.layer) EXPECT_EQ(a.choice[i], 0);
+    }
+    if (l.layer == "blocks.2.mlp.fc1") {
+      EXPECT_EQ(o.kind, OptionKind::Quant) << o.label();
+    }
+    if (l.layer == l3.layer) {
+      EXPECT_EQ(a.choice[i], 0);
+    }
   }
   // Constraints cost accuracy, never budget: the predicted error can only grow.
   EXPECT_GE(a.predicted_error, allocate(*analysis_, budget).predicted_error * (1 - 1e-12));

@@ -46,7 +46,9 @@ TEST(RAdam, MatchesAHandComputedReference) {
         ref[i] -= o.lr * m[i] / bc1;
       }
     }
-    if (t == 1) EXPECT_NEAR(theta[0].item<double>(), 0.5 - 0.1 * 2 * (0.5 - 1.0), 1e-7);  // first step: plain SGD
+    if (t == 1) {
+      EXPECT_NEAR(theta[0].item<double>(), 0.5 - 0.1 * 2 * (0.5 - 1.0), 1e-7);  // first step: plain SGD
+    }
     for (int i = 0; i < 3; ++i) EXPECT_NEAR(theta[i].item<double>(), ref[i], 1e-5 * (1 + std::abs(ref[i]))) << t;
   }
   EXPECT_EQ(opt.steps(), 12);

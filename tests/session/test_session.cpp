@@ -77,8 +77,9 @@ TEST_F(SessionTest, GroupAndPinAreHonouredByTheAllocation) {
   const api::Allocation a = allocator->solve_checked(budget);
   EXPECT_LE(a.bytes, budget);
   const auto& layers = session_->layers();
-  const std::string& group_label = layers[layer_index(*session_, "blocks.1.mlp.fc1")].options.at(
-      a.choice[layer_index(*session_, "blocks.1.mlp.fc1")]).label;
+  const std::string& group_label = layers[layer_index(*session_, "blocks.1.mlp.fc1")]
+                                       .options.at(a.choice[layer_index(*session_, "blocks.1.mlp.fc1")])
+                                       .label;
   for (const char* member : {"blocks.2.mlp.fc1", "blocks.3.mlp.fc1"}) {
     const int i = layer_index(*session_, member);
     EXPECT_EQ(layers[i].options.at(a.choice[i]).label, group_label) << member;
@@ -171,8 +172,8 @@ TEST_F(SessionTest, SessionFilesKeepConstraintsAndGroups) {
   std::ofstream(dir + "/old.lorq") << R"({"format": "lorq-session", "version": 1, "model": "m", "images": "i",
       "constraints": {"blocks.0.attn.qkv": {"pinned_option": 2, "min_bits": 0, "max_rank": -1, "excluded": "none"},
                       "head": {"pinned_option": -1, "min_bits": 0, "max_rank": -1, "excluded": "float"}}})";
-  const api::Constraints old = session_->parse_constraints(api::load_session_file(dir + "/old.lorq").constraints_json,
-                                                           "old.lorq");
+  const api::Constraints old =
+      session_->parse_constraints(api::load_session_file(dir + "/old.lorq").constraints_json, "old.lorq");
   EXPECT_EQ(old.layers.at("blocks.0.attn.qkv").pinned_option, 2);
   EXPECT_EQ(old.layers.at("head").excluded, api::Exclusion::Float);
   (void)qkv;

@@ -31,10 +31,10 @@ class TwoOutputTask : public ClassificationTask {
 
 TEST(ClassificationTask, TopOneAndTopFiveByHand) {
   // Four images, three classes... top-5 of 3 classes is every class: labeled images always count as top-5 hits.
-  const at::Tensor y = at::tensor({3.0f, 1.0f, 2.0f,    // argmax 0
-                                   0.0f, 5.0f, 1.0f,    // argmax 1
-                                   0.0f, 1.0f, 9.0f,    // argmax 2
-                                   4.0f, 4.5f, 0.0f})   // argmax 1
+  const at::Tensor y = at::tensor({3.0f, 1.0f, 2.0f,   // argmax 0
+                                   0.0f, 5.0f, 1.0f,   // argmax 1
+                                   0.0f, 1.0f, 9.0f,   // argmax 2
+                                   4.0f, 4.5f, 0.0f})  // argmax 1
                            .reshape({4, 3});
   auto metric = task_of(TaskKind::Classification).new_metric();
   metric->add(logits(y), {0, 2, 2, -1});  // right, wrong, right, unlabeled
@@ -77,8 +77,7 @@ TEST(OutputError, WeighsEachOutputsOwnNoiseToSignalRatio) {
     const at::Tensor a = y.at(name).to(at::kDouble), r = ref.at(name).to(at::kDouble);
     const double noise = (a.slice(0, 0, 3) - r.slice(0, 0, 3)).pow(2).mean().item<double>() +
                          (a.slice(0, 3, 6) - r.slice(0, 3, 6)).pow(2).mean().item<double>();
-    const double signal =
-        r.slice(0, 0, 3).pow(2).mean().item<double>() + r.slice(0, 3, 6).pow(2).mean().item<double>();
+    const double signal = r.slice(0, 0, 3).pow(2).mean().item<double>() + r.slice(0, 3, 6).pow(2).mean().item<double>();
     return noise / signal;
   };
   // The accumulator takes float32 means (as the global error always has); the reference is float64.

@@ -80,8 +80,8 @@ void Model::set_weight(const std::string& layer_name, const at::Tensor& w) {
   if (w.dim() != 2 && w.sizes().vec() != info.weight_shape)
     throw Error("set_weight(" + layer_name + "): expected a 2-d or checkpoint-shaped weight");
   if (w.numel() != info.params() || (w.dim() == 2 && (w.size(0) != info.out_features || w.size(1) != info.in_features)))
-    throw Error("set_weight(" + layer_name + "): shape mismatch, expected " + std::to_string(info.out_features) +
-                "x" + std::to_string(info.in_features));
+    throw Error("set_weight(" + layer_name + "): shape mismatch, expected " + std::to_string(info.out_features) + "x" +
+                std::to_string(info.in_features));
   at::Tensor* slot = slots_[slot_index_.at(layer_name + ".weight")].second;
   *slot = w.detach().to(at::kFloat).reshape(info.weight_shape).contiguous();
 }

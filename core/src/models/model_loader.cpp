@@ -50,8 +50,7 @@ std::unique_ptr<Model> load_model(const std::string& path) {
   std::map<std::string, at::Tensor> tensors = read_all_tensors(file, /*to_float=*/false);
   // A lorq export stores integer codes; decode them to the exact weights the compressed model used.
   decode_compressed_tensors(tensors, file);
-  const ActivationQuantization activations =
-      take_activation_quantizers(tensors, file.metadata(), info.files.weights);
+  const ActivationQuantization activations = take_activation_quantizers(tensors, file.metadata(), info.files.weights);
   for (auto& [name, t] : tensors) t = t.to(at::kFloat);
   for (const auto& [name, t] : tensors) info.shapes[name] = t.sizes().vec();
 

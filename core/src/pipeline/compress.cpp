@@ -6,10 +6,10 @@
 #include <algorithm>
 #include <chrono>
 
-#include "lorq/quant/compressed_layer.h"
 #include "lorq/common/error.h"
 #include "lorq/pipeline/input_moments.h"
 #include "lorq/pipeline/session_cache.h"
+#include "lorq/quant/compressed_layer.h"
 
 namespace lorq {
 
@@ -174,7 +174,8 @@ std::vector<std::vector<int>> align_groups(const CompressionAnalysis& a, const C
 }
 
 // The largest size: every free layer at its biggest choice, every group at its biggest common choice.
-int64_t largest_size(const std::vector<std::vector<AllocOption>>& options, const std::vector<std::vector<int>>& groups) {
+int64_t largest_size(const std::vector<std::vector<AllocOption>>& options,
+                     const std::vector<std::vector<int>>& groups) {
   int64_t largest = 0;
   std::vector<char> grouped(options.size(), 0);
   for (const auto& g : groups) {

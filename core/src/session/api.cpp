@@ -14,22 +14,22 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
-#include "lorq/pipeline/compress.h"
+#include "lorq/alloc/constraints_io.h"
 #include "lorq/common/error.h"
-#include "lorq/tasks/evaluate.h"
-#include "lorq/io/export.h"
 #include "lorq/common/file_util.h"
-#include "lorq/pipeline/final_model.h"
+#include "lorq/io/export.h"
 #include "lorq/io/images.h"
 #include "lorq/models/model.h"
-#include "lorq/pipeline/session_cache.h"
-#include "lorq/alloc/constraints_io.h"
 #include "lorq/pipeline/calibration.h"
 #include "lorq/pipeline/candidates.h"
+#include "lorq/pipeline/compress.h"
+#include "lorq/pipeline/final_model.h"
 #include "lorq/pipeline/sensitivity.h"
-#include "lorq/tasks/classification.h"
-#include "lorq/tasks/task.h"
+#include "lorq/pipeline/session_cache.h"
 #include "lorq/quant/gptq.h"
+#include "lorq/tasks/classification.h"
+#include "lorq/tasks/evaluate.h"
+#include "lorq/tasks/task.h"
 
 namespace fs = std::filesystem;
 
@@ -298,12 +298,6 @@ JobControl renamed(const JobControl& job, const std::string& stage) {
   return j;
 }
 
-bool same_final_settings(const FinalSettings& a, const FinalSettings& b) {
-  return a.refit == b.refit && a.activation_bits == b.activation_bits && a.activation_mp == b.activation_mp &&
-         a.ridge == b.ridge && a.round == b.round && a.round_iterations == b.round_iterations &&
-         a.round_images == b.round_images;
-}
-
 }  // namespace
 
 struct CompressionSession::Impl {
@@ -322,7 +316,7 @@ struct CompressionSession::Impl {
   std::vector<int> final_choice;
   FinalSettings final_settings;
   std::vector<std::string> final_images;  // the images the final model was built from
-  RoundingStepFn on_rounding_step;         // round(): every optimizer step, for live loss curves
+  RoundingStepFn on_rounding_step;        // round(): every optimizer step, for live loss curves
 
   CompressSettings engine_settings() const {
     CompressSettings s;
@@ -469,8 +463,7 @@ std::shared_ptr<const Allocator> CompressionSession::make_allocator(const Constr
   return make_allocator(joined(constraints, groups));
 }
 
-std::string CompressionSession::constraints_to_json(const ConstraintMap& constraints,
-                                                    const LayerGroups& groups) const {
+std::string CompressionSession::constraints_to_json(const ConstraintMap& constraints, const LayerGroups& groups) const {
   return constraints_json(joined(constraints, groups));
 }
 
@@ -572,8 +565,7 @@ void CompressionSession::export_to(const std::string& out_dir, const AllocationR
                       seen_images());
 }
 
-FinalSummary CompressionSession::finalize(const Allocation& allocation, const FinalSettings& o,
-                                          const JobControl& job) {
+FinalSummary CompressionSession::finalize(const Allocation& allocation, const FinalSettings& o, const JobControl& job) {
   impl_->require_analysis("building the final model");
   Model& model = *impl_->model;
   FinalModelSettings fs;
@@ -636,8 +628,7 @@ EvalSummary CompressionSession::evaluate_float(const std::string& images, const 
 }
 
 EvalSummary CompressionSession::evaluate_compressed(const Allocation& allocation, const std::string& images,
-                                                    const std::string& labels, int64_t limit,
-                                                    const JobControl& job) {
+                                                    const std::string& labels, int64_t limit, const JobControl& job) {
   return impl_->evaluate_on(impl_->compressed_model(allocation), images, labels, limit,
                             renamed(job, "eval compressed"));
 }

@@ -81,11 +81,11 @@ struct AnalysisSettings {
   int anchors = 3;              // measured ranks per factor-bit pair
   bool estimate = false;        // global errors from the LFH instead of re-running the network
   uint64_t seed = 0;
-  int lfh_batch = 32;             // LFH projections back-propagated together (memory)
-  bool lfh_as_coded = false;      // parity: the reference's never-reset gradient accumulation
-  bool weighted_svd = true;       // ablation off: plain SVD
-  bool hessian_weighted = true;   // ablation off: plain MSE instead of LFH-weighted errors
-  bool swapped_lr_size = false;   // parity: the reference's swapped low-rank size
+  int lfh_batch = 32;            // LFH projections back-propagated together (memory)
+  bool lfh_as_coded = false;     // parity: the reference's never-reset gradient accumulation
+  bool weighted_svd = true;      // ablation off: plain SVD
+  bool hessian_weighted = true;  // ablation off: plain MSE instead of LFH-weighted errors
+  bool swapped_lr_size = false;  // parity: the reference's swapped low-rank size
   // How codes are rounded on each row's grid: "nearest", or "gptq" (error compensation through each layer's input
   // moment on the calibration images, lorq/quant/gptq.h). Nearest stays the default until the allocation stops
   // favouring compensated options measured on the images they were fitted to (see the 3-bit DeiT-Tiny figures).
@@ -112,13 +112,10 @@ struct LayerAnalysis {
   int64_t out_features = 0, in_features = 0, params = 0;
   int stage = 0;  // block index (-1: the embedding)
   bool low_rank_allowed = true;
-  int64_t full_rank = 0;  // min(out, in)
+  int64_t full_rank = 0;              // min(out, in)
   int64_t candidates_considered = 0;  // options built before the Pareto filter
   std::vector<OptionRow> options;
 };
-
-
-
 
 // The exact allocator of one (analysis, constraints). Immutable; every method is safe from any thread, so the UI
 // thread solves on every slider movement while a worker runs.
@@ -127,7 +124,7 @@ class Allocator {
   ~Allocator();
   int64_t min_bytes() const;
   int64_t max_bytes() const;
-  AllocationResult solve(int64_t budget_bytes) const;        // clamps the budget into [min_bytes, max_bytes]
+  AllocationResult solve(int64_t budget_bytes) const;  // clamps the budget into [min_bytes, max_bytes]
   // The exact optimum; throws lorq::Error naming both limits when the budget is outside them (the CLI's check).
   Allocation solve_checked(int64_t budget_bytes) const;
   const std::vector<TradeoffPoint>& tradeoff_curve() const;  // computed on first call (can take 0.1-0.5 s)
@@ -167,7 +164,7 @@ struct RoundingOptions {
   int activation_bits = 0;  // 0: weights only; 4, 6 or 8: activations quantized too
 };
 struct RoundingSummary {
-  int layers = 0;  // layers rounded in this run
+  int layers = 0;                               // layers rounded in this run
   double nearest_error = 0, learned_error = 0;  // summed layer reconstruction errors
   double seconds = 0;
   std::vector<std::string> warnings;
@@ -180,14 +177,14 @@ struct RoundingSummary {
 
 // After the allocation (spec §1 steps 8-14): what the final model gets.
 struct FinalSettings {
-  bool refit = false;          // §9 refit of weight-only layers (always done with activation quantization)
-  int activation_bits = 0;     // 0: weights only; 4, 6 or 8: activations quantized too (§8)
-  bool activation_mp = false;  // §8.4 mixed-precision activations
-  bool ridge = true;           // §8.6 ridge-regression correction
-  bool round = false;          // §10 adaptive rounding
-  int round_iterations = 500;  // optimizer steps per layer (the CPU default; the spec uses 20000)
-  int round_images = 128;      // calibration images first, then more of the calibration set
-  std::string round_checkpoint;  // finished layers' file ("" = <cache>/rounding.safetensors, none without cache)
+  bool refit = false;                   // §9 refit of weight-only layers (always done with activation quantization)
+  int activation_bits = 0;              // 0: weights only; 4, 6 or 8: activations quantized too (§8)
+  bool activation_mp = false;           // §8.4 mixed-precision activations
+  bool ridge = true;                    // §8.6 ridge-regression correction
+  bool round = false;                   // §10 adaptive rounding
+  int round_iterations = 500;           // optimizer steps per layer (the CPU default; the spec uses 20000)
+  int round_images = 128;               // calibration images first, then more of the calibration set
+  std::string round_checkpoint;         // finished layers' file ("" = <cache>/rounding.safetensors, none without cache)
   bool keep_learned_on_cancel = false;  // a cancelled rounding keeps the layers learned so far (see RoundingSummary)
 };
 struct FinalSummary {
