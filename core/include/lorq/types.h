@@ -79,6 +79,31 @@ struct Prediction {
   std::string label;
 };
 
+// One object a detector found, in the original image's pixels (Hugging Face post_process_object_detection).
+struct Detection {
+  int class_index = 0;
+  float score = 0;  // softmax probability of the class ("no object" left out of the max, not of the softmax)
+  std::string label;
+  float x0 = 0, y0 = 0, x1 = 0, y1 = 0;
+};
+
+// A segmenter's per-pixel classes at the original image's size (row-major; class indices below 256).
+struct LabelMap {
+  int width = 0, height = 0;
+  std::vector<uint8_t> classes;
+  bool empty() const { return classes.empty(); }
+  uint8_t at(int x, int y) const { return classes[static_cast<size_t>(y) * width + x]; }
+};
+
+// What a model says about one image, by task: the top classes, the detections, or the label map.
+struct ImagePrediction {
+  TaskKind task = TaskKind::Classification;
+  std::vector<Prediction> top;         // classification: the k most probable classes
+  std::vector<Detection> detections;   // detection: those above the threshold, in token order
+  LabelMap label_map;                  // segmentation
+  int image_width = 0, image_height = 0;
+};
+
 // One figure of a task's evaluation metric ("top-1" 76.5 %, later "mAP@.5", "mIoU").
 struct MetricValue {
   std::string name;

@@ -62,6 +62,8 @@ class ModelHandle {
   ~ModelHandle();
   const ModelSummary& summary() const;
   std::vector<ClassScore> predict(const std::string& image_path, int k) const;
+  // Any task: the top-k classes, the detections above `threshold`, or the label map.
+  lorq::ImagePrediction predict_image(const std::string& image_path, int k, double threshold = 0.5) const;
   EvalSummary evaluate(const std::string& images, const std::string& labels, int64_t limit,
                        const JobControl& job) const;
 
@@ -143,18 +145,28 @@ struct ImageSetInfo {
   std::vector<std::string> skipped;  // non-image files
 };
 
-// One evaluated image of a comparison: both models' top-k and how much the output moved.
+// One evaluated image of a comparison: both models' outputs (top-k, detections or label maps) and how much the output
+// moved.
 struct ImageComparison {
   std::string path;
   int label = -1;
-  std::vector<ClassScore> float_top, compressed_top;
-  double kl = 0;               // KL(p_float || p_compressed) of the softmax outputs
-  double max_prob_change = 0;  // max_c |p_float(c) - p_compressed(c)|
+  std::vector<ClassScore> float_top, compressed_top;  // classification
+  double kl = 0;               // classification: KL(p_float || p_compressed) of the softmax outputs
+  double max_prob_change = 0;  // classification: max_c |p_float(c) - p_compressed(c)|
+  double change = 0;           // the task's change score, the ranking key (lorq/tasks/task.h OutputChange)
+  // Detection: every detection scoring at least ComparisonResult::min_score (a threshold slider filters them), in
+  // the image's pixels; and the default-threshold match counts.
+  std::vector<lorq::Detection> float_detections, compressed_detections;
+  int matched = 0, lost = 0, added = 0;
+  // Segmentation: both label maps at the image's size.
+  lorq::LabelMap float_map, compressed_map;
+  int width = 0, height = 0;  // the image's size
 };
 
 struct ComparisonResult {
   EvalSummary float_eval, compressed_eval;
-  std::vector<ImageComparison> images;  // sorted by kl, largest first
+  std::vector<ImageComparison> images;  // sorted by change, largest first
+  double min_score = 0.05;              // detection: the lowest score kept per image
 };
 
 // Adaptive rounding of one allocation (spec §10), optionally with activation quantization (spec §8).
