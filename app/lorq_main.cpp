@@ -23,6 +23,7 @@
 #include "lorq/models/model.h"
 #include "lorq/session/api.h"
 #include "lorq/tasks/evaluate.h"
+#include "lorq/tasks/predict.h"
 #include "progress_bar.h"
 
 using namespace lorq;
@@ -40,8 +41,8 @@ const char* kUsage =
     "\n"
     "commands:\n"
     "  inspect      list a model's compressible layers\n"
-    "  eval         top-1/top-5 of a model on an image set\n"
-    "  predict      top-5 classes for images\n"
+    "  eval         a model's metric on an image set (top-1/top-5, box mAP, mIoU)\n"
+    "  predict      classes, boxes or label maps for images (--json for scripts)\n"
     "  compress     MLoRQ compression under a memory budget (weights, optionally activations and rounding)\n"
     "  fronts       one layer's Pareto front (options, sizes, errors)\n"
     "  round        adaptive rounding of a workbench session (compress --round)\n"
@@ -94,9 +95,10 @@ int cmd_eval(int argc, char** argv) {
   if (a.help()) {
     std::puts(
         "usage: lorq eval --model M --images DIR [--labels CSV] [--limit N] [--batch B] [--include-calibration]\n\n"
-        "The task's metric (top-1/top-5) with the model's eval preprocessing. Labels come from --labels\n"
-        "(file,class_index), a labels.csv in or beside DIR, or class sub-folders; without labels only throughput is\n"
-        "reported. An export made by 'lorq compress --out' records its calibration images: they are left out (as\n"
+        "The task's metric with the model's eval preprocessing: top-1/top-5 (classifier), box mAP@[.5:.95] and\n"
+        "mAP@.5 (detector), mIoU and pixel accuracy (segmenter). Labels come from --labels (file,class_index[,x0,y0,\n"
+        "x1,y1]), a labels.csv in or beside DIR, class sub-folders, YOLO label files (DIR = .../images/..., labels in\n"
+        ".../labels/...) or label-map PNGs (.../annotations/...); without labels only throughput is reported. An export made by 'lorq compress --out' records its calibration images: they are left out (as\n"
         "compress left them out), unless --include-calibration.");
     return 0;
   }
@@ -105,7 +107,7 @@ int cmd_eval(int argc, char** argv) {
   o.limit = a.get_int("--limit", 0, 0, 1LL << 40);
   o.batch = static_cast<int>(a.get_int("--batch", 32, 1, 4096));
   auto model = load_model(model_path);
-  ImageSet set = open_image_set(a.require("--images"), a.get("--labels"), model->label_names());
+  ImageSet set = open_image_set(a.require("--images"), a.get("--labels"), model->label_names(), model->task());
   warn_skipped(set.skipped, "non-image files");
   if (!a.has("--include-calibration")) {
     const std::vector<std::string> calibration = export_calibration_images(model_path);
@@ -138,29 +140,61 @@ int cmd_eval(int argc, char** argv) {
       std::printf("%s: %.2f%s  (%lld labeled images)\n", m.name.c_str(), m.value, m.percent ? "%" : "",
                   (long long)r.labeled);
   } else {
-    std::printf("no labels: accuracy not measured\n");
+    std::printf("no labels: the %s metric is not measured\n", task_name(model->task()));
   }
   return 0;
 }
 
 int cmd_predict(int argc, char** argv) {
-  Args a(argc, argv, 2, {"--model", "--top"}, {});
+  Args a(argc, argv, 2, {"--model", "--top", "--threshold", "--draw", "--mask-out"}, {"--json"});
   if (a.help() || a.positional().empty()) {
     std::puts(
-        "usage: lorq predict --model M [--top K] IMAGE...\n\nPrints the top-K (default 5) classes with probabilities.");
+        "usage: lorq predict --model M [--top K] [--threshold T] [--json] [--draw OUT] [--mask-out DIR] IMAGE...\n\n"
+        "A classifier prints the top-K (default 5) classes; a detector its detections (score > T, default 0.5 as\n"
+        "Hugging Face's post-processing; 0 keeps every detection token) with boxes in the image's pixels; a segmenter\n"
+        "the pixels per class. --json: one JSON object per line per image. --draw OUT: the image with the boxes or\n"
+        "the coloured mask (OUT is a file for one image, a folder for several). --mask-out DIR: each label map as an\n"
+        "8-bit PNG of class indices at the image's size (photo.jpg -> DIR/photo.png).");
     return a.help() ? 0 : 2;
   }
+  PredictOptions o;
+  o.top_k = static_cast<int>(a.get_int("--top", 5, 1, 1000));
+  o.threshold = a.get_double("--threshold", 0.5, 0.0, 1.0);
+  const bool json = a.has("--json");
+  const std::string draw = a.get("--draw"), mask_out = a.get("--mask-out");
   auto model = load_model(a.require("--model"));
-  const int k = static_cast<int>(a.get_int("--top", 5, 1, 1000));
-  c10::NoGradGuard no_grad;
+  if (!mask_out.empty() && model->task() != TaskKind::Segmentation)
+    throw UsageError("--mask-out needs a segmentation model; " + a.require("--model") + " is a " +
+                     task_name(model->task()) + " model");
+  namespace fs = std::filesystem;
+  const bool draw_to_folder = !draw.empty() && (a.positional().size() > 1 || fs::is_directory(draw));
+  std::error_code ec;
+  if (draw_to_folder) fs::create_directories(draw, ec);
+  if (!mask_out.empty()) fs::create_directories(mask_out, ec);
   int failures = 0;
   for (const std::string& path : a.positional()) {
     try {
-      at::Tensor x = load_image(path, model->preprocessing()).unsqueeze(0);
-      at::Tensor logits = model->forward(x).logits()[0];
-      std::printf("%s\n", path.c_str());
-      for (const Prediction& p : top_k(logits, k, *model))
-        std::printf("  %6.2f%%  %4d  %s\n", 100.0 * p.probability, p.class_index, p.label.c_str());
+      const ImagePrediction p = predict_image(*model, path, o);
+      if (json) {
+        std::printf("%s\n", prediction_json(path, p).c_str());
+      } else {
+        std::printf("%s\n", path.c_str());
+        for (const Prediction& c : p.top)
+          std::printf("  %6.2f%%  %4d  %s\n", 100.0 * c.probability, c.class_index, c.label.c_str());
+        for (const Detection& d : p.detections)
+          std::printf("  %6.2f%%  %4d  %-16s [%.1f, %.1f, %.1f, %.1f]\n", 100.0 * d.score, d.class_index,
+                      d.label.c_str(), d.x0, d.y0, d.x1, d.y1);
+        if (p.task == TaskKind::Detection && p.detections.empty()) std::printf("  no detection above %g\n", o.threshold);
+        if (p.task == TaskKind::Segmentation) {
+          std::map<int, int64_t> counts;
+          for (uint8_t c : p.label_map.classes) ++counts[c];
+          for (const auto& [c, n] : counts)
+            std::printf("  %6.2f%%  %4d  %s\n", 100.0 * n / p.label_map.classes.size(), c, model->label(c).c_str());
+        }
+      }
+      const std::string stem = fs::path(path).stem().string();
+      if (!draw.empty()) draw_prediction(path, p, draw_to_folder ? (fs::path(draw) / (stem + ".png")).string() : draw);
+      if (!mask_out.empty()) write_label_map_png(p.label_map, (fs::path(mask_out) / (stem + ".png")).string());
     } catch (const Error& e) {
       std::fprintf(stderr, "error: %s\n", e.what());
       ++failures;

@@ -37,7 +37,14 @@ TEST(ClassificationTask, TopOneAndTopFiveByHand) {
                                    4.0f, 4.5f, 0.0f})  // argmax 1
                            .reshape({4, 3});
   auto metric = task_of(TaskKind::Classification).new_metric();
-  metric->add(logits(y), {0, 2, 2, -1});  // right, wrong, right, unlabeled
+  ImageSet set;
+  ImageBatch batch;
+  batch.labels = {0, 2, 2, -1};  // right, wrong, right, unlabeled
+  for (int label : batch.labels) {
+    batch.indices.push_back(set.items.size());
+    set.items.push_back({"x.png", label});
+  }
+  metric->add(logits(y), set, batch);
   EXPECT_EQ(metric->labeled(), 3);
   const auto v = metric->values();
   ASSERT_EQ(v.size(), 2u);

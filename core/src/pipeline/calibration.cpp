@@ -46,7 +46,7 @@ Calibration calibrate(Model& model, const ImageSet& set, const CalibrationSettin
   if (decoded < s.images)
     c.warnings.push_back("only " + std::to_string(decoded) + " of the " + std::to_string(s.images) +
                          " requested calibration images are usable");
-  c.images = at::cat(images);
+  c.images = pad_and_stack(images);  // images of different input sizes (YOLOS) share the padded size
 
   // Float reference: the outputs, and the stage inputs that fit the memory allowance (evenly spaced checkpoints,
   // chosen from the real sizes of the first batch's stage states).

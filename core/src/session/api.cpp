@@ -28,6 +28,9 @@
 #include "lorq/pipeline/session_cache.h"
 #include "lorq/quant/gptq.h"
 #include "lorq/tasks/classification.h"
+#include "lorq/tasks/detection.h"
+#include "lorq/tasks/predict.h"
+#include "lorq/tasks/segmentation.h"
 #include "lorq/tasks/evaluate.h"
 #include "lorq/tasks/task.h"
 
@@ -101,9 +104,16 @@ std::vector<ClassScore> ModelHandle::predict(const std::string& image_path, int 
   return top_k(y.logits()[0], k, m);
 }
 
+lorq::ImagePrediction ModelHandle::predict_image(const std::string& image_path, int k, double threshold) const {
+  PredictOptions o;
+  o.top_k = k;
+  o.threshold = threshold;
+  return lorq::predict_image(*impl_->model, image_path, o);
+}
+
 EvalSummary ModelHandle::evaluate(const std::string& images, const std::string& labels, int64_t limit,
                                   const JobControl& job) const {
-  ImageSet set = open_image_set(images, labels, impl_->model->label_names());
+  ImageSet set = open_image_set(images, labels, impl_->model->label_names(), impl_->model->task());
   EvalOptions o;
   o.limit = limit;
   return summary_of(lorq::evaluate(*impl_->model, set, o, job));
@@ -354,7 +364,7 @@ struct CompressionSession::Impl {
 
   // An image set without the images the session calibrated or rounded on (never score on those).
   ImageSet held_out(const std::string& images, const std::string& labels, int64_t* left_out) const {
-    ImageSet set = open_image_set(images, labels, model->label_names());
+    ImageSet set = open_image_set(images, labels, model->label_names(), model->task());
     std::set<std::string> seen(analysis.calibration_files.begin(), analysis.calibration_files.end());
     seen.insert(final_images.begin(), final_images.end());
     const size_t before = set.items.size();
@@ -391,7 +401,7 @@ std::shared_ptr<CompressionSession> CompressionSession::open(const std::string& 
   impl->settings = settings;
   impl->model = load_model(model_path);
   impl->summary = summarize(*impl->model, model_path);
-  impl->calibration = open_image_set(images, labels, impl->model->label_names());
+  impl->calibration = open_image_set(images, labels, impl->model->label_names(), impl->model->task());
   impl->calibration_info = describe(impl->calibration);
   return std::shared_ptr<CompressionSession>(new CompressionSession(std::move(impl)));
 }
@@ -543,14 +553,35 @@ ComparisonResult CompressionSession::compare(const std::string& images, const st
     ImageComparison ic;
     ic.path = set.items[f.indices[r]].path;
     ic.label = set.items[f.indices[r]].label;
-    ic.float_top = top_k(fr.logits()[0], k, fm);
-    ic.compressed_top = top_k(qr.logits()[0], k, fm);
-    ic.kl = change.score;
-    ic.max_prob_change = change.max_prob_change;
+    ic.change = change.score;
+    const ImageGeometry& g = f.geometry[r];
+    ic.width = static_cast<int>(g.image_w);
+    ic.height = static_cast<int>(g.image_h);
+    const auto [in_h, in_w] = f.input_sizes[r];
+    const auto [qin_h, qin_w] = q.input_sizes[static_cast<size_t>(it->second)];
+    switch (task.kind()) {
+      case TaskKind::Classification:
+        ic.float_top = top_k(fr.logits()[0], k, fm);
+        ic.compressed_top = top_k(qr.logits()[0], k, fm);
+        ic.kl = change.score;
+        ic.max_prob_change = change.max_prob_change;
+        break;
+      case TaskKind::Detection:
+        ic.float_detections = detections_of(fr, 0, in_h, in_w, g, out.min_score, &fm);
+        ic.compressed_detections = detections_of(qr, 0, qin_h, qin_w, g, out.min_score, &fm);
+        ic.matched = change.matched;
+        ic.lost = change.lost;
+        ic.added = change.added;
+        break;
+      case TaskKind::Segmentation:
+        ic.float_map = label_map_of(fr, 0, in_h, in_w, g);
+        ic.compressed_map = label_map_of(qr, 0, qin_h, qin_w, g);
+        break;
+    }
     out.images.push_back(std::move(ic));
   }
   std::stable_sort(out.images.begin(), out.images.end(),
-                   [](const ImageComparison& x, const ImageComparison& y) { return x.kl > y.kl; });
+                   [](const ImageComparison& x, const ImageComparison& y) { return x.change > y.change; });
   return out;
 }
 
@@ -698,8 +729,8 @@ std::string RoundingSummary::message() const {
          " layers learned; the rest keep nearest rounding";
 }
 
-ImageSetInfo list_image_set(const std::string& images, const std::string& labels) {
-  return describe(open_image_set(images, labels));
+ImageSetInfo list_image_set(const std::string& images, const std::string& labels, TaskKind task) {
+  return describe(open_image_set(images, labels, {}, task));
 }
 
 DemoPaths find_demo() {

@@ -10,7 +10,8 @@ namespace {
 
 class TopKAccuracy : public MetricAccumulator {
  public:
-  void add(const ModelOutputs& outputs, const std::vector<int>& labels) override {
+  void add(const ModelOutputs& outputs, const ImageSet&, const ImageBatch& batch) override {
+    const std::vector<int>& labels = batch.labels;
     const at::Tensor& out = outputs.logits();
     const int64_t k = std::min<int64_t>(5, out.size(1));
     const at::Tensor top = std::get<1>(out.topk(k, 1)).contiguous();

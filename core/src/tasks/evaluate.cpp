@@ -27,8 +27,10 @@ EvalResult evaluate(Model& model, const ImageSet& set, const EvalOptions& option
   c10::NoGradGuard no_grad;
   const auto start = std::chrono::steady_clock::now();
   const size_t total = options.limit > 0 ? std::min<size_t>(options.limit, set.size()) : set.size();
-  const size_t batch = static_cast<size_t>(std::max(1, options.batch));
   const Preprocessing& pp = model.preprocessing();
+  // Images of different input sizes run one at a time: a padded batch would change the outputs (the encoder attends
+  // to the padding), and a result must not depend on which images shared a batch.
+  const size_t batch = pp.variable_size() ? 1 : static_cast<size_t>(std::max(1, options.batch));
   const std::unique_ptr<MetricAccumulator> metric = task_of(model).new_metric();
   EvalResult r;
   std::vector<ModelOutputs> kept;
@@ -45,11 +47,13 @@ EvalResult evaluate(Model& model, const ImageSet& set, const EvalOptions& option
     r.failed.insert(r.failed.end(), b.failed.begin(), b.failed.end());
     if (b.images.size(0) > 0) {
       ModelOutputs out = model.forward(b.images);
-      metric->add(out, b.labels);
+      metric->add(out, set, b);
       r.images += b.images.size(0);
       if (options.keep_outputs) {
         kept.push_back(std::move(out));
         r.indices.insert(r.indices.end(), b.indices.begin(), b.indices.end());
+        r.geometry.insert(r.geometry.end(), b.geometry.begin(), b.geometry.end());
+        for (size_t i = 0; i < b.indices.size(); ++i) r.input_sizes.push_back({b.images.size(2), b.images.size(3)});
       }
     }
     r.labeled = metric->labeled();

@@ -4,17 +4,24 @@
 
 #include "lorq/common/error.h"
 #include "lorq/tasks/classification.h"
+#include "lorq/tasks/detection.h"
+#include "lorq/tasks/segmentation.h"
 
 namespace lorq {
 
 const Task& task_of(TaskKind kind) {
   static const ClassificationTask classification;
+  static const DetectionTask detection;
+  static const SegmentationTask segmentation;
   switch (kind) {
     case TaskKind::Classification:
       return classification;
-    default:
-      throw Error(std::string("no ") + task_name(kind) + " task in this build");
+    case TaskKind::Detection:
+      return detection;
+    case TaskKind::Segmentation:
+      return segmentation;
   }
+  throw Error(std::string("no ") + task_name(kind) + " task in this build");
 }
 
 OutputError::OutputError(const Task& task)

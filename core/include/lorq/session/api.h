@@ -310,7 +310,8 @@ class CompressionSession {
 using lorq::budget_bytes_for_avg_bits;
 using lorq::budget_bytes_for_ratio;
 // A plain image set's listing (no decoding). Throws lorq::Error naming the folder.
-ImageSetInfo list_image_set(const std::string& images, const std::string& labels);
+ImageSetInfo list_image_set(const std::string& images, const std::string& labels,
+                            TaskKind task = TaskKind::Classification);
 
 // The embedded demo shipped in datasets/: its model folder and image set ("" when not found).
 struct DemoPaths {

@@ -3,6 +3,7 @@
 // outputs when asked.
 #include <ATen/core/Tensor.h>
 
+#include <array>
 #include <string>
 #include <vector>
 
@@ -29,6 +30,8 @@ struct EvalResult {
   std::vector<std::string> failed;  // "path: problem"
   ModelOutputs outputs;             // every output, [images, ...], when keep_outputs
   std::vector<size_t> indices;      // set positions of the outputs' rows
+  std::vector<ImageGeometry> geometry;  // of the outputs' rows
+  std::vector<std::array<int64_t, 2>> input_sizes;  // the (padded) input height and width of each row's batch
 
   // A metric by name ("top-1"), or 0 when the task has none of that name or nothing was labeled.
   double metric(const std::string& name) const;

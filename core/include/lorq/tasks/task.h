@@ -13,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "lorq/io/images.h"
 #include "lorq/models/model.h"
 #include "lorq/types.h"
 
@@ -22,16 +23,21 @@ namespace lorq {
 class MetricAccumulator {
  public:
   virtual ~MetricAccumulator() = default;
-  // One batch: the model's outputs and each image's label (a class index; -1 when the image has none).
-  virtual void add(const ModelOutputs& outputs, const std::vector<int>& labels) = 0;
+  // One batch: the model's outputs for `batch` (its rows are set.items[batch.indices[i]], with their ground truth and
+  // geometry). Images without ground truth are not counted.
+  virtual void add(const ModelOutputs& outputs, const ImageSet& set, const ImageBatch& batch) = 0;
   virtual int64_t labeled() const = 0;
   virtual std::vector<MetricValue> values() const = 0;  // empty while nothing labeled was seen
 };
 
 // How far one image's compressed output moved from its float output.
 struct OutputChange {
-  double score = 0;            // the ranking key (classification: KL(p_float || p_compressed))
+  double score = 0;            // the ranking key (classification: KL(p_float || p_compressed); detection: lost + new
+                               // detections + (1 − IoU) of the matched ones; segmentation: changed pixel fraction)
   double max_prob_change = 0;  // classification: max_c |p_float(c) − p_compressed(c)|
+  // Detection: float detections matched by a compressed one of the same class (IoU >= 0.5), lost and new ones, at
+  // the task's default score threshold.
+  int matched = 0, lost = 0, added = 0;
 };
 
 class Task {
