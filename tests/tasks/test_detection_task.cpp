@@ -68,8 +68,8 @@ TEST(DetectionSets, YoloLayoutGivesNormalizedBoxesAndEmptyImagesHaveNoObjects) {
   EXPECT_EQ(b.class_index, 1);
   EXPECT_DOUBLE_EQ(b.x0, 20);
   EXPECT_DOUBLE_EQ(b.x1, 60);
-  EXPECT_DOUBLE_EQ(b.y0, 5);
-  EXPECT_DOUBLE_EQ(b.y1, 15);
+  EXPECT_DOUBLE_EQ(b.y0, 0);
+  EXPECT_DOUBLE_EQ(b.y1, 20);
   EXPECT_TRUE(set.items[1].has_boxes);  // no label file: an image without objects, not an unlabeled one
   EXPECT_TRUE(set.items[1].boxes.empty());
   // A classifier reads the same folder as plain images.
