@@ -411,6 +411,22 @@ TEST(Segformer, SaveAndReloadTheFoldedForm) {
   std::filesystem::remove_all(dir);
 }
 
+TEST(Segformer, CreateRandomTrainsThroughAutograd) {
+  SegformerConfig c = odd_config();
+  auto m = Segformer::create_random(c, 3);
+  const at::Tensor images = at::randn({2, 3, 33, 41});
+  for (at::Tensor& p : m->parameters()) p.requires_grad_(true);
+  const at::Tensor logits = m->forward(images).logits();
+  EXPECT_EQ(logits.sizes(), (at::IntArrayRef{2, 5, 9, 11}));
+  logits.pow(2).mean().backward();
+  // Every parameter receives a gradient (the patch-embedding and sr convs through im2col, the depthwise convs).
+  for (const auto& [name, t] : m->named_tensors()) {
+    ASSERT_TRUE(t.grad().defined()) << name;
+  }
+  EXPECT_GT(m->tensor("segformer.encoder.block.0.0.attention.self.sr.weight").grad().abs().sum().item<double>(), 0);
+  EXPECT_GT(m->tensor("decode_head.linear_fuse.bias").grad().abs().sum().item<double>(), 0);
+}
+
 TEST(Segformer, LoadErrorsNameTheFile) {
   c10::NoGradGuard ng;
   const SegformerConfig c = odd_config();

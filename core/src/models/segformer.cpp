@@ -345,16 +345,19 @@ ModelOutputs Segformer::finish(const StageState& state) {
                 std::to_string(state.size()));
   const int64_t B = state[0].size(0), H0 = state[0].size(2), W0 = state[0].size(3);
   const int64_t Dd = config_.decoder_hidden_size, K = config_.num_labels;
-  // Built channels-last ([B, H0, W0, n*Dd]) so that the 1x1 convs are linear layers on contiguous rows.
+  // Built channels-last ([B, H0, W0, n*Dd]) so that the 1x1 convs are linear layers on contiguous rows. linear_c's
+  // output [B, h*w, Dd] is already the channels-last layout of HF's [B, Dd, h, w], and upsampling a channels-last
+  // tensor keeps that layout, so the concatenation copies whole rows. Stage 0 is already at the target size, where
+  // HF's interpolation is the identity.
   std::vector<at::Tensor> parts(n);
   for (int i = 0; i < n; ++i) {
     const at::Tensor& f = state[i];
     const int64_t h = f.size(2), w = f.size(3);
     const Linear& l = linear_c_[i];
-    at::Tensor y = linear(l.name, f.flatten(2).transpose(1, 2), l.weight, l.bias);
-    y = y.transpose(1, 2).reshape({B, Dd, h, w});
-    y = at::upsample_bilinear2d(y, {H0, W0}, /*align_corners=*/false);
-    parts[n - 1 - i] = y.permute({0, 2, 3, 1});  // HF concatenates all_hidden_states[::-1]
+    at::Tensor y = linear(l.name, f.flatten(2).transpose(1, 2), l.weight, l.bias).reshape({B, h, w, Dd});
+    if (h != H0 || w != W0)
+      y = at::upsample_bilinear2d(y.permute({0, 3, 1, 2}), {H0, W0}, /*align_corners=*/false).permute({0, 2, 3, 1});
+    parts[n - 1 - i] = y;  // HF concatenates all_hidden_states[::-1]
   }
   at::Tensor x = activation(fuse_in_, at::cat(parts, -1));
   x = linear(linear_fuse_.name, x, linear_fuse_.weight.reshape({Dd, -1}), linear_fuse_.bias);
@@ -363,6 +366,56 @@ ModelOutputs Segformer::finish(const StageState& state) {
   ModelOutputs out;
   out.add("logits", x.permute({0, 3, 1, 2}).contiguous());
   return out;
+}
+
+std::vector<at::Tensor> Segformer::parameters() const {
+  std::vector<at::Tensor> out;
+  for (const auto& [key, t] : named_tensors()) out.push_back(t);
+  return out;
+}
+
+std::unique_ptr<Segformer> Segformer::create_random(const SegformerConfig& c, uint64_t seed) {
+  at::manual_seed(seed);
+  std::map<std::string, at::Tensor> t;
+  const double std = 0.02;  // SegformerConfig.initializer_range
+  auto conv_or_linear = [&](const std::string& name, std::vector<int64_t> shape) {
+    t[name + ".weight"] = at::randn(shape) * std;
+    t[name + ".bias"] = at::zeros({shape[0]});
+  };
+  auto norm = [&](const std::string& name, int64_t d) {
+    t[name + ".weight"] = at::ones({d});
+    t[name + ".bias"] = at::zeros({d});
+  };
+  int64_t in = c.num_channels;
+  for (int s = 0; s < c.num_encoder_blocks; ++s) {
+    const int64_t D = c.hidden_sizes[s], k = c.patch_sizes[s], sr = c.sr_ratios[s], hidden = c.mlp_hidden(s);
+    const std::string pe = "segformer.encoder.patch_embeddings." + std::to_string(s) + ".";
+    conv_or_linear(pe + "proj", {D, in, k, k});
+    norm(pe + "layer_norm", D);
+    for (int j = 0; j < c.depths[s]; ++j) {
+      const std::string b = "segformer.encoder.block." + std::to_string(s) + "." + std::to_string(j) + ".";
+      norm(b + "layer_norm_1", D);
+      for (const char* l :
+           {"attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"})
+        conv_or_linear(b + l, {D, D});
+      if (sr > 1) {
+        conv_or_linear(b + "attention.self.sr", {D, D, sr, sr});
+        norm(b + "attention.self.layer_norm", D);
+      }
+      norm(b + "layer_norm_2", D);
+      conv_or_linear(b + "mlp.dense1", {hidden, D});
+      conv_or_linear(b + "mlp.dwconv.dwconv", {hidden, 1, 3, 3});
+      conv_or_linear(b + "mlp.dense2", {D, hidden});
+    }
+    norm("segformer.encoder.layer_norm." + std::to_string(s), D);
+    conv_or_linear("decode_head.linear_c." + std::to_string(s) + ".proj", {c.decoder_hidden_size, D});
+    in = D;
+  }
+  // linear_fuse directly in its folded form: a fresh BatchNorm (weight 1, bias 0, mean 0, var 1) only rescales it.
+  conv_or_linear("decode_head.linear_fuse",
+                 {c.decoder_hidden_size, c.num_encoder_blocks * c.decoder_hidden_size, 1, 1});
+  conv_or_linear("decode_head.classifier", {c.num_labels, c.decoder_hidden_size, 1, 1});
+  return std::make_unique<Segformer>(c, std::move(t), "<random init>");
 }
 
 std::string Segformer::architecture() const {

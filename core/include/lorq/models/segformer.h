@@ -17,6 +17,12 @@ class Segformer : public Model {
   // linear_fuse here. Throws lorq::Error naming `source` when a tensor is missing or has the wrong shape.
   Segformer(SegformerConfig config, std::map<std::string, at::Tensor> tensors, const std::string& source);
 
+  // A freshly initialised network (Hugging Face's init: normal(0, 0.02) weights, zero biases, unit norms), for
+  // training from scratch; linear_fuse is created in its folded form (with a bias, no BatchNorm).
+  static std::unique_ptr<Segformer> create_random(const SegformerConfig& config, uint64_t seed);
+  // Trainable parameters (for a trainer): every registered tensor.
+  std::vector<at::Tensor> parameters() const;
+
   const SegformerConfig& config() const { return config_; }
 
   TaskKind task() const override { return TaskKind::Segmentation; }
