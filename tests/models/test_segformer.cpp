@@ -16,6 +16,7 @@
 #include "lorq/io/tensor_io.h"
 #include "lorq/models/model.h"
 #include "lorq/models/segformer.h"
+#include "lorq/quant/activation_quant.h"
 #include "lorq/tasks/segmentation_post.h"
 #include "shared_data.h"
 
@@ -340,6 +341,43 @@ TEST(Segformer, LayersRunInTheirStageAndPointsAreReached) {
   // A hook that changes a value changes the output.
   m.set_activation_hook("segformer.encoder.block.1.0.mlp.dense2.in", [](const at::Tensor& x) { return x * 0.5; });
   EXPECT_GT(max_abs(m.forward(images).logits(), base), 1e-4);
+}
+
+TEST(Segformer, LayerNormFoldingKeepsTheFunctionAndActivationQuantizationRuns) {
+  c10::NoGradGuard ng;
+  const SegformerConfig c = odd_config();
+  Segformer m(c, random_checkpoint(c, 12), "<random>");
+  std::unique_ptr<Model> fresh = m.clone();
+  const at::Tensor images = at::randn({4, 3, 40, 40});
+  const at::Tensor base = m.forward(images).logits();
+  // §8.5 with an arbitrary per-channel quantizer on every LayerNormOutput point leaves the float function unchanged
+  // only if the point's consumer is its LayerNorm's only reader (a shared LayerNorm must not be declared so).
+  int folded = 0;
+  for (const ActivationPoint& p : m.activation_points()) {
+    if (p.kind != ActivationKind::LayerNormOutput) continue;
+    const int64_t C = m.tensor(p.norm + ".weight").size(0);
+    ActivationQuantizer q;
+    q.type = ActQuantizerType::PerChannel;
+    q.bits = 4;
+    q.scale = at::rand({C}) + 0.1;
+    q.zero_point = at::randint(0, 16, {C}).to(at::kFloat);
+    fold_layernorm_quantizer(m, p, q);
+    ++folded;
+  }
+  EXPECT_EQ(folded, 4 + 1);  // layer_norm_2 of the 4 blocks, the last stage's LayerNorm
+  EXPECT_LT(max_abs(m.forward(images).logits(), base), 1e-4 * std::max(1.0, base.abs().max().item<double>()));
+
+  // Steps 8-10 at 4 bits (per-channel LayerNorm outputs folded, ridge correction) run on the segmenter.
+  ActQuantSettings s;
+  s.bits = 4;
+  s.num_images = 4;
+  const ActivationQuantization aq = quantize_activations(*fresh, images, s);
+  EXPECT_EQ(aq.quantizers.size(), fresh->activation_points().size());
+  EXPECT_EQ(aq.folded_norms.size(), 5u);
+  EXPECT_FALSE(aq.corrected_layers.empty());
+  const at::Tensor y = fresh->forward(images).logits();
+  EXPECT_TRUE(at::isfinite(y).all().item<bool>());
+  EXPECT_GT(max_abs(y, base), 0);
 }
 
 TEST(Segformer, OverridesChangeTheOutputAndCloneIsIndependent) {
