@@ -1,12 +1,13 @@
 #include "lorq/models/registry.h"
 
 #include "lorq/common/error.h"
+#include "lorq/models/segformer.h"
 #include "lorq/models/vit.h"
 
 namespace lorq {
 
 const std::vector<Architecture>& architectures() {
-  static const std::vector<Architecture> list = {vit_architecture()};
+  static const std::vector<Architecture> list = {vit_architecture(), segformer_architecture()};
   return list;
 }
 
