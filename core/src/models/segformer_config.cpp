@@ -15,6 +15,7 @@ Preprocessing segformer_default_preprocessing() {
   p.interpolation = "bilinear";
   p.crop_pct = 1.0;
   p.crop_mode = "squash";
+  p.resize = ResizeMode::HfFixedSize;  // the processor's torchvision backend, bit for bit (io/hf_resize.h)
   return p;  // mean/std: Preprocessing's ImageNet defaults, as the processor's
 }
 
@@ -160,19 +161,11 @@ void parse_segformer_preprocessor(const std::string& text, const std::string& so
 
   int resample = 2;  // PIL.Image.BILINEAR, the SegformerImageProcessor default
   read_if(j, "resample", resample, source);
-  switch (resample) {
-    case 0:
-      p.interpolation = "nearest";
-      break;
-    case 2:
-      p.interpolation = "bilinear";
-      break;
-    case 3:
-      p.interpolation = "bicubic";
-      break;
-    default:
-      throw Error(source, "unsupported resample " + std::to_string(resample) + " (0, 2 or 3)");
-  }
+  // Only the processors' default (bilinear, antialiased uint8) is reproduced bit for bit (io/hf_resize.h).
+  if (resample != 2)
+    throw Error(source, "unsupported resample " + std::to_string(resample) +
+                            " (only 2, bilinear, the image processor's default, is reproduced)");
+  p.interpolation = "bilinear";
 
   std::vector<float> mean, stdv;
   read_if(j, "image_mean", mean, source);

@@ -7,6 +7,7 @@
 #include "lorq/common/error.h"
 #include "lorq/io/annotations.h"
 #include "lorq/tasks/seg_metrics.h"
+#include "lorq/tasks/segmentation_post.h"
 
 namespace lorq {
 
@@ -17,10 +18,8 @@ LabelMap label_map_of(const ModelOutputs& outputs, int64_t row, int64_t input_h,
   const int64_t h = logits.size(1), w = logits.size(2);
   const int64_t keep_h = std::min<int64_t>(h, (h * g.input_h + input_h - 1) / std::max<int64_t>(1, input_h));
   const int64_t keep_w = std::min<int64_t>(w, (w * g.input_w + input_w - 1) / std::max<int64_t>(1, input_w));
-  logits = logits.slice(1, 0, keep_h).slice(2, 0, keep_w).unsqueeze(0);
-  // post_process_semantic_segmentation: bilinear (align_corners false) to the target size, then argmax.
-  const at::Tensor up = at::upsample_bilinear2d(logits, {g.image_h, g.image_w}, /*align_corners=*/false);
-  const at::Tensor classes = up[0].argmax(0).to(at::kByte).contiguous();
+  logits = logits.slice(1, 0, keep_h).slice(2, 0, keep_w);
+  const at::Tensor classes = segmentation_label_map(logits, g.image_h, g.image_w).to(at::kByte).contiguous();
   LabelMap m;
   m.height = static_cast<int>(g.image_h);
   m.width = static_cast<int>(g.image_w);
