@@ -61,12 +61,12 @@ std::map<std::string, at::Tensor> lfh_squared_gradients(Model& model, const at::
   std::map<std::string, at::Tensor> out;
   for (const std::string& name : names) {
     // Every copy of the image has the same input to this layer; the projections differ only in dY.
-    at::Tensor x = inputs.at(name);          // [P, N, in] (or [P, in] for the head)
-    at::Tensor dy = probes.at(name).grad();  // [P, N, out]
-    if (x.dim() == 2) {
-      x = x.unsqueeze(1);
-      dy = dy.unsqueeze(1);
-    }
+    // [P, N, in] / [P, N, out]: tokens (ViT), [P, in] for a pooled head, [P, H, W, in] for a 1x1 convolution read
+    // as a linear layer (SegFormer's decoder): every position is one row.
+    at::Tensor x = inputs.at(name);
+    at::Tensor dy = probes.at(name).grad();
+    x = x.reshape({x.size(0), -1, x.size(-1)});
+    dy = dy.reshape({dy.size(0), -1, dy.size(-1)});
     at::Tensor g = at::bmm(dy.transpose(1, 2), x);  // [P, out, in]: g_p = dY_pᵀ X
     if (running) {
       at::Tensor& acc = (*running)[name];
