@@ -163,7 +163,8 @@ CompareView::CompareView(QWidget* parent) : QWidget(parent) {
   detailsLayout->addWidget(table_, 1);
   split->addWidget(canvas_);
   split->addWidget(details);
-  split->setStretchFactor(1, 2);
+  split->setStretchFactor(0, 1);  // boxes and masks want as much room as the lists beside them
+  split->setStretchFactor(1, 1);
   layout->addWidget(split, 1);
 
   strip_ = new QListWidget(this);
@@ -399,7 +400,7 @@ void CompareView::fillSegmentationTable(const ImageComparison& image) {
   table_->clearContents();
   table_->setColumnCount(4);
   table_->setRowCount(static_cast<int>(classes.size()));
-  table_->setHorizontalHeaderLabels({"Class", "float pixels", "compressed pixels", "Δ (points)"});
+  table_->setHorizontalHeaderLabels({"Class", "float %", "compressed %", "Δ points"});
   for (int r = 0; r < static_cast<int>(classes.size()); ++r) {
     const int c = classes[r];
     auto* name = item(className_ ? className_(c) : QString("class %1").arg(c));

@@ -90,7 +90,7 @@ double changedPixelFraction(const LabelMap& a, const LabelMap& b) {
 }
 
 namespace {
-constexpr int kMargin = 4, kGap = 8, kPen = 2;
+constexpr int kMargin = 4, kGap = 8, kPen = 2, kLegendRows = 3, kLineSample = 28;
 
 QImage colourMap(const LabelMap& m) {
   QImage out(m.width, m.height, QImage::Format_ARGB32);
@@ -243,7 +243,7 @@ TaskCanvas::Layout TaskCanvas::layoutFor(const QSize& size) const {
   if (image_.isNull()) return l;
   const bool annotated = task_ != TaskKind::Classification;
   const int titleH = annotated ? fontMetrics().height() + 4 : 0;
-  const int legendH = annotated ? fontMetrics().height() + 8 : 0;
+  const int legendH = legendHeight(size.width() - 2 * kMargin);
   int n = 1;
   if (mode_ == Mode::SideBySide) n = task_ == TaskKind::Detection ? 2 : task_ == TaskKind::Segmentation ? 3 : 1;
   const double availW = size.width() - 2 * kMargin - (n - 1) * kGap;
@@ -254,10 +254,11 @@ TaskCanvas::Layout TaskCanvas::layoutFor(const QSize& size) const {
   const int left = kMargin + std::max(0, static_cast<int>((availW - n * pw) / 2));
   const int top = kMargin + titleH + std::max(0, static_cast<int>((availH - ph) / 2));
   for (int i = 0; i < n; ++i) l.panels.emplace_back(left + i * (pw + kGap), top, pw, ph);
-  l.legend = QRect(kMargin, top + ph + 4, size.width() - 2 * kMargin, legendH - 4);
+  if (legendH > 0) l.legend = QRect(kMargin, top + ph + 4, size.width() - 2 * kMargin, legendH - 4);
+  const QString at = QString(", score ≥ %1").arg(threshold_, 0, 'f', 2);
   if (task_ == TaskKind::Detection)
-    l.titles =
-        n == 2 ? std::vector<QString>{"Float", "Compressed"} : std::vector<QString>{"Float and compressed, overlaid"};
+    l.titles = n == 2 ? std::vector<QString>{"Float" + at, "Compressed" + at}
+                      : std::vector<QString>{"Float and compressed, overlaid" + at};
   else if (task_ == TaskKind::Segmentation)
     l.titles = n == 3 ? std::vector<QString>{"Float", "Compressed",
                                              QString("Changed pixels (%1%)").arg(100 * changed_, 0, 'f', 2)}
@@ -271,8 +272,8 @@ QSize TaskCanvas::nativeSize() const {
   int n = 1;
   if (mode_ == Mode::SideBySide) n = task_ == TaskKind::Detection ? 2 : task_ == TaskKind::Segmentation ? 3 : 1;
   const int titleH = annotated ? fontMetrics().height() + 4 : 0;
-  const int legendH = annotated ? fontMetrics().height() + 8 : 0;
-  return {n * image_.width() + (n - 1) * kGap + 2 * kMargin, image_.height() + titleH + legendH + 2 * kMargin};
+  const int width = n * image_.width() + (n - 1) * kGap + 2 * kMargin;
+  return {width, image_.height() + titleH + legendHeight(width - 2 * kMargin) + 2 * kMargin};
 }
 
 QImage TaskCanvas::render(QSize size) const {
@@ -345,10 +346,6 @@ void TaskCanvas::paint(QPainter& p, const QSize& size) const {
     p.restore();
   }
   if (!l.legend.isEmpty()) paintLegend(p, l.legend);
-  if (!message_.isEmpty()) {
-    p.setPen(QColor(200, 0, 0));
-    p.drawText(l.legend, Qt::AlignRight | Qt::AlignVCenter, message_);
-  }
 }
 
 QString TaskCanvas::nameOfClass(int index) const {
@@ -389,43 +386,84 @@ void TaskCanvas::paintDetections(QPainter& p, const QRect& panel, double scale, 
       draw(boxes_.compressedDets[i], boxes_.compressedFate[i], true);
 }
 
-void TaskCanvas::paintLegend(QPainter& p, const QRect& rect) const {
-  const QFontMetrics fm = p.fontMetrics();
-  int x = rect.left();
-  const int cy = rect.center().y();
-  p.setRenderHint(QPainter::Antialiasing, false);
-  auto text = [&](const QString& s) {
-    p.setPen(palette().color(QPalette::WindowText));
-    p.drawText(QPoint(x, cy + fm.ascent() / 2 - 1), s);
-    x += fm.horizontalAdvance(s) + 12;
-  };
+std::vector<TaskCanvas::LegendItem> TaskCanvas::legendItems() const {
+  std::vector<LegendItem> items;
   if (task_ == TaskKind::Detection) {
-    const std::pair<BoxFate, QString> entries[] = {{BoxFate::Matched, "matched (same class, IoU ≥ 0.5)"},
-                                                   {BoxFate::Lost, "lost (float only)"},
-                                                   {BoxFate::New, "new (compressed only)"}};
-    for (const auto& [fate, label] : entries) {
-      p.setPen(QPen(fateColor(fate), kPen, fateStyle(fate), Qt::FlatCap));
-      p.drawLine(x, cy, x + 28, cy);
-      x += 34;
-      text(label);
-    }
-    text(QString("score ≥ %1").arg(threshold_, 0, 'f', 2));
+    for (const auto& [fate, text] : {std::pair{BoxFate::Matched, QString("matched (same class, IoU ≥ 0.5)")},
+                                     std::pair{BoxFate::Lost, QString("lost (float only)")},
+                                     std::pair{BoxFate::New, QString("new (compressed only)")}})
+      items.push_back({true, fateColor(fate), fateStyle(fate), text});
   } else if (task_ == TaskKind::Segmentation) {
-    const int sw = fm.height() - 4;
-    auto swatch = [&](const QColor& c) {
-      p.fillRect(QRect(x, cy - sw / 2, sw, sw), c);
-      x += sw + 4;
-    };
-    swatch(disagreementColor());
-    text("changed");
-    for (size_t i = 0; i < classesShown_.size(); ++i) {
-      const QString name = nameOfClass(classesShown_[i]);
-      if (x + sw + fm.horizontalAdvance(name) + 4 > rect.right() - fm.horizontalAdvance("+999 more")) {
-        text(QString("+%1 more").arg(classesShown_.size() - i));
-        break;
-      }
-      swatch(classColor(classesShown_[i]));
-      text(name);
+    items.push_back({false, disagreementColor(), Qt::SolidLine, "changed"});
+    for (int c : classesShown_) items.push_back({false, classColor(c), Qt::SolidLine, nameOfClass(c)});
+  }
+  if (!message_.isEmpty() && !image_.isNull()) items.push_back({false, QColor(), Qt::SolidLine, message_});
+  return items;
+}
+
+std::vector<QPoint> TaskCanvas::legendPlaces(const std::vector<LegendItem>& items, int width, int* rows,
+                                             int* more) const {
+  const QFontMetrics fm = fontMetrics();
+  const int swatch = fm.height() - 4, moreW = fm.horizontalAdvance("+999 more");
+  std::vector<QPoint> places;
+  int x = 0, row = 0;
+  *more = 0;
+  for (size_t i = 0; i < items.size(); ++i) {
+    const int sample = items[i].colour.isValid() ? (items[i].line ? kLineSample : swatch) + 6 : 0;
+    const int w = sample + fm.horizontalAdvance(items[i].text) + 12;
+    if (x > 0 && x + w > width) {
+      ++row;
+      x = 0;
     }
+    // The last row keeps room to say how many classes did not fit.
+    if (row >= kLegendRows || (row == kLegendRows - 1 && x + w > width - moreW && i + 1 < items.size())) {
+      *more = static_cast<int>(items.size() - i);
+      row = std::min(row, kLegendRows - 1);
+      break;
+    }
+    places.emplace_back(x, row);
+    x += w;
+  }
+  *rows = items.empty() ? 0 : row + 1;
+  return places;
+}
+
+int TaskCanvas::legendHeight(int width) const {
+  if (image_.isNull() || task_ == TaskKind::Classification) return 0;
+  int rows = 0, more = 0;
+  legendPlaces(legendItems(), width, &rows, &more);
+  return rows * (fontMetrics().height() + 2) + 8;
+}
+
+void TaskCanvas::paintLegend(QPainter& p, const QRect& rect) const {
+  const QFontMetrics fm = fontMetrics();
+  const std::vector<LegendItem> items = legendItems();
+  int rows = 0, more = 0;
+  const std::vector<QPoint> places = legendPlaces(items, rect.width(), &rows, &more);
+  const int rowH = fm.height() + 2, swatch = fm.height() - 4;
+  p.setRenderHint(QPainter::Antialiasing, false);
+  int endX = 0, endRow = 0;
+  for (size_t i = 0; i < places.size(); ++i) {
+    const LegendItem& item = items[i];
+    int x = rect.left() + places[i].x();
+    const int top = rect.top() + places[i].y() * rowH, cy = top + rowH / 2;
+    if (item.colour.isValid() && item.line) {
+      p.setPen(QPen(item.colour, kPen, item.style, Qt::FlatCap));
+      p.drawLine(x, cy, x + kLineSample, cy);
+      x += kLineSample + 6;
+    } else if (item.colour.isValid()) {
+      p.fillRect(QRect(x, cy - swatch / 2, swatch, swatch), item.colour);
+      x += swatch + 6;
+    }
+    // A legend item without a colour is a problem with the image (maps of another size): in red.
+    p.setPen(item.colour.isValid() ? palette().color(QPalette::WindowText) : QColor(200, 0, 0));
+    p.drawText(QRect(x, top, rect.right() - x, rowH), Qt::AlignLeft | Qt::AlignVCenter, item.text);
+    endX = x + fm.horizontalAdvance(item.text) + 12;
+    endRow = places[i].y();
+  }
+  if (more > 0) {
+    p.setPen(palette().color(QPalette::WindowText));
+    p.drawText(QRect(endX, rect.top() + endRow * rowH, rect.right() - endX, rowH), Qt::AlignLeft | Qt::AlignVCenter,
+               QString("+%1 more").arg(more));
   }
 }

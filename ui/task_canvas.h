@@ -89,6 +89,17 @@ class TaskCanvas : public QWidget {
  private:
   void paint(QPainter& p, const QSize& size) const;
   void paintDetections(QPainter& p, const QRect& panel, double scale, int which) const;  // 0 float, 1 compr., 2 both
+  // The legend: line samples (detection fates) or colour swatches (classes), wrapped onto at most kLegendRows rows.
+  struct LegendItem {
+    bool line = false;
+    QColor colour;
+    Qt::PenStyle style = Qt::SolidLine;
+    QString text;
+  };
+  std::vector<LegendItem> legendItems() const;
+  // Each item's place (x, row) within `width`; the items that do not fit are counted in *more.
+  std::vector<QPoint> legendPlaces(const std::vector<LegendItem>& items, int width, int* rows, int* more) const;
+  int legendHeight(int width) const;
   void paintLegend(QPainter& p, const QRect& rect) const;
   void updateBoxes();
   const QImage& scaled(const QImage& source, const QSize& size, Qt::TransformationMode mode, int slot) const;

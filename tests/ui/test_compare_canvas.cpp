@@ -255,6 +255,25 @@ class CompareCanvasTest : public QObject {
     QCOMPARE(over.pixelColor(l.panels[0].topLeft() + QPoint(5, 30)), source.pixelColor(5, 30));
   }
 
+  void titlesAndLegendStayOffTheImage() {
+    // Forty classes on a narrow image: the legend wraps onto at most three rows below the panels.
+    ImageComparison image = segmentationImage();
+    image.compressed_map = map(61, 37, [](int x, int y) { return (x + 61 * y) % 40; });
+    TaskCanvas canvas;
+    QVERIFY(canvas.setImage(image, TaskKind::Segmentation));
+    for (const QSize& size : {canvas.nativeSize(), QSize(300, 200), QSize(1200, 300)}) {
+      const TaskCanvas::Layout l = canvas.layoutFor(size);
+      QCOMPARE(static_cast<int>(l.titles.size()), 3);
+      for (const QRect& panel : l.panels) {
+        QVERIFY(panel.top() >= canvas.fontMetrics().height());  // the title band above
+        QVERIFY(l.legend.top() > panel.bottom());
+        QVERIFY(QRect(QPoint(0, 0), size).contains(panel));
+      }
+      QVERIFY(l.legend.height() <= 3 * (canvas.fontMetrics().height() + 2) + 4);
+      QVERIFY(l.legend.bottom() < size.height());
+    }
+  }
+
   void compareViewSwitchesByTask() {
     CompareView view;
     view.resize(900, 500);
