@@ -39,7 +39,7 @@ QString writeChangedImages(const QString& dir, const ComparisonResult& compariso
     if (size.width() > 1600) size = QSize(1600, std::max(1, size.height() * 1600 / size.width()));
     const QString png = QDir(dir).filePath(files[i]);
     QSaveFile file(png);  // written whole or not at all
-    if (!file.open(QIODevice::WriteOnly) || !canvas.render(size).save(&file, "PNG") || !file.commit())
+    if (!file.open(QIODevice::WriteOnly) || !canvas.renderImage(size).save(&file, "PNG") || !file.commit())
       return png + ": cannot write the PNG";
   }
   return {};

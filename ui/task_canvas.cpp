@@ -276,7 +276,7 @@ QSize TaskCanvas::nativeSize() const {
   return {width, image_.height() + titleH + legendHeight(width - 2 * kMargin) + 2 * kMargin};
 }
 
-QImage TaskCanvas::render(QSize size) const {
+QImage TaskCanvas::renderImage(QSize size) const {
   if (size.isEmpty()) size = nativeSize();
   QImage out(size, QImage::Format_RGB32);
   QPainter p(&out);

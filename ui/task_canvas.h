@@ -78,7 +78,7 @@ class TaskCanvas : public QWidget {
   QSize nativeSize() const;
   // The whole canvas (titles, panels, legend) into an image of `size` (nativeSize() when empty): the export report
   // and the tests draw exactly what the widget shows.
-  QImage render(QSize size = {}) const;
+  QImage renderImage(QSize size = {}) const;
 
   QSize sizeHint() const override { return {420, 300}; }
   QSize minimumSizeHint() const override { return {80, 80}; }

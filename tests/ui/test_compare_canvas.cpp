@@ -148,7 +148,7 @@ class CompareCanvasTest : public QObject {
     TaskCanvas canvas;
     canvas.setScoreThreshold(0.5);
     QVERIFY(canvas.setImage(detectionImage(), TaskKind::Detection));
-    const QImage img = canvas.render();
+    const QImage img = canvas.renderImage();
     const TaskCanvas::Layout l = canvas.layoutFor(img.size());
     QCOMPARE(l.scale, 1.0);
     QCOMPARE(static_cast<int>(l.panels.size()), 2);
@@ -167,7 +167,7 @@ class CompareCanvasTest : public QObject {
     QCOMPARE(leftEdgeNot(img, co, D, kGrey), 0);
     // Nothing of the float model in the compressed panel: B's place there is the image.
     QCOMPARE(leftEdgeNot(img, co, B, kGrey), 0);
-    // The widget paints what render() draws.
+    // The widget paints what renderImage() draws.
     canvas.resize(canvas.nativeSize());
     QCOMPARE(canvas.grab().toImage().convertToFormat(QImage::Format_RGB32), img.convertToFormat(QImage::Format_RGB32));
   }
@@ -180,13 +180,13 @@ class CompareCanvasTest : public QObject {
                  added = TaskCanvas::fateColor(BoxFate::New);
     // Down to 0.2: D (class 1, nowhere near B) appears as a new box.
     canvas.setScoreThreshold(0.2);
-    QImage img = canvas.render();
+    QImage img = canvas.renderImage();
     TaskCanvas::Layout l = canvas.layoutFor(img.size());
     QVERIFY(leftEdgePixels(img, l.panels[1], D, added) > 3);
     QCOMPARE(static_cast<int>(canvas.boxes().compressedDets.size()), 3);
     // Up to 0.75: A2 (0.7) and C (0.6) are hidden, their pixels are the image again, and A has lost its match.
     canvas.setScoreThreshold(0.75);
-    img = canvas.render();
+    img = canvas.renderImage();
     l = canvas.layoutFor(img.size());
     QCOMPARE(leftEdgeNot(img, l.panels[1], A2, kGrey), 0);
     QCOMPARE(leftEdgeNot(img, l.panels[1], C, kGrey), 0);
@@ -196,7 +196,7 @@ class CompareCanvasTest : public QObject {
     // Overlaid: one panel with both models' boxes.
     canvas.setScoreThreshold(0.5);
     canvas.setMode(TaskCanvas::Mode::Overlay);
-    img = canvas.render();
+    img = canvas.renderImage();
     l = canvas.layoutFor(img.size());
     QCOMPARE(static_cast<int>(l.panels.size()), 1);
     QVERIFY(leftEdgePixels(img, l.panels[0], B, lost) > 5);
@@ -210,7 +210,7 @@ class CompareCanvasTest : public QObject {
     TaskCanvas canvas;
     canvas.setOpacity(1);
     QVERIFY(canvas.setImage(image, TaskKind::Segmentation));
-    QImage img = canvas.render();
+    QImage img = canvas.renderImage();
     TaskCanvas::Layout l = canvas.layoutFor(img.size());
     QCOMPARE(l.scale, 1.0);
     QCOMPARE(static_cast<int>(l.panels.size()), 3);
@@ -231,7 +231,7 @@ class CompareCanvasTest : public QObject {
     QCOMPARE(changed, 15 * 12 + 31);
     // Opacity 0: the float and compressed panels are the image itself; the disagreement map does not change.
     canvas.setOpacity(0);
-    const QImage clear = canvas.render();
+    const QImage clear = canvas.renderImage();
     for (int y = 0; y < image.height; ++y)
       for (int x = 0; x < image.width; ++x) {
         QCOMPARE(clear.pixelColor(l.panels[0].topLeft() + QPoint(x, y)), source.pixelColor(x, y));
@@ -241,14 +241,14 @@ class CompareCanvasTest : public QObject {
       }
     // Half opacity blends: neither the image nor the class colour, between the two.
     canvas.setOpacity(0.5);
-    const QImage half = canvas.render();
+    const QImage half = canvas.renderImage();
     const QColor h = half.pixelColor(l.panels[0].topLeft() + QPoint(5, 5)), s = source.pixelColor(5, 5),
                  k = classColor(0);
     QVERIFY(std::abs(h.red() - (s.red() + k.red()) / 2) <= 2 && std::abs(h.green() - (s.green() + k.green()) / 2) <= 2);
     // Overlaid: one panel, the compressed mask with the changed pixels in red on top.
     canvas.setOpacity(0);
     canvas.setMode(TaskCanvas::Mode::Overlay);
-    const QImage over = canvas.render();
+    const QImage over = canvas.renderImage();
     l = canvas.layoutFor(over.size());
     QCOMPARE(static_cast<int>(l.panels.size()), 1);
     QCOMPARE(over.pixelColor(l.panels[0].topLeft() + QPoint(12, 10)), TaskCanvas::disagreementColor());
