@@ -8,6 +8,7 @@
 #include <QImageReader>
 #include <QLabel>
 #include <QListWidget>
+#include <QPainter>
 #include <QPushButton>
 #include <QSlider>
 #include <QSpinBox>
@@ -76,6 +77,45 @@ TaskKind CompareView::taskOf(const ComparisonResult& result, TaskKind fallback) 
     if (t != TaskKind::Classification) return t;
   }
   return fallback;
+}
+
+QImage CompareView::stripThumbnail(const ImageComparison& image, TaskKind task, int size) {
+  QImage thumb = thumbnail(QString::fromStdString(image.path), size).toImage().convertToFormat(QImage::Format_RGB32);
+  if (thumb.isNull() || task == TaskKind::Classification) return thumb;
+  if (task == TaskKind::Segmentation) {
+    // Each thumbnail pixel samples the maps at its centre: red where the two classes differ there.
+    const lorq::LabelMap &a = image.float_map, &b = image.compressed_map;
+    if (a.empty() || a.width != b.width || a.height != b.height || a.classes.size() != b.classes.size()) return thumb;
+    const QRgb red = TaskCanvas::disagreementColor().rgb();
+    for (int y = 0; y < thumb.height(); ++y) {
+      auto* row = reinterpret_cast<QRgb*>(thumb.scanLine(y));
+      const int my = std::min(a.height - 1, static_cast<int>((y + 0.5) * a.height / thumb.height()));
+      for (int x = 0; x < thumb.width(); ++x) {
+        const int mx = std::min(a.width - 1, static_cast<int>((x + 0.5) * a.width / thumb.width()));
+        if (a.at(mx, my) != b.at(mx, my)) row[x] = red;
+      }
+    }
+    return thumb;
+  }
+  // Detection: the boxes at Hugging Face's default threshold (the strip's counts), one pixel wide, solid.
+  const int w = image.width > 0 ? image.width : QImageReader(QString::fromStdString(image.path)).size().width();
+  if (w <= 0) return thumb;
+  const double scale = static_cast<double>(thumb.width()) / w;
+  const std::vector<lorq::Detection> f = detectionsAbove(image.float_detections, 0.5),
+                                     c = detectionsAbove(image.compressed_detections, 0.5);
+  const std::vector<int> match = matchDetections(f, c);
+  std::vector<char> matched(c.size(), 0);
+  for (int j : match)
+    if (j >= 0) matched[j] = 1;
+  QPainter p(&thumb);
+  auto draw = [&](const lorq::Detection& d, BoxFate fate) {
+    p.setPen(TaskCanvas::fateColor(fate));
+    p.drawRect(QRectF(d.x0 * scale, d.y0 * scale, (d.x1 - d.x0) * scale, (d.y1 - d.y0) * scale).toRect());
+  };
+  for (size_t i = 0; i < f.size(); ++i) draw(f[i], match[i] >= 0 ? BoxFate::Matched : BoxFate::Lost);
+  for (size_t j = 0; j < c.size(); ++j)
+    if (!matched[j]) draw(c[j], BoxFate::New);
+  return thumb;
 }
 
 QString CompareView::changeText(const ImageComparison& image, TaskKind task) {
@@ -249,7 +289,7 @@ void CompareView::setResult(const ComparisonResult& result) {
   for (int i = 0; i < shown; ++i) {
     const ImageComparison& c = result.images[i];
     auto* item =
-        new QListWidgetItem(QIcon(thumbnail(QString::fromStdString(c.path), 56)), changeText(c, task_), strip_);
+        new QListWidgetItem(QIcon(QPixmap::fromImage(stripThumbnail(c, task_, 56))), changeText(c, task_), strip_);
     QString tip = QString::fromStdString(c.path) + "\n";
     if (task_ == TaskKind::Detection)
       tip += QString("at the default threshold: %1 matched, %2 lost, %3 new; change %4")

@@ -53,6 +53,9 @@ class CompareView : public QWidget {
   static QString changeText(const lorq::api::ImageComparison& image, lorq::api::TaskKind task);
   // "Float: mAP 45.10%, mAP@.5 61.00%" from EvalSummary::metrics (top-1/top-5 when it has none).
   static QString metricsText(const char* name, const lorq::api::EvalSummary& e, bool rich);
+  // The strip's picture of one image, at most `size` pixels a side: the image (decoded at that size), with the
+  // boxes at the default threshold in their fate colours (detection) or the changed pixels in red (segmentation).
+  static QImage stripThumbnail(const lorq::api::ImageComparison& image, lorq::api::TaskKind task, int size);
   // The task a comparison's images show (boxes or maps present), else `fallback`.
   static lorq::api::TaskKind taskOf(const lorq::api::ComparisonResult& result, lorq::api::TaskKind fallback);
 

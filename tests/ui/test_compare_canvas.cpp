@@ -330,6 +330,21 @@ class CompareCanvasTest : public QObject {
     QCOMPARE(cls.table()->item(0, 4)->text(), QString("-0.100"));
   }
 
+  void stripThumbnailsShowTheChange() {
+    // Detection: the 200x160 image at 56 pixels wide (scale 0.28); B, lost, has its left edge near x = 31.
+    const QImage det = CompareView::stripThumbnail(detectionImage(), TaskKind::Detection, 56);
+    QCOMPARE(det.width(), 56);
+    int lostPixels = 0;
+    for (int x = 29; x <= 33; ++x) lostPixels += det.pixelColor(x, 33) == TaskCanvas::fateColor(BoxFate::Lost);
+    QVERIFY(lostPixels > 0);
+    QCOMPARE(det.pixelColor(5, 40), kGrey);  // no box there
+    // Segmentation: red inside the changed block, the image elsewhere.
+    const QImage seg = CompareView::stripThumbnail(segmentationImage(), TaskKind::Segmentation, 56);
+    QCOMPARE(seg.width(), 56);
+    QCOMPARE(seg.pixelColor(16, 12), TaskCanvas::disagreementColor());
+    QVERIFY(seg.pixelColor(4, 28) != TaskCanvas::disagreementColor());
+  }
+
   void exportDrawsTheMostChangedImages() {
     ComparisonResult det;
     det.images = {detectionImage(), detectionImage()};
