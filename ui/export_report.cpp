@@ -8,11 +8,42 @@
 
 #include "allocation_view.h"
 #include "budget_view.h"
+#include "compare_view.h"
 #include "format.h"
 #include "lorq/io/export_size.h"
+#include "task_canvas.h"
 #include "workbench_document.h"
 
 using namespace lorq::api;
+
+QStringList changedImageFiles(const ComparisonResult& comparison) {
+  QStringList files;
+  if (CompareView::taskOf(comparison, TaskKind::Classification) == TaskKind::Classification) return files;
+  const int n = std::min<int>(kReportChangedImages, static_cast<int>(comparison.images.size()));
+  for (int i = 0; i < n; ++i) files << QString("changed-%1.png").arg(i + 1);
+  return files;
+}
+
+QString writeChangedImages(const QString& dir, const ComparisonResult& comparison,
+                           const std::function<QString(int)>& className) {
+  const QStringList files = changedImageFiles(comparison);
+  const TaskKind task = CompareView::taskOf(comparison, TaskKind::Classification);
+  TaskCanvas canvas;
+  canvas.setClassNamer(className);
+  // What the compare view shows first: both models side by side, Hugging Face's default threshold.
+  canvas.setScoreThreshold(std::max(0.5, comparison.min_score));
+  canvas.setOpacity(0.5);
+  for (int i = 0; i < files.size(); ++i) {
+    canvas.setImage(comparison.images[i], task);
+    QSize size = canvas.nativeSize();
+    if (size.width() > 1600) size = QSize(1600, std::max(1, size.height() * 1600 / size.width()));
+    const QString png = QDir(dir).filePath(files[i]);
+    QSaveFile file(png);  // written whole or not at all
+    if (!file.open(QIODevice::WriteOnly) || !canvas.renderImage(size).save(&file, "PNG") || !file.commit())
+      return png + ": cannot write the PNG";
+  }
+  return {};
+}
 
 QString exportReport(const WorkbenchDocument& state, const ComparisonResult* comparison) {
   const ModelSummary& m = state.model();
@@ -43,11 +74,7 @@ QString exportReport(const WorkbenchDocument& state, const ComparisonResult* com
   }
   if (comparison) {
     auto line = [](const char* name, const EvalSummary& e) {
-      return e.labeled ? QString("- %1: top-1 %2%, top-5 %3% (%4 images)\n")
-                             .arg(name)
-                             .arg(e.top1_pct, 0, 'f', 2)
-                             .arg(e.top5_pct, 0, 'f', 2)
-                             .arg(e.labeled)
+      return e.labeled ? QString("- %1 (%2 images)\n").arg(CompareView::metricsText(name, e, false)).arg(e.labeled)
                        : QString("- %1: %2 unlabeled images\n").arg(name).arg(e.images);
     };
     r += line("Float", comparison->float_eval);
@@ -67,6 +94,24 @@ QString exportReport(const WorkbenchDocument& state, const ComparisonResult* com
              .arg(o ? o->bytes : 4 * l.params)
              .arg(o ? QString::number(o->error, 'g', 3) : QString("0"))
              .arg(formatConstraint(state.constraint(i)));
+  }
+  if (comparison && !changedImageFiles(*comparison).isEmpty()) {
+    const TaskKind task = CompareView::taskOf(*comparison, TaskKind::Classification);
+    r += task == TaskKind::Detection
+             ? "\n## Most changed images\n\nFloat boxes left, compressed right (score ≥ 0.5): matched solid green, "
+               "lost dashed orange (float only), new dotted blue (compressed only).\n\n"
+             : "\n## Most changed images\n\nFloat mask, compressed mask, and the pixels whose class changed (red).\n\n";
+    const QStringList files = changedImageFiles(*comparison);
+    for (int i = 0; i < files.size(); ++i) {
+      const ImageComparison& c = comparison->images[i];
+      r += QString("%1. `%2` — %3\n\n   ![%4](%4)\n\n")
+               .arg(i + 1)
+               .arg(QFileInfo(QString::fromStdString(c.path)).fileName())
+               .arg(task == TaskKind::Detection
+                        ? QString("%1 lost, %2 new, %3 matched").arg(c.lost).arg(c.added).arg(c.matched)
+                        : QString("%1 pixels changed").arg(CompareView::changeText(c, task).remove(" px")))
+               .arg(files[i]);
+    }
   }
   r += "\nThe compressed model is in `model/` (lorq-config.json, compressed.safetensors, config.json); "
        "`lorq eval --model model` loads it.\n";
@@ -88,6 +133,11 @@ QString writeExportExtras(const QString& dir, const WorkbenchDocument& state, Bu
   const bool allocationSaved = allocation->plot()->savePng(allocationPng, 1200, 480);
   for (QCPLayerable* l : hidden) l->setVisible(true);
   if (!allocationSaved) return allocationPng + ": cannot write the PNG";
+  if (comparison) {
+    const QString problem =
+        writeChangedImages(dir, *comparison, [&state](int index) { return state.className(index); });
+    if (!problem.isEmpty()) return problem;
+  }
   const QString md = out.filePath("report.md");
   QSaveFile file(md);  // written whole or not at all
   if (!file.open(QIODevice::WriteOnly | QIODevice::Text)) return md + ": " + file.errorString();

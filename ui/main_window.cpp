@@ -435,6 +435,7 @@ void MainWindow::startEvaluation() {
       "Evaluation",
       [=](const lorq::JobControl& job) { *result = session->compare(images, labels, limit, 5, alloc, job); },
       [this, result] {
+        compare_->setTask(state_->model().task);  // a result without any box or map still shows its task
         compare_->setResult(*result);
         compareDock_->raise();
       },
