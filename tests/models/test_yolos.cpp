@@ -16,6 +16,7 @@
 #include "lorq/io/tensor_io.h"
 #include "lorq/models/registry.h"
 #include "lorq/models/yolos.h"
+#include "lorq/quant/activation_quant.h"
 #include "shared_data.h"
 
 using namespace lorq;
@@ -577,4 +578,43 @@ TEST(Yolos, BadFilesAreErrorsNamingTheFile) {
   auto m = load_yolos(dir);
   EXPECT_THROW(m->forward(at::randn({1, 3, 8, 64})), Error);
   EXPECT_THROW(m->forward(at::randn({1, 1, 64, 64})), Error);
+}
+
+// The activation points' metadata drives LayerNorm folding (§8.5) and ridge regression (§8.6): folding
+// layernorm_after into intermediate.dense must keep the float function, layernorm_before (three consumers) and the
+// final LayerNorm (two heads) must not be folded, and every named consumer gets ridge-corrected.
+TEST(Yolos, ActivationQuantizationFoldsOnlySingleConsumerNorms) {
+  const std::string dir = testdata::shared_path(kMicro);
+  LORQ_REQUIRE_SHARED_FILE(dir + "/model.safetensors");
+  c10::NoGradGuard no_grad;
+  auto m = load_yolos(dir);
+  at::manual_seed(11);
+  const at::Tensor images = at::randn({4, 3, 64, 96});
+  const ModelOutputs float_out = m->forward(images);
+  ActQuantSettings s;
+  s.bits = 6;
+  s.num_images = 4;
+  s.ridge_regression = false;
+  const ActivationQuantization aq = quantize_activations(*m, images, s);
+  std::vector<std::string> expected_folds;
+  for (int i = 0; i < 4; ++i) expected_folds.push_back("vit.encoder.layer." + std::to_string(i) + ".layernorm_after");
+  EXPECT_EQ(aq.folded_norms, expected_folds);
+  EXPECT_EQ(aq.quantizers.size(), m->activation_points().size());
+  const ModelOutputs quantized = m->forward(images);
+  EXPECT_FALSE(at::allclose(quantized.at("logits"), float_out.at("logits")));
+  EXPECT_LE(max_diff(quantized.at("boxes"), float_out.at("boxes")), 0.2);
+  disable_activation_quantization(*m);
+  const ModelOutputs folded = m->forward(images);  // reparameterized LayerNorms + compensating weights: same function
+  EXPECT_LE(max_diff(folded.at("logits"), float_out.at("logits")), 1e-4);
+  EXPECT_LE(max_diff(folded.at("boxes"), float_out.at("boxes")), 1e-4);
+
+  auto r = load_yolos(dir);
+  s.ridge_regression = true;
+  const ActivationQuantization ridge = quantize_activations(*r, images, s);
+  const std::set<std::string> corrected(ridge.corrected_layers.begin(), ridge.corrected_layers.end());
+  for (const auto& p : r->activation_points()) {
+    if (!p.consumer.empty()) EXPECT_TRUE(corrected.count(p.consumer)) << p.consumer;
+  }
+  EXPECT_TRUE(corrected.count("bbox_predictor.layers.2"));
+  EXPECT_FALSE(corrected.count("vit.encoder.layer.0.attention.attention.query"));
 }
