@@ -51,9 +51,7 @@ double max_diff(const at::Tensor& a, const at::Tensor& b) {
 // Hidden states reach |x| ~ 16 here, where one float32 step is 2e-6, and the patch embedding runs as a GEMM on
 // flattened patches instead of HF's convolution (so that a compressed export reloads bit-exactly): they get a
 // tolerance of a few float32 steps of their largest value. The outputs keep the absolute kMicroTolerance.
-double hidden_tolerance(const at::Tensor& golden) {
-  return 4e-6 * std::max(1.0, golden.abs().max().item<double>());
-}
+double hidden_tolerance(const at::Tensor& golden) { return 4e-6 * std::max(1.0, golden.abs().max().item<double>()); }
 
 // Runs the goldens with LibTorch on one thread (as they were made), restoring the thread count after.
 class OneThread {
@@ -125,9 +123,8 @@ Reference reference_forward(const YolosForObjectDetection& m, const at::Tensor& 
                             T("vit.embeddings.patch_embeddings.projection.bias"), P);
   x = x.flatten(2).transpose(1, 2);
   const int64_t B = x.size(0);
-  x = at::cat({T("vit.embeddings.cls_token").expand({B, 1, D}), x,
-               T("vit.embeddings.detection_tokens").expand({B, Q, D})},
-              1);
+  x = at::cat(
+      {T("vit.embeddings.cls_token").expand({B, 1, D}), x, T("vit.embeddings.detection_tokens").expand({B, Q, D})}, 1);
   x = x + interpolate(T("vit.embeddings.position_embeddings"));
   Reference r;
   r.embeddings = x;
@@ -237,9 +234,10 @@ TEST(Yolos, MicroReproducesTheHuggingFaceGoldens) {
   const double box_diff = max_diff(out.at("boxes"), g.at("pred_boxes"));
   EXPECT_LE(logit_diff, kMicroTolerance);
   EXPECT_LE(box_diff, kMicroTolerance);
-  std::printf("yolos_micro_random max |diff|: interpolated PE %.3g, embeddings %.3g, encoder layers %.3g, logits %.3g, "
-              "boxes %.3g\n",
-              pe_diff, embed_diff, layer_diff, logit_diff, box_diff);
+  std::printf(
+      "yolos_micro_random max |diff|: interpolated PE %.3g, embeddings %.3g, encoder layers %.3g, logits %.3g, "
+      "boxes %.3g\n",
+      pe_diff, embed_diff, layer_diff, logit_diff, box_diff);
 }
 
 TEST(Yolos, MidPositionEmbeddingsReproduceTheHuggingFaceGoldens) {
@@ -273,9 +271,10 @@ TEST(Yolos, MidPositionEmbeddingsReproduceTheHuggingFaceGoldens) {
   const double box_diff = max_diff(out.at("boxes"), g.at("pred_boxes"));
   EXPECT_LE(logit_diff, kMicroTolerance);
   EXPECT_LE(box_diff, kMicroTolerance);
-  std::printf("yolos_micro_midpe_random max |diff|: interpolated mid PE %.3g, encoder layers %.3g, logits %.3g, "
-              "boxes %.3g\n",
-              mid_diff, layer_diff, logit_diff, box_diff);
+  std::printf(
+      "yolos_micro_midpe_random max |diff|: interpolated mid PE %.3g, encoder layers %.3g, logits %.3g, "
+      "boxes %.3g\n",
+      mid_diff, layer_diff, logit_diff, box_diff);
 }
 
 TEST(Yolos, MatchesAFloat64ReferenceAtOddAndNonSquareSizes) {
@@ -374,7 +373,8 @@ TEST(Yolos, EveryLayerAndActivationPointRunsInTheStageItDeclares) {
   std::map<std::string, int> layer_segment, point_segment;
   std::vector<std::string> names;
   for (const auto& l : m->linear_layers()) names.push_back(l.name);
-  m->set_observer(names, [&](const std::string& l, const at::Tensor&, const at::Tensor&) { layer_segment[l] = current; });
+  m->set_observer(names,
+                  [&](const std::string& l, const at::Tensor&, const at::Tensor&) { layer_segment[l] = current; });
   for (const auto& p : m->activation_points()) {
     const std::string name = p.name;
     m->set_activation_hook(name, [&, name](const at::Tensor& t) {
@@ -416,9 +416,8 @@ TEST(Yolos, StagedEqualsForwardAndOverridesChangeTheOutputs) {
   const std::string fc = "vit.encoder.layer.2.intermediate.dense";
   StageState s = m->embed(x);
   for (int i = 0; i < m->layer(fc).stage; ++i) s = m->run_stage(i, s);
-  m->set_linear_override(fc, [](const at::Tensor& in, const at::Tensor& w, const at::Tensor& b) {
-    return at::linear(in, w * 0.5, b);
-  });
+  m->set_linear_override(
+      fc, [](const at::Tensor& in, const at::Tensor& w, const at::Tensor& b) { return at::linear(in, w * 0.5, b); });
   const ModelOutputs changed = m->forward(x);
   EXPECT_FALSE(at::allclose(changed.at("logits"), base.at("logits")));
   EXPECT_FALSE(at::allclose(changed.at("boxes"), base.at("boxes")));
@@ -429,9 +428,8 @@ TEST(Yolos, StagedEqualsForwardAndOverridesChangeTheOutputs) {
   const std::string box = "bbox_predictor.layers.2";
   s = m->embed(x);
   for (int i = 0; i < m->layer(box).stage; ++i) s = m->run_stage(i, s);
-  m->set_linear_override(box, [](const at::Tensor& in, const at::Tensor& w, const at::Tensor& b) {
-    return at::linear(in, w, b + 1.0);
-  });
+  m->set_linear_override(
+      box, [](const at::Tensor& in, const at::Tensor& w, const at::Tensor& b) { return at::linear(in, w, b + 1.0); });
   const ModelOutputs head = m->run_from(m->layer(box).stage, s);
   EXPECT_TRUE(at::equal(head.at("logits"), base.at("logits")));
   EXPECT_FALSE(at::allclose(head.at("boxes"), base.at("boxes")));
@@ -439,10 +437,9 @@ TEST(Yolos, StagedEqualsForwardAndOverridesChangeTheOutputs) {
   m->clear_linear_overrides();
 
   // The patch embedding (stage -1) goes through the override too.
-  m->set_linear_override("vit.embeddings.patch_embeddings.projection",
-                         [](const at::Tensor& in, const at::Tensor& w, const at::Tensor& b) {
-                           return at::linear(in, w * 0.9, b);
-                         });
+  m->set_linear_override(
+      "vit.embeddings.patch_embeddings.projection",
+      [](const at::Tensor& in, const at::Tensor& w, const at::Tensor& b) { return at::linear(in, w * 0.9, b); });
   EXPECT_FALSE(at::allclose(m->forward(x).at("logits"), base.at("logits")));
   m->clear_linear_overrides();
   expect_same_outputs(m->forward(x), base);
@@ -502,7 +499,8 @@ TEST(Yolos, CloneIsIndependent) {
   const ModelOutputs cloned = c->forward(x);
   EXPECT_FALSE(at::allclose(cloned.at("logits"), base.at("logits")));
   expect_same_outputs(m->forward(x), base);  // the original is untouched
-  EXPECT_FALSE(m->tensor("vit.embeddings.position_embeddings").is_same(c->tensor("vit.embeddings.position_embeddings")));
+  EXPECT_FALSE(
+      m->tensor("vit.embeddings.position_embeddings").is_same(c->tensor("vit.embeddings.position_embeddings")));
 }
 
 TEST(Yolos, RegistryRecognisesTheCheckpoint) {
@@ -537,13 +535,13 @@ TEST(Yolos, BadFilesAreErrorsNamingTheFile) {
     replace_in_file(d + "/config.json", "\"5\": \"LABEL_5\"", "\"5\": \"LABEL_5\", \"6\": \"extra\"");
     replace_in_file(d + "/config.json", "\"LABEL_5\": 5", "\"LABEL_5\": 5, \"extra\": 6");
     const std::string e = load_error(d);
-    EXPECT_NE(e.find("class_labels_classifier.layers.2.weight' has shape [7, 96], expected [8, 96]"),
-              std::string::npos)
+    EXPECT_NE(e.find("class_labels_classifier.layers.2.weight' has shape [7, 96], expected [8, 96]"), std::string::npos)
         << e;
   }
   {  // Mid-layer position embeddings the config says are not used.
     const std::string d = copy_model(testdata::shared_path(kMidPe), "midpe");
-    replace_in_file(d + "/config.json", "\"use_mid_position_embeddings\": true", "\"use_mid_position_embeddings\": false");
+    replace_in_file(d + "/config.json", "\"use_mid_position_embeddings\": true",
+                    "\"use_mid_position_embeddings\": false");
     EXPECT_NE(load_error(d).find("use_mid_position_embeddings false"), std::string::npos);
   }
   {  // Malformed config.json, bad field types, an unsupported activation.
@@ -613,7 +611,9 @@ TEST(Yolos, ActivationQuantizationFoldsOnlySingleConsumerNorms) {
   const ActivationQuantization ridge = quantize_activations(*r, images, s);
   const std::set<std::string> corrected(ridge.corrected_layers.begin(), ridge.corrected_layers.end());
   for (const auto& p : r->activation_points()) {
-    if (!p.consumer.empty()) EXPECT_TRUE(corrected.count(p.consumer)) << p.consumer;
+    if (!p.consumer.empty()) {
+      EXPECT_TRUE(corrected.count(p.consumer)) << p.consumer;
+    }
   }
   EXPECT_TRUE(corrected.count("bbox_predictor.layers.2"));
   EXPECT_FALSE(corrected.count("vit.encoder.layer.0.attention.attention.query"));

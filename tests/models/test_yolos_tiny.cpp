@@ -69,8 +69,9 @@ TEST(YolosTiny, ReproducesTheHuggingFaceGoldens) {
   const double boxes = max_diff(out.at("boxes"), g.at("pred_boxes"));
   EXPECT_LE(logits, tol);
   EXPECT_LE(boxes, tol);
-  std::printf("yolos_tiny_random max |diff|: interpolated PE %.3g, embeddings %.3g, encoder layers 0/11 %.3g, "
-              "last hidden state %.3g, logits %.3g, boxes %.3g\n",
-              pe, embed, layers, hidden, logits, boxes);
+  std::printf(
+      "yolos_tiny_random max |diff|: interpolated PE %.3g, embeddings %.3g, encoder layers 0/11 %.3g, "
+      "last hidden state %.3g, logits %.3g, boxes %.3g\n",
+      pe, embed, layers, hidden, logits, boxes);
   at::set_num_threads(threads);
 }

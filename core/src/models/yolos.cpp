@@ -33,8 +33,8 @@ void YolosForObjectDetection::bind(const std::string& key, at::Tensor* slot, con
   auto it = pending_.find(key);
   if (it == pending_.end()) throw Error(source_, "missing tensor '" + key + "'");
   if (it->second.sizes().vec() != shape)
-    throw Error(source_, "tensor '" + key + "' has shape " + shape_str(it->second.sizes()) + ", expected " +
-                             shape_str(shape));
+    throw Error(source_,
+                "tensor '" + key + "' has shape " + shape_str(it->second.sizes()) + ", expected " + shape_str(shape));
   *slot = it->second.to(at::kFloat).contiguous();
   pending_.erase(it);
   register_tensor(key, slot);
@@ -109,8 +109,9 @@ YolosForObjectDetection::YolosForObjectDetection(YolosConfig config, std::map<st
   }
   // HF's loader ignores unexpected keys, and so do we, except weights that say the config is wrong.
   if (pending_.count("vit.encoder.mid_position_embeddings"))
-    throw Error(source_, "the checkpoint has mid-layer position embeddings but its config sets "
-                         "use_mid_position_embeddings false");
+    throw Error(source_,
+                "the checkpoint has mid-layer position embeddings but its config sets "
+                "use_mid_position_embeddings false");
   pending_.clear();
 }
 
@@ -118,8 +119,14 @@ void YolosForObjectDetection::register_layer_points(int i, Layer& l) {
   const std::string p = "vit.encoder.layer." + std::to_string(i) + ".";
   const std::string a = p + "attention.attention.";
   LayerPoints& n = l.points;
-  n = {p + "layernorm_before.out", a + "q", a + "k", a + "softmax", a + "v", l.attn_out.name + ".in",
-       p + "layernorm_after.out",  l.output.name + ".in"};
+  n = {p + "layernorm_before.out",
+       a + "q",
+       a + "k",
+       a + "softmax",
+       a + "v",
+       l.attn_out.name + ".in",
+       p + "layernorm_after.out",
+       l.output.name + ".in"};
   using K = ActivationKind;
   // layernorm_before feeds three layers (query, key, value): folding a per-channel quantizer into the LayerNorm
   // needs the one consumer that undoes it (ViT's fused qkv), so here it is quantized per tensor. No consumer is
@@ -186,39 +193,39 @@ YolosForObjectDetection::Interpolated YolosForObjectDetection::interpolated(int6
     const at::Tensor& mid = mid_position_embeddings_;  // [L-1, 1, seq, D]
     const int64_t depth = mid.size(0), seq = mid.size(2), D = mid.size(3);
     const at::Tensor patches = mid.slice(2, 1, seq - Q).reshape({depth, seq - 1 - Q, D});
-    const at::Tensor resized = interpolate_patch_grid(patches, rows, cols).contiguous().view({depth, 1, rows * cols, D});
+    const at::Tensor resized =
+        interpolate_patch_grid(patches, rows, cols).contiguous().view({depth, 1, rows * cols, D});
     return at::cat({mid.slice(2, 0, 1), resized, mid.slice(2, seq - Q)}, 2);
   };
-  // While autograd records (training), the embeddings must be recomputed so gradients reach the parameters.
-  const bool recording = c10::GradMode::is_enabled() &&
-                         (position_embeddings_.requires_grad() ||
-                          (mid_position_embeddings_.defined() && mid_position_embeddings_.requires_grad()));
-  std::lock_guard<std::mutex> lock(interpolated_mutex_);
-  Interpolated& e = interpolated_[{rows, cols}];
-  // set_tensor replaces a parameter (another tensor); an in-place edit bumps its version: either invalidates.
-  const bool pe_valid = !recording && e.pe.defined() && e.source.is_same(position_embeddings_) &&
-                        e.version == position_embeddings_._version();
-  const bool mid_valid = !mid_position_embeddings_.defined() ||
-                         (!recording && e.mid_pe.defined() && e.mid_source.is_same(mid_position_embeddings_) &&
-                          e.mid_version == mid_position_embeddings_._version());
-  if (!pe_valid || !mid_valid) {
-    if (interpolated_.size() > kMaxCachedGrids) {
-      Interpolated keep = e;
-      interpolated_.clear();
-      interpolated_[{rows, cols}] = keep;
-    }
-    Interpolated& entry = interpolated_[{rows, cols}];
-    entry.source = position_embeddings_;
-    entry.version = position_embeddings_._version();
-    entry.pe = compute_pe();
+  auto compute = [&] {
+    Interpolated fresh;
+    fresh.source = position_embeddings_;
+    fresh.version = position_embeddings_._version();
+    fresh.pe = compute_pe();
     if (mid_position_embeddings_.defined()) {
-      entry.mid_source = mid_position_embeddings_;
-      entry.mid_version = mid_position_embeddings_._version();
-      entry.mid_pe = compute_mid();
+      fresh.mid_source = mid_position_embeddings_;
+      fresh.mid_version = mid_position_embeddings_._version();
+      fresh.mid_pe = compute_mid();
     }
-    return entry;
+    return fresh;
+  };
+  // While autograd records (training), they are recomputed so that gradients reach the parameters.
+  if (c10::GradMode::is_enabled() && (position_embeddings_.requires_grad() ||
+                                      (mid_position_embeddings_.defined() && mid_position_embeddings_.requires_grad())))
+    return compute();
+  std::lock_guard<std::mutex> lock(interpolated_mutex_);
+  auto it = interpolated_.find({rows, cols});
+  // set_tensor replaces a parameter (another tensor); an in-place edit bumps its version: either invalidates.
+  if (it != interpolated_.end()) {
+    const Interpolated& e = it->second;
+    const bool pe_valid = e.source.is_same(position_embeddings_) && e.version == position_embeddings_._version();
+    const bool mid_valid =
+        !mid_position_embeddings_.defined() ||
+        (e.mid_source.is_same(mid_position_embeddings_) && e.mid_version == mid_position_embeddings_._version());
+    if (pe_valid && mid_valid) return e;
   }
-  return e;
+  if (interpolated_.size() >= kMaxCachedGrids) interpolated_.clear();
+  return interpolated_[{rows, cols}] = compute();
 }
 
 at::Tensor YolosForObjectDetection::interpolated_position_embeddings(int64_t rows, int64_t cols) {
@@ -234,18 +241,17 @@ at::Tensor YolosForObjectDetection::interpolated_mid_position_embeddings(int64_t
 StageState YolosForObjectDetection::embed(const at::Tensor& images) {
   const int64_t C = config_.num_channels, P = config_.patch_size;
   if (images.dim() != 4 || images.size(1) != C || images.size(2) < P || images.size(3) < P)
-    throw Error("model input must be [B, " + std::to_string(C) + ", H >= " + std::to_string(P) + ", W >= " +
-                std::to_string(P) + "], got " + shape_str(images.sizes()));
+    throw Error("model input must be [B, " + std::to_string(C) + ", H >= " + std::to_string(P) +
+                ", W >= " + std::to_string(P) + "], got " + shape_str(images.sizes()));
   const int64_t B = images.size(0), rows = images.size(2) / P, cols = images.size(3) / P;
   // The stride-P conv drops a partial last row/column of pixels; as a linear layer on flattened (c, kh, kw)
   // patches it goes through linear() like every other compressible layer.
   const at::Tensor x = images.slice(2, 0, rows * P).slice(3, 0, cols * P);
   const at::Tensor patches =
       x.reshape({B, C, rows, P, cols, P}).permute({0, 2, 4, 1, 3, 5}).reshape({B, rows * cols, C * P * P});
-  const at::Tensor tokens = linear("vit.embeddings.patch_embeddings.projection", patches,
-                                   patch_w_.reshape({patch_w_.size(0), -1}), patch_b_);
-  const at::Tensor seq =
-      at::cat({cls_token_.expand({B, -1, -1}), tokens, detection_tokens_.expand({B, -1, -1})}, 1);
+  const at::Tensor tokens =
+      linear("vit.embeddings.patch_embeddings.projection", patches, patch_w_.reshape({patch_w_.size(0), -1}), patch_b_);
+  const at::Tensor seq = at::cat({cls_token_.expand({B, -1, -1}), tokens, detection_tokens_.expand({B, -1, -1})}, 1);
   const at::Tensor grid = at::tensor({rows, cols}, at::kLong).expand({B, 2}).contiguous();
   return {seq + interpolated(rows, cols).pe, grid};
 }
@@ -282,7 +288,8 @@ StageState YolosForObjectDetection::run_stage(int stage, const StageState& state
       activation(pt.norm_before_out, at::layer_norm(x_in, {D}, l.norm_before.weight, l.norm_before.bias, eps));
   const at::Tensor x = attention(l, normed) + x_in;
   at::Tensor h = activation(pt.norm_after_out, at::layer_norm(x, {D}, l.norm_after.weight, l.norm_after.bias, eps));
-  h = activation(pt.out_in, hidden_activation(linear(l.intermediate.name, h, l.intermediate.weight, l.intermediate.bias)));
+  h = activation(pt.out_in,
+                 hidden_activation(linear(l.intermediate.name, h, l.intermediate.weight, l.intermediate.bias)));
   at::Tensor out = linear(l.output.name, h, l.output.weight, l.output.bias) + x;
   if (mid_position_embeddings_.defined() && stage < num_stages() - 1) {
     const at::Tensor& grid = state.at(1);
@@ -309,7 +316,8 @@ at::Tensor YolosForObjectDetection::run_head(Head& h, const at::Tensor& x) {
 
 ModelOutputs YolosForObjectDetection::finish(const StageState& state) {
   const at::Tensor sequence = last_hidden_state(state);
-  const at::Tensor detections = activation(head_in_, sequence.slice(1, sequence.size(1) - config_.num_detection_tokens));
+  const at::Tensor detections =
+      activation(head_in_, sequence.slice(1, sequence.size(1) - config_.num_detection_tokens));
   ModelOutputs out;
   out.add("logits", run_head(classifier_, detections));
   out.add("boxes", run_head(box_predictor_, detections).sigmoid());

@@ -35,7 +35,8 @@ void read_if(const json& j, const char* key, T& out, const std::string& source) 
 }
 
 void require_positive(int value, const char* key, const std::string& source) {
-  if (value <= 0) throw Error(source, std::string("field '") + key + "' must be positive, got " + std::to_string(value));
+  if (value <= 0)
+    throw Error(source, std::string("field '") + key + "' must be positive, got " + std::to_string(value));
 }
 
 // id2label's keys are decimal ids; HF orders labels by id, and they must be exactly 0..n-1.
@@ -194,10 +195,17 @@ void parse_yolos_preprocessor(YolosConfig& c, const std::string& text, const std
   int resample = 2;
   read_if(j, "resample", resample, source);
   switch (resample) {
-    case 0: p.interpolation = "nearest"; break;
-    case 2: p.interpolation = "bilinear"; break;
-    case 3: p.interpolation = "bicubic"; break;
-    default: throw Error(source, "unsupported resample " + std::to_string(resample) + " (0, 2 or 3)");
+    case 0:
+      p.interpolation = "nearest";
+      break;
+    case 2:
+      p.interpolation = "bilinear";
+      break;
+    case 3:
+      p.interpolation = "bicubic";
+      break;
+    default:
+      throw Error(source, "unsupported resample " + std::to_string(resample) + " (0, 2 or 3)");
   }
 
   if (auto it = j.find("size"); it != j.end() && !it->is_null()) {

@@ -26,9 +26,9 @@ struct YolosConfig {
   int num_labels = 0;                    // without "no object"; the classifier has num_labels + 1 outputs
   std::vector<std::string> label_names;  // id2label, ordered by id
   Preprocessing preprocessing;
-  std::string source;                // config.json's path, for messages
-  std::string source_json;           // its text, written back unchanged beside an export
-  std::string preprocessor_source;   // preprocessor_config.json's path ("" when absent: the processor defaults)
+  std::string source;               // config.json's path, for messages
+  std::string source_json;          // its text, written back unchanged beside an export
+  std::string preprocessor_source;  // preprocessor_config.json's path ("" when absent: the processor defaults)
 
   int grid_height() const { return image_height / patch_size; }
   int grid_width() const { return image_width / patch_size; }
