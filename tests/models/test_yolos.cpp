@@ -618,3 +618,27 @@ TEST(Yolos, ActivationQuantizationFoldsOnlySingleConsumerNorms) {
   EXPECT_TRUE(corrected.count("bbox_predictor.layers.2"));
   EXPECT_FALSE(corrected.count("vit.encoder.layer.0.attention.attention.query"));
 }
+
+// Training (the demo detector) differentiates through the interpolation: the cache must not cut the graph.
+TEST(Yolos, GradientsReachThePositionEmbeddings) {
+  const std::string dir = testdata::shared_path(kMidPe);
+  LORQ_REQUIRE_SHARED_FILE(dir + "/model.safetensors");
+  auto m = load_yolos(dir);
+  const at::Tensor x = at::randn({1, 3, 48, 80});
+  {
+    c10::NoGradGuard no_grad;
+    m->forward(x);  // fills the cache without a graph
+  }
+  c10::AutoGradMode grad(true);
+  for (const char* key : {"vit.embeddings.position_embeddings", "vit.encoder.mid_position_embeddings"})
+    m->tensor(key).requires_grad_(true);
+  for (int step = 0; step < 2; ++step) {  // a second step must not reuse the first one's (freed) graph
+    const ModelOutputs out = m->forward(x);
+    (out.at("logits").sum() + out.at("boxes").sum()).backward();
+  }
+  for (const char* key : {"vit.embeddings.position_embeddings", "vit.encoder.mid_position_embeddings"}) {
+    const at::Tensor g = m->tensor(key).grad();
+    ASSERT_TRUE(g.defined()) << key;
+    EXPECT_GT(g.abs().sum().item<double>(), 0) << key;
+  }
+}
