@@ -153,6 +153,10 @@ int cmd_predict(int argc, char** argv) {
     return a.help() ? 0 : 2;
   }
   auto model = load_model(a.require("--model"));
+  // top_k reads classifier logits; a detector's [Q, K+1] would be flattened into a meaningless list.
+  if (model->task() != TaskKind::Classification)
+    throw Error(a.require("--model"), std::string("predict does not handle ") + task_name(model->task()) +
+                                          " models in this build");
   const int k = static_cast<int>(a.get_int("--top", 5, 1, 1000));
   c10::NoGradGuard no_grad;
   int failures = 0;
