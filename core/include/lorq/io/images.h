@@ -5,6 +5,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "lorq/models/preprocessing.h"
@@ -22,6 +23,8 @@ struct BoxTarget {
 };
 
 struct ImageItem {
+  ImageItem() = default;
+  ImageItem(std::string image_path, int class_index) : path(std::move(image_path)), label(class_index) {}
   std::string path;
   int label = -1;                 // classification: the class index; -1: unlabeled
   bool has_boxes = false;         // detection: the image has ground truth (possibly no objects)
