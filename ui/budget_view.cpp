@@ -9,6 +9,7 @@
 #include <QSignalBlocker>
 #include <QSlider>
 #include <QVBoxLayout>
+#include <algorithm>
 #include <cmath>
 
 #include "commands.h"
@@ -70,6 +71,12 @@ BudgetView::BudgetView(WorkbenchDocument* state, EditActions* edit, QWidget* par
   budgetLine_->setVisible(false);
   point_->setLayer("marker");
   budgetLine_->setLayer("marker");
+  // Measured accuracy (a sweep) on the right axis, beside the predicted error.
+  sweep_ = plot_->addGraph(plot_->xAxis, plot_->yAxis2);
+  sweep_->setPen(QPen(QColor(30, 140, 60), 1.6));
+  sweep_->setScatterStyle(QCPScatterStyle(QCPScatterStyle::ssDiamond, QPen(QColor(30, 140, 60), 1.6), Qt::white, 8));
+  float_ = plot_->addGraph(plot_->xAxis, plot_->yAxis2);
+  float_->setPen(QPen(QColor(30, 140, 60), 1.2, Qt::DashLine));
   layout->addWidget(plot_, 1);
 
   slider_ = new QSlider(Qt::Horizontal, this);
@@ -111,6 +118,37 @@ BudgetView::BudgetView(WorkbenchDocument* state, EditActions* edit, QWidget* par
   connect(state_, &WorkbenchDocument::constraintsChanged, this, &BudgetView::onSession);
   connect(state_, &WorkbenchDocument::curveChanged, this, &BudgetView::onCurve);
   connect(state_, &WorkbenchDocument::allocationChanged, this, &BudgetView::onAllocation);
+  for (auto signal : {&WorkbenchDocument::sweepsChanged, &WorkbenchDocument::constraintsChanged,
+                      &WorkbenchDocument::sessionChanged, &WorkbenchDocument::sourcesChanged})
+    connect(state_, signal, this, &BudgetView::onSweeps);
+}
+
+void BudgetView::onSweeps() {
+  sweep_->data()->clear();
+  float_->data()->clear();
+  const SweepSeries* s = state_->currentSweep();
+  const bool shown = s && !s->points.empty() && !s->float_metrics.empty();
+  plot_->yAxis2->setVisible(shown);
+  if (shown) {
+    // The task's first metric (top-1 for classifiers; mAP or mIoU for other tasks).
+    const MetricValue& f = s->float_metrics.front();
+    double lo = f.value, hi = f.value;
+    for (const SweepPoint& p : s->points)
+      if (!p.metrics.empty()) {
+        sweep_->addData(p.bytes / 1e6, p.metrics.front().value);
+        lo = std::min(lo, p.metrics.front().value);
+        hi = std::max(hi, p.metrics.front().value);
+      }
+    const double x0 = std::min(plot_->xAxis->range().lower, s->points.front().bytes / 1e6);
+    const double x1 = std::max(plot_->xAxis->range().upper, s->points.back().bytes / 1e6);
+    float_->addData(x0, f.value);
+    float_->addData(x1, f.value);
+    plot_->yAxis2->setLabel(QString("measured %1%2 (float dashed)")
+                                .arg(QString::fromStdString(f.name), f.percent ? " %" : ""));
+    const double pad = std::max(1.0, 0.08 * (hi - lo));
+    plot_->yAxis2->setRange(lo - pad, hi + pad);
+  }
+  plot_->replot(QCustomPlot::rpQueuedReplot);
 }
 
 int64_t BudgetView::sliderToBytes(int value) const {

@@ -22,6 +22,10 @@ class BudgetView : public QWidget {
   QSlider* slider() const { return slider_; }
   QDoubleSpinBox* avgBitsBox() const { return bits_; }
   static constexpr int kSliderSteps = 2000;
+  // Measured accuracy against budget (a sweep of the current analysis, constraints and evaluation set) on the right
+  // axis: the compressed model's metric at each measured budget and the float model's as a dashed line.
+  QCPGraph* sweepGraph() const { return sweep_; }
+  QCPGraph* floatGraph() const { return float_; }
 
  private:
   void onSession();
@@ -29,6 +33,7 @@ class BudgetView : public QWidget {
   void onAllocation();
   void onSlider(int value);
   void onPlotClick(QMouseEvent* event);
+  void onSweeps();
   int64_t sliderToBytes(int value) const;
   int bytesToSlider(int64_t bytes) const;
 
@@ -38,6 +43,8 @@ class BudgetView : public QWidget {
   QCPGraph* curve_ = nullptr;
   QCPGraph* point_ = nullptr;
   QCPItemStraightLine* budgetLine_ = nullptr;
+  QCPGraph* sweep_ = nullptr;
+  QCPGraph* float_ = nullptr;
   QSlider* slider_;
   QDoubleSpinBox* bits_;
   QDoubleSpinBox* mb_;

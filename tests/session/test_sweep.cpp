@@ -143,10 +143,15 @@ TEST_F(SweepTest, CachedSeriesMeasureNothingAgainAndSurviveTheSessionFile) {
   EXPECT_TRUE(again.points[1].cached);
   EXPECT_FALSE(again.points[2].cached);
   EXPECT_DOUBLE_EQ(again.points[0].metrics[0].value, cache.find(key)->points[0].metrics[0].value);
-  // Everything known: no evaluation at all.
+  // Everything known: no evaluation at all, and the caller still hears of the series once.
   evaluations = 0;
-  api::run_sweep(*session_, none, request({3, 4}), reopened.find(key), job);
+  partial = 0;
+  api::run_sweep(*session_, none, request({3, 4}), reopened.find(key), job, [&](const api::SweepSeries& s) {
+    ++partial;
+    EXPECT_EQ(s.points.size(), 2u);
+  });
   EXPECT_EQ(evaluations, 0);
+  EXPECT_EQ(partial, 1);
 
   // Other constraints, another limit or another evaluation set are other series: stale points are never reused.
   api::Constraints pinned;

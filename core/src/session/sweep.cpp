@@ -162,6 +162,7 @@ std::string SweepCache::to_json() const {
                         {"seconds", p.seconds}});
     all.push_back({{"key", s.key},
                    {"eval_images", s.eval_images},
+                   {"limit", s.limit},
                    {"float_metrics", metrics_json(s.float_metrics)},
                    {"images", s.images},
                    {"left_out", s.left_out},
@@ -182,6 +183,7 @@ SweepCache SweepCache::from_json(const std::string& text, const std::string& sou
       SweepSeries series;
       series.key = s.at("key").get<std::string>();
       series.eval_images = s.value("eval_images", "");
+      series.limit = s.value("limit", int64_t(0));
       series.float_metrics = metrics_from(s.at("float_metrics"));
       series.images = s.value("images", int64_t(0));
       series.left_out = s.value("left_out", int64_t(0));
@@ -222,6 +224,7 @@ SweepSeries run_sweep(CompressionSession& session, const Constraints& constraint
   SweepSeries out;
   out.key = sweep_key(session, constraints, request.eval_images, request.eval_labels, request.limit);
   out.eval_images = request.eval_images;
+  out.limit = request.limit;
   if (known && known->key == out.key) {
     out.float_metrics = known->float_metrics;
     out.images = known->images;
@@ -269,7 +272,10 @@ SweepSeries run_sweep(CompressionSession& session, const Constraints& constraint
   }
   const bool need_float = out.float_metrics.empty();
   const int64_t evaluations = static_cast<int64_t>(to_measure.size()) + (need_float ? 1 : 0);
-  if (evaluations == 0) return out;
+  if (evaluations == 0) {
+    if (on_point) on_point(out);  // every point was known: the caller still hears of the whole series
+    return out;
+  }
 
   // One progress figure over every evaluation: images done of (evaluations x images per evaluation).
   const auto start = std::chrono::steady_clock::now();

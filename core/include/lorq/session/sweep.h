@@ -41,6 +41,7 @@ struct SweepPoint {
 struct SweepSeries {
   std::string key;          // sweep_key(): what the results depend on
   std::string eval_images;  // for people reading the session file
+  int64_t limit = 0;        // images per evaluation asked for (0: all); part of the key
   std::vector<MetricValue> float_metrics;
   int64_t images = 0, left_out = 0;
   int64_t min_bytes = 0, max_useful_bytes = 0;  // the reachable range the budgets were clamped into
