@@ -143,8 +143,8 @@ void BudgetView::onSweeps() {
     const double x1 = std::max(plot_->xAxis->range().upper, s->points.back().bytes / 1e6);
     float_->addData(x0, f.value);
     float_->addData(x1, f.value);
-    plot_->yAxis2->setLabel(QString("measured %1%2 (float dashed)")
-                                .arg(QString::fromStdString(f.name), f.percent ? " %" : ""));
+    plot_->yAxis2->setLabel(
+        QString("measured %1%2 (float dashed)").arg(QString::fromStdString(f.name), f.percent ? " %" : ""));
     const double pad = std::max(1.0, 0.08 * (hi - lo));
     plot_->yAxis2->setRange(lo - pad, hi + pad);
   }

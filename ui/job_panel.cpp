@@ -1,13 +1,13 @@
 #include "job_panel.h"
 
 #include <QDateTime>
-#include <cmath>
 #include <QHBoxLayout>
 #include <QLabel>
 #include <QPlainTextEdit>
 #include <QProgressBar>
 #include <QPushButton>
 #include <QVBoxLayout>
+#include <cmath>
 
 #include "job_runner.h"
 #include "loss_plot.h"

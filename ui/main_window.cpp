@@ -50,6 +50,14 @@ using namespace lorq::api;
 namespace {
 constexpr int kMaxRecent = 8;
 
+// " top-1 81.25% top-5 99.61%"
+QString metricsText(const std::vector<MetricValue>& metrics) {
+  QString text;
+  for (const MetricValue& m : metrics)
+    text += QString(" %1 %2%3").arg(QString::fromStdString(m.name)).arg(m.value, 0, 'f', 2).arg(m.percent ? "%" : "");
+  return text;
+}
+
 // Where the stage costs of the last analysis of this model with these settings are kept (QSettings).
 QString analysisCostKey(const std::string& model, const AnalysisSettings& s) {
   const std::string text = QFileInfo(QString::fromStdString(model)).absoluteFilePath().toStdString() + "|" +
@@ -559,7 +567,8 @@ bool MainWindow::startSweep(std::vector<double> avgBits, int64_t limit) {
     const auto& allocator = state_->allocator();
     const auto& curve = state_->curve();
     const int64_t top = curve.empty() ? allocator->max_bytes() : curve.back().bytes;
-    request.avg_bits = default_sweep_bits(8.0 * allocator->min_bytes() / state_->params(), 8.0 * top / state_->params());
+    request.avg_bits =
+        default_sweep_bits(8.0 * allocator->min_bytes() / state_->params(), 8.0 * top / state_->params());
   }
   const SweepSeries* cached = state_->currentSweep();
   const auto known = std::make_shared<SweepSeries>(cached && cached->limit == limit ? *cached : SweepSeries());
@@ -579,23 +588,17 @@ bool MainWindow::startSweep(std::vector<double> avgBits, int64_t limit) {
     state_->mergeSweep(partial->series);
     const SweepSeries& s = partial->series;
     if (!ok) jobPanel_->log(QString("Sweep stopped: %1 points measured are kept").arg(s.points.size()));
-    QString floatText;
-    for (const MetricValue& m : s.float_metrics)
-      floatText += QString(" %1 %2%3").arg(QString::fromStdString(m.name)).arg(m.value, 0, 'f', 2).arg(m.percent ? "%" : "");
     jobPanel_->log(QString("Sweep on %1 images (%2 calibration images left out); float:%3")
                        .arg(s.images)
                        .arg(s.left_out)
-                       .arg(floatText));
+                       .arg(metricsText(s.float_metrics)));
     for (const SweepPoint& p : s.points) {
-      QString metrics;
-      for (const MetricValue& m : p.metrics)
-        metrics += QString(" %1 %2%3").arg(QString::fromStdString(m.name)).arg(m.value, 0, 'f', 2).arg(m.percent ? "%" : "");
       jobPanel_->log(QString("  %1 bits: %2 of %3 bytes, predicted error %4,%5%6")
                          .arg(p.avg_bits, 0, 'f', 2)
                          .arg(p.bytes)
                          .arg(p.budget_bytes)
                          .arg(p.predicted_error, 0, 'g', 3)
-                         .arg(metrics)
+                         .arg(metricsText(p.metrics))
                          .arg(p.cached ? " (cached)" : ""));
     }
   });

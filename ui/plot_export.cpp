@@ -40,8 +40,7 @@ QString savePlot(QCustomPlot* plot, const QString& path, const PlotHighlights& h
     QFile::remove(path);
     ok = ok && QFile::rename(tmp, path);
     if (!ok) QFile::remove(tmp);
-  }
-  else if (suffix == "png")
+  } else if (suffix == "png")
     ok = plot->savePng(path, plot->width(), plot->height(), 2.0);  // twice the screen resolution
   for (QCPLayerable* l : hidden) l->setVisible(true);
   plot->replot(QCustomPlot::rpQueuedReplot);

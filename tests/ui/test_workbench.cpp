@@ -16,11 +16,11 @@
 #include <QListWidget>
 #include <QMenuBar>
 #include <QPushButton>
+#include <QSettings>
 #include <QSignalSpy>
 #include <QSlider>
 #include <QSpinBox>
 #include <QStandardPaths>
-#include <QSettings>
 #include <QStatusBar>
 #include <QSvgRenderer>
 #include <QTableView>
