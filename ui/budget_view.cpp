@@ -6,6 +6,7 @@
 #include <QFormLayout>
 #include <QHBoxLayout>
 #include <QLabel>
+#include <QMenu>
 #include <QSignalBlocker>
 #include <QSlider>
 #include <QVBoxLayout>
@@ -37,7 +38,20 @@ BudgetView::BudgetView(WorkbenchDocument* state, EditActions* edit, QWidget* par
   auto* layout = new QVBoxLayout(this);
   layout->setContentsMargins(4, 4, 4, 4);
   plot_ = new QCustomPlot(this);
-  enablePlotSaveMenu(plot_, "budget");
+  // Right-click: measure accuracy at the budget under the pointer, or every half bit, then save the plot.
+  plot_->setContextMenuPolicy(Qt::CustomContextMenu);
+  connect(plot_, &QWidget::customContextMenuRequested, this, [this](const QPoint& pos) {
+    QMenu menu(plot_);
+    if (state_->ready()) {
+      const double bits = avgBitsAt(pos.x());
+      menu.addAction(QString("Measure accuracy at %1 bits").arg(bits, 0, 'f', 2), this,
+                     [this, bits] { emit sweepRequested({bits}); });
+      menu.addAction("Measure accuracy every half bit", this, [this] { emit sweepRequested({}); });
+      menu.addSeparator();
+    }
+    addSavePlotActions(&menu, plot_, "budget");
+    menu.exec(plot_->mapToGlobal(pos));
+  });
   plot_->setObjectName("budgetPlot");
   plot_->setMinimumSize(240, 120);  // small enough for a 1280x760 window
   plot_->xAxis->setLabel("memory of the compressed layers (MB)");
@@ -121,6 +135,14 @@ BudgetView::BudgetView(WorkbenchDocument* state, EditActions* edit, QWidget* par
   for (auto signal : {&WorkbenchDocument::sweepsChanged, &WorkbenchDocument::constraintsChanged,
                       &WorkbenchDocument::sessionChanged, &WorkbenchDocument::sourcesChanged})
     connect(state_, signal, this, &BudgetView::onSweeps);
+}
+
+double BudgetView::avgBitsAt(int pixelX) const {
+  const auto& a = state_->allocator();
+  if (!a || state_->params() <= 0) return 0;
+  const double bytes = std::clamp(plot_->xAxis->pixelToCoord(pixelX) * 1e6, static_cast<double>(a->min_bytes()),
+                                  static_cast<double>(a->max_bytes()));
+  return 8.0 * bytes / state_->params();
 }
 
 void BudgetView::onSweeps() {

@@ -3,6 +3,7 @@
 // allocation marked, and a slider plus average-bits / MB / ratio spin boxes. Every movement re-solves at once
 // (sub-millisecond); consecutive moves merge into one undo step.
 #include <QWidget>
+#include <vector>
 
 class EditActions;
 class QCPGraph;
@@ -26,6 +27,13 @@ class BudgetView : public QWidget {
   // axis: the compressed model's metric at each measured budget and the float model's as a dashed line.
   QCPGraph* sweepGraph() const { return sweep_; }
   QCPGraph* floatGraph() const { return float_; }
+  // The budget under a point of the plot (its x pixel) in average bits, clamped into the reachable range; what the
+  // plot's context menu offers to measure.
+  double avgBitsAt(int pixelX) const;
+
+ signals:
+  // The plot's context menu: measure accuracy at these average bits (empty: every half bit).
+  void sweepRequested(const std::vector<double>& avgBits);
 
  private:
   void onSession();

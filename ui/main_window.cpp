@@ -195,6 +195,10 @@ void MainWindow::buildDocks() {
       predictImage(QString::fromStdString(image.path), image.label);
   });
   compare_->setClassNamer([this](int index) { return state_->className(index); });
+  connect(budget_, &BudgetView::sweepRequested, this, [this](const std::vector<double>& bits) {
+    jobsDock_->raise();
+    startSweep(bits, compare_->limit());
+  });
   connect(jobs_, &JobRunner::started, this, [this] {
     if (!compareDock_->isVisible() || compareDock_->visibleRegion().isEmpty()) jobsDock_->raise();
   });

@@ -30,6 +30,7 @@
 #include <QtTest>
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <chrono>
 #include <thread>
 
@@ -663,8 +664,14 @@ class WorkbenchTest : public QObject {
     QVERIFY(w);
     BudgetView* view = w->budgetView();
     QCOMPARE(view->sweepGraph()->dataCount(), 0);
+    // The sweep evaluates as many images as Compare does (its limit box).
+    QSpinBox* limit = nullptr;
+    for (QSpinBox* b : w->compareView()->findChildren<QSpinBox*>())
+      if (b->prefix().startsWith("limit")) limit = b;
+    QVERIFY(limit);
+    limit->setValue(32);
     QSignalSpy done(w.get(), &MainWindow::sweepFinished);
-    QVERIFY(w->startSweep({2.0, 3.0, 4.0}, 32));
+    QVERIFY(w->startSweep({2.0, 3.0, 4.0}, w->compareView()->limit()));
     QVERIFY(done.wait(600000));
     QCOMPARE(done.takeFirst().at(0).toBool(), true);
     const SweepSeries* series = w->state()->currentSweep();
@@ -685,6 +692,17 @@ class WorkbenchTest : public QObject {
     QVERIFY(w->state()->isModified());  // new results to save
     QVERIFY(w->jobPanel()->logText().contains("Sweep on 32 images"));
 
+    // A budget the user marks on the curve (the plot's context menu) adds one measured point to the series.
+    view->plot()->replot();
+    const double mb = budget_bytes_for_avg_bits(3.5, w->state()->params()) / 1e6;
+    const double marked = view->avgBitsAt(static_cast<int>(view->plot()->xAxis->coordToPixel(mb)));
+    QVERIFY2(std::abs(marked - 3.5) < 0.25, qPrintable(QString::number(marked)));
+    emit view->sweepRequested({marked});  // what the menu's "Measure accuracy at 3.50 bits" does
+    QVERIFY(done.wait(600000));
+    QCOMPARE(done.takeFirst().at(0).toBool(), true);
+    QCOMPARE(view->sweepGraph()->dataCount(), 4);
+    QCOMPARE(static_cast<int>(w->state()->currentSweep()->points.size()), 4);
+
     // Other constraints: the points belong to another series and are not shown; undo brings them back.
     LayerConstraint q8;
     q8.excluded = Exclusion::Q8;
@@ -692,7 +710,7 @@ class WorkbenchTest : public QObject {
     QCOMPARE(view->sweepGraph()->dataCount(), 0);
     QVERIFY(!view->plot()->yAxis2->visible());
     w->undoStack()->undo();
-    QCOMPARE(view->sweepGraph()->dataCount(), 3);
+    QCOMPARE(view->sweepGraph()->dataCount(), 4);
 
     // Saved in the session file and shown again after reopening, with nothing measured again.
     const QString file = path("sweep.lorq");
@@ -702,7 +720,7 @@ class WorkbenchTest : public QObject {
     QSignalSpy analyzed(&reopened, &MainWindow::analysisFinished);
     QVERIFY(reopened.openSession(file));
     QVERIFY(analyzed.wait(600000));
-    QCOMPARE(reopened.budgetView()->sweepGraph()->dataCount(), 3);
+    QCOMPARE(reopened.budgetView()->sweepGraph()->dataCount(), 4);
     QSignalSpy again(&reopened, &MainWindow::sweepFinished);
     QVERIFY(reopened.startSweep({3.0}, 32));
     QVERIFY(again.wait(600000));
