@@ -574,8 +574,9 @@ bool MainWindow::startSweep(std::vector<double> avgBits, int64_t limit) {
     request.avg_bits =
         default_sweep_bits(8.0 * allocator->min_bytes() / state_->params(), 8.0 * top / state_->params());
   }
-  const SweepSeries* cached = state_->currentSweep();
-  const auto known = std::make_shared<SweepSeries>(cached && cached->limit == limit ? *cached : SweepSeries());
+  const SweepSeries* cached = state_->sweeps().find(
+      sweep_key(*session, constraints, request.eval_images, request.eval_labels, request.limit));
+  const auto known = std::make_shared<SweepSeries>(cached ? *cached : SweepSeries());
   // What was measured so far, handed over from the worker: a cancelled sweep keeps its points.
   struct Partial {
     std::mutex mutex;
