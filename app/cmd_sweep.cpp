@@ -121,7 +121,7 @@ int cmd_sweep(int argc, char** argv) {
       constraints_text.empty() ? Constraints{} : session->parse_constraints(constraints_text, a.get("--constraints"));
 
   const std::string key = api::sweep_key(*session, constraints, eval, labels, request.limit);
-  StagedProgressBar sweep_progress;
+  StagedProgressBar sweep_progress({}, "sweep", "images");
   const api::SweepSeries series = api::run_sweep(
       *session, constraints, request, results.find(key), sweep_progress.job(), [&](const api::SweepSeries& partial) {
         if (sweeps_file.empty()) return;

@@ -27,13 +27,14 @@ std::string format_duration(double seconds);
 // done and its ETA weighted by the plan's stage costs ("sensitivity [analysis 14%, ETA 3:20]").
 class StagedProgressBar {
  public:
-  explicit StagedProgressBar(std::vector<StageCost> plan = {}, std::string job = "analysis")
-      : overall_(std::move(plan)), job_(std::move(job)) {}
+  explicit StagedProgressBar(std::vector<StageCost> plan = {}, std::string job = "analysis",
+                             std::string unit = "units")
+      : bar_(std::move(unit)), overall_(std::move(plan)), job_(std::move(job)) {}
   JobControl job();
   void finish() { bar_.finish(); }
 
  private:
-  ProgressBar bar_{"units"};
+  ProgressBar bar_;
   StagedProgress overall_;
   std::string job_, stage_;
 };

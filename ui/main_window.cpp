@@ -585,11 +585,12 @@ bool MainWindow::startSweep(std::vector<double> avgBits, int64_t limit) {
   };
   auto partial = std::make_shared<Partial>();
   auto* conn = new QMetaObject::Connection;
-  *conn = connect(jobs_, &JobRunner::finished, this, [this, conn, partial](const QString&, bool ok, const QString&) {
+  *conn = connect(jobs_, &JobRunner::finished, this,
+                  [this, conn, partial, session](const QString&, bool ok, const QString&) {
     disconnect(*conn);
     delete conn;
     std::lock_guard<std::mutex> lock(partial->mutex);
-    if (!partial->any) return;
+    if (!partial->any || state_->session() != session) return;
     state_->mergeSweep(partial->series);
     const SweepSeries& s = partial->series;
     if (!ok) jobPanel_->log(QString("Sweep stopped: %1 points measured are kept").arg(s.points.size()));
@@ -611,10 +612,20 @@ bool MainWindow::startSweep(std::vector<double> avgBits, int64_t limit) {
       "Sweep",
       [=](const lorq::JobControl& job) {
         run_sweep(*session, constraints, request, known->key.empty() ? nullptr : known.get(), job,
-                  [partial](const SweepSeries& s) {
-                    std::lock_guard<std::mutex> lock(partial->mutex);
-                    partial->series = s;
-                    partial->any = true;
+                  [this, partial, session](const SweepSeries& s) {
+                    {
+                      std::lock_guard<std::mutex> lock(partial->mutex);
+                      partial->series = s;
+                      partial->any = true;
+                    }
+                    // Drawn as it is measured: each point reaches the budget plot when its evaluation ends.
+                    // (Unless the document moved on to another analysis meanwhile.)
+                    QMetaObject::invokeMethod(
+                        this,
+                        [this, s, session] {
+                          if (state_->session() == session) state_->mergeSweep(s);
+                        },
+                        Qt::QueuedConnection);
                   });
       },
       {}, &MainWindow::sweepFinished);
