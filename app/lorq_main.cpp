@@ -11,6 +11,7 @@
 #include <set>
 
 #include "args.h"
+#include "cmd_sweep.h"
 #include "lorq/common/error.h"
 #include "lorq/common/file_util.h"
 #include "lorq/demo/demo.h"
@@ -21,7 +22,9 @@
 #include "lorq/io/onnx_export.h"
 #include "lorq/io/timm_export.h"
 #include "lorq/models/model.h"
+#include "lorq/session/analysis_progress.h"
 #include "lorq/session/api.h"
+#include "lorq/session/image_check.h"
 #include "lorq/tasks/evaluate.h"
 #include "lorq/tasks/predict.h"
 #include "progress_bar.h"
@@ -45,6 +48,7 @@ const char* kUsage =
     "  predict      classes, boxes or label maps for images (--json for scripts)\n"
     "  compress     MLoRQ compression under a memory budget (weights, optionally activations and rounding)\n"
     "  fronts       one layer's Pareto front (options, sizes, errors)\n"
+    "  sweep        measured accuracy at several budgets beside the predicted error (2:8:0.5 average bits)\n"
     "  round        adaptive rounding of a workbench session (compress --round)\n"
     "  demo-data    generate the procedural shapes image set\n"
     "  demo-train   train the tiny demo ViT on generated shapes\n"
@@ -452,10 +456,14 @@ int cmd_compress(int argc, char** argv) {
   }
   auto session = api::CompressionSession::open(r.model, r.calib, r.calib_labels, r.analysis, r.cache);
   warn_skipped(session->calibration_set().skipped, "non-image files");
+  // Before the analysis starts: fewer usable calibration images than asked (too few files, or undecodable ones).
+  const api::CalibrationCheck check = api::check_calibration_images(*session);
+  if (!check.ok()) std::fprintf(stderr, "warning: %s\n", check.warning().c_str());
   StageProgress progress;
   const JobControl job = progress.job();
-  session->analyze(job);
-  progress.bar.finish();
+  cli::StagedProgressBar analysis_progress(api::analysis_stage_costs(r.analysis));
+  session->analyze(analysis_progress.job());
+  analysis_progress.finish();
   for (const auto& w : session->warnings()) std::fprintf(stderr, "warning: %s\n", w.c_str());
   for (const auto& name : session->cached_stages())
     std::printf("stage %-14s from the cache %s\n", name.c_str(), r.cache.c_str());
@@ -639,6 +647,7 @@ int main(int argc, char** argv) {
       {"demo-train", cmd_demo_train},   {"compress", cmd_compress},
       {"fronts", cmd_fronts},           {"round", cmd_round},
       {"export-onnx", cmd_export_onnx}, {"export-timm", cmd_export_timm},
+      {"sweep", lorq::cli::cmd_sweep},
   };
   auto it = commands.find(argv[1]);
   if (it == commands.end()) {

@@ -48,4 +48,24 @@ void ProgressBar::finish() {
   drawn_ = false;
 }
 
+JobControl StagedProgressBar::job() {
+  JobControl j;
+  j.progress = [this](const Progress& p) {
+    if (p.stage != stage_) {
+      bar_.finish();
+      stage_ = p.stage;
+    }
+    Progress q = p;
+    if (overall_.update(p)) {
+      const double eta = overall_.eta_seconds();
+      char note[96];
+      std::snprintf(note, sizeof note, " [%s %.0f%%, ETA %s]", job_.c_str(), 100 * overall_.fraction(),
+                    eta < 0 ? "--:--" : format_duration(eta).c_str());
+      q.stage += note;
+    }
+    bar_.update(q);
+  };
+  return j;
+}
+
 }  // namespace lorq::cli

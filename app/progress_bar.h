@@ -4,6 +4,7 @@
 #include <string>
 
 #include "lorq/common/progress.h"
+#include "lorq/common/stage_progress.h"
 
 namespace lorq::cli {
 
@@ -21,5 +22,21 @@ class ProgressBar {
 };
 
 std::string format_duration(double seconds);
+
+// Progress of a job of several stages (the analysis): a new bar line per stage, each naming the whole job's share
+// done and its ETA weighted by the plan's stage costs ("sensitivity [analysis 14%, ETA 3:20]").
+class StagedProgressBar {
+ public:
+  explicit StagedProgressBar(std::vector<StageCost> plan = {}, std::string job = "analysis",
+                             std::string unit = "units")
+      : bar_(std::move(unit)), overall_(std::move(plan)), job_(std::move(job)) {}
+  JobControl job();
+  void finish() { bar_.finish(); }
+
+ private:
+  ProgressBar bar_;
+  StagedProgress overall_;
+  std::string job_, stage_;
+};
 
 }  // namespace lorq::cli

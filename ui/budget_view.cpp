@@ -6,9 +6,11 @@
 #include <QFormLayout>
 #include <QHBoxLayout>
 #include <QLabel>
+#include <QMenu>
 #include <QSignalBlocker>
 #include <QSlider>
 #include <QVBoxLayout>
+#include <algorithm>
 #include <cmath>
 
 #include "commands.h"
@@ -36,7 +38,20 @@ BudgetView::BudgetView(WorkbenchDocument* state, EditActions* edit, QWidget* par
   auto* layout = new QVBoxLayout(this);
   layout->setContentsMargins(4, 4, 4, 4);
   plot_ = new QCustomPlot(this);
-  enablePlotSaveMenu(plot_, "budget");
+  // Right-click: measure accuracy at the budget under the pointer, or every half bit, then save the plot.
+  plot_->setContextMenuPolicy(Qt::CustomContextMenu);
+  connect(plot_, &QWidget::customContextMenuRequested, this, [this](const QPoint& pos) {
+    QMenu menu(plot_);
+    if (state_->ready()) {
+      const double bits = avgBitsAt(pos.x());
+      menu.addAction(QString("Measure accuracy at %1 bits").arg(bits, 0, 'f', 2), this,
+                     [this, bits] { emit sweepRequested({bits}); });
+      menu.addAction("Measure accuracy every half bit", this, [this] { emit sweepRequested({}); });
+      menu.addSeparator();
+    }
+    addSavePlotActions(&menu, plot_, "budget");
+    menu.exec(plot_->mapToGlobal(pos));
+  });
   plot_->setObjectName("budgetPlot");
   plot_->setMinimumSize(240, 120);  // small enough for a 1280x760 window
   plot_->xAxis->setLabel("memory of the compressed layers (MB)");
@@ -70,6 +85,12 @@ BudgetView::BudgetView(WorkbenchDocument* state, EditActions* edit, QWidget* par
   budgetLine_->setVisible(false);
   point_->setLayer("marker");
   budgetLine_->setLayer("marker");
+  // Measured accuracy (a sweep) on the right axis, beside the predicted error.
+  sweep_ = plot_->addGraph(plot_->xAxis, plot_->yAxis2);
+  sweep_->setPen(QPen(QColor(30, 140, 60), 1.6));
+  sweep_->setScatterStyle(QCPScatterStyle(QCPScatterStyle::ssDiamond, QPen(QColor(30, 140, 60), 1.6), Qt::white, 8));
+  float_ = plot_->addGraph(plot_->xAxis, plot_->yAxis2);
+  float_->setPen(QPen(QColor(30, 140, 60), 1.2, Qt::DashLine));
   layout->addWidget(plot_, 1);
 
   slider_ = new QSlider(Qt::Horizontal, this);
@@ -111,6 +132,45 @@ BudgetView::BudgetView(WorkbenchDocument* state, EditActions* edit, QWidget* par
   connect(state_, &WorkbenchDocument::constraintsChanged, this, &BudgetView::onSession);
   connect(state_, &WorkbenchDocument::curveChanged, this, &BudgetView::onCurve);
   connect(state_, &WorkbenchDocument::allocationChanged, this, &BudgetView::onAllocation);
+  for (auto signal : {&WorkbenchDocument::sweepsChanged, &WorkbenchDocument::constraintsChanged,
+                      &WorkbenchDocument::sessionChanged, &WorkbenchDocument::sourcesChanged})
+    connect(state_, signal, this, &BudgetView::onSweeps);
+}
+
+double BudgetView::avgBitsAt(int pixelX) const {
+  const auto& a = state_->allocator();
+  if (!a || state_->params() <= 0) return 0;
+  const double bytes = std::clamp(plot_->xAxis->pixelToCoord(pixelX) * 1e6, static_cast<double>(a->min_bytes()),
+                                  static_cast<double>(a->max_bytes()));
+  return 8.0 * bytes / state_->params();
+}
+
+void BudgetView::onSweeps() {
+  sweep_->data()->clear();
+  float_->data()->clear();
+  const SweepSeries* s = state_->currentSweep();
+  const bool shown = s && !s->points.empty() && !s->float_metrics.empty();
+  plot_->yAxis2->setVisible(shown);
+  if (shown) {
+    // The task's first metric (top-1 for classifiers; mAP or mIoU for other tasks).
+    const MetricValue& f = s->float_metrics.front();
+    double lo = f.value, hi = f.value;
+    for (const SweepPoint& p : s->points)
+      if (!p.metrics.empty()) {
+        sweep_->addData(p.bytes / 1e6, p.metrics.front().value);
+        lo = std::min(lo, p.metrics.front().value);
+        hi = std::max(hi, p.metrics.front().value);
+      }
+    const double x0 = std::min(plot_->xAxis->range().lower, s->points.front().bytes / 1e6);
+    const double x1 = std::max(plot_->xAxis->range().upper, s->points.back().bytes / 1e6);
+    float_->addData(x0, f.value);
+    float_->addData(x1, f.value);
+    plot_->yAxis2->setLabel(
+        QString("measured %1%2 (float dashed)").arg(QString::fromStdString(f.name), f.percent ? " %" : ""));
+    const double pad = std::max(1.0, 0.08 * (hi - lo));
+    plot_->yAxis2->setRange(lo - pad, hi + pad);
+  }
+  plot_->replot(QCustomPlot::rpQueuedReplot);
 }
 
 int64_t BudgetView::sliderToBytes(int value) const {

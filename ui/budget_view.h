@@ -3,6 +3,7 @@
 // allocation marked, and a slider plus average-bits / MB / ratio spin boxes. Every movement re-solves at once
 // (sub-millisecond); consecutive moves merge into one undo step.
 #include <QWidget>
+#include <vector>
 
 class EditActions;
 class QCPGraph;
@@ -22,6 +23,17 @@ class BudgetView : public QWidget {
   QSlider* slider() const { return slider_; }
   QDoubleSpinBox* avgBitsBox() const { return bits_; }
   static constexpr int kSliderSteps = 2000;
+  // Measured accuracy against budget (a sweep of the current analysis, constraints and evaluation set) on the right
+  // axis: the compressed model's metric at each measured budget and the float model's as a dashed line.
+  QCPGraph* sweepGraph() const { return sweep_; }
+  QCPGraph* floatGraph() const { return float_; }
+  // The budget under a point of the plot (its x pixel) in average bits, clamped into the reachable range; what the
+  // plot's context menu offers to measure.
+  double avgBitsAt(int pixelX) const;
+
+ signals:
+  // The plot's context menu: measure accuracy at these average bits (empty: every half bit).
+  void sweepRequested(const std::vector<double>& avgBits);
 
  private:
   void onSession();
@@ -29,6 +41,7 @@ class BudgetView : public QWidget {
   void onAllocation();
   void onSlider(int value);
   void onPlotClick(QMouseEvent* event);
+  void onSweeps();
   int64_t sliderToBytes(int value) const;
   int bytesToSlider(int64_t bytes) const;
 
@@ -38,6 +51,8 @@ class BudgetView : public QWidget {
   QCPGraph* curve_ = nullptr;
   QCPGraph* point_ = nullptr;
   QCPItemStraightLine* budgetLine_ = nullptr;
+  QCPGraph* sweep_ = nullptr;
+  QCPGraph* float_ = nullptr;
   QSlider* slider_;
   QDoubleSpinBox* bits_;
   QDoubleSpinBox* mb_;

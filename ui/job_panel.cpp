@@ -7,6 +7,7 @@
 #include <QProgressBar>
 #include <QPushButton>
 #include <QVBoxLayout>
+#include <cmath>
 
 #include "job_runner.h"
 #include "loss_plot.h"
@@ -33,6 +34,16 @@ JobPanel::JobPanel(JobRunner* runner, QWidget* parent) : QWidget(parent), runner
   row->addWidget(bar_, 1);
   row->addWidget(timing_);
   row->addWidget(cancel_);
+  overallLabel_ = new QLabel(this);
+  overall_ = new QProgressBar(this);
+  overall_->setRange(0, 1000);
+  overall_->setTextVisible(false);
+  auto* overallRow = new QHBoxLayout();
+  overallRow->addWidget(overallLabel_);
+  overallRow->addWidget(overall_, 1);
+  overallLabel_->hide();
+  overall_->hide();
+  layout->addLayout(overallRow);
   layout->addLayout(row);
   log_ = new QPlainTextEdit(this);
   log_->setReadOnly(true);
@@ -56,7 +67,21 @@ void JobPanel::log(const QString& line) {
 
 QString JobPanel::logText() const { return log_->toPlainText(); }
 
+void JobPanel::setStagePlan(const QString& job, std::vector<lorq::StageCost> plan) {
+  planJob_ = job;
+  plan_ = lorq::StagedProgress(std::move(plan));
+}
+
+QString JobPanel::overallText() const { return overall_->isVisible() ? overallLabel_->text() : QString(); }
+
 void JobPanel::onStarted(const QString& name) {
+  planActive_ = name == planJob_ && !plan_.plan().empty();
+  if (planActive_) plan_ = lorq::StagedProgress(plan_.plan());  // a fresh run of the same plan
+  overall_->setValue(0);
+  overallLabel_->setText(name + " 0 %");
+  overall_->setVisible(planActive_);
+  overallLabel_->setVisible(planActive_);
+  loggedPart_.clear();
   lastStage_.clear();
   part_ = {};
   loss_->clear();
@@ -80,6 +105,14 @@ void JobPanel::onProgress(const QString& stage, qint64 done, qint64 total, doubl
   QString t = "elapsed " + duration(elapsed);
   if (total > 0 && done > 0 && done < total) t += ", ETA " + duration(elapsed * (total - done) / done);
   timing_->setText(t);
+  if (planActive_ && plan_.update({stage.toStdString(), done, total, elapsed, ""})) {
+    const double eta = plan_.eta_seconds();
+    overall_->setValue(static_cast<int>(std::lround(1000 * plan_.fraction())));
+    overallLabel_->setText(QString("%1 %2 %%3")
+                               .arg(runner_->currentJob())
+                               .arg(static_cast<int>(100 * plan_.fraction()))
+                               .arg(eta >= 0 ? ", ETA " + duration(eta) : QString()));
+  }
   const QString part = QString::fromStdString(progressPart(detail.toStdString()));
   if (loss_->addFromDetail(stage, done, detail)) {
     // One log line per part (a rounded layer): its loss when it started and when it ended.
@@ -89,6 +122,10 @@ void JobPanel::onProgress(const QString& stage, qint64 done, qint64 total, doubl
     }
     part_.lastLoss = loss_->lastLoss();
     part_.lastStep = done;
+  } else if (!part.isEmpty()) {
+    // One line per part of a stage (a layer's global errors), whatever the throttling let through.
+    if (part != loggedPart_) log(QString("%1 %2").arg(stage, detail));
+    loggedPart_ = part;
   } else if (done == total && !detail.isEmpty()) {
     log(QString("%1 %2/%3 %4").arg(stage).arg(done).arg(total).arg(detail));
   }
@@ -106,6 +143,11 @@ void JobPanel::logPart() {
 
 void JobPanel::onFinished(const QString& name, bool ok, const QString& error, double seconds) {
   logPart();
+  if (planActive_ && ok) {
+    overall_->setValue(1000);
+    overallLabel_->setText(name + " 100 %");
+  }
+  planActive_ = false;
   cancel_->setEnabled(false);
   bar_->setRange(0, 1);
   bar_->setValue(ok ? 1 : 0);

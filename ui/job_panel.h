@@ -2,6 +2,9 @@
 // The jobs dock: the running job's stage, progress, elapsed time and ETA, Cancel, a live log, and a loss-curve
 // plot fed by Progress.detail ("loss 0.41"), ready for the adaptive-rounding job.
 #include <QWidget>
+#include <vector>
+
+#include "lorq/common/stage_progress.h"
 
 class JobRunner;
 class LossPlot;
@@ -17,6 +20,11 @@ class JobPanel : public QWidget {
   void log(const QString& line);
   QString logText() const;
   LossPlot* lossPlot() const { return loss_; }
+  // When the job `job` next starts, one more bar shows the whole job's progress and ETA, its stages weighted by
+  // their expected cost (the analysis; lorq/session/analysis_progress.h), above the running stage's own bar.
+  void setStagePlan(const QString& job, std::vector<lorq::StageCost> plan);
+  QProgressBar* overallBar() const { return overall_; }
+  QString overallText() const;
 
  private:
   void onStarted(const QString& name);
@@ -28,6 +36,12 @@ class JobPanel : public QWidget {
   QLabel* timing_;
   QProgressBar* bar_;
   QPushButton* cancel_;
+  QProgressBar* overall_;
+  QLabel* overallLabel_;
+  QString planJob_;
+  lorq::StagedProgress plan_;
+  bool planActive_ = false;
+  QString loggedPart_;  // the last "layer i/n NAME" part logged (one line per layer)
   QPlainTextEdit* log_;
   LossPlot* loss_;
   void logPart();

@@ -27,7 +27,14 @@ void lowerWorkerPriority() {
 
 std::string progressPart(const std::string& detail) {
   const size_t loss = detail.rfind(" loss ");
-  return loss == std::string::npos ? std::string() : detail.substr(0, loss);
+  if (loss != std::string::npos) return detail.substr(0, loss);
+  // "layer 3/26 NAME: ..." (one line per layer, e.g. the global errors): the part is "layer 3/26 NAME".
+  if (detail.rfind("layer ", 0) == 0) {
+    const size_t name = detail.find(' ', 6);
+    const size_t end = name == std::string::npos ? name : detail.find_first_of(": ", name + 1);
+    return detail.substr(0, end);
+  }
+  return {};
 }
 
 JobRunner::JobRunner(QObject* parent) : QObject(parent) {

@@ -12,7 +12,8 @@
 
 #include "lorq/common/progress.h"
 
-// The part of a stage a progress detail names: "layer 3/26 NAME" of "layer 3/26 NAME loss 0.41" ("" if none).
+// The part of a stage a progress detail names: "layer 3/26 NAME" of "layer 3/26 NAME loss 0.41" or of
+// "layer 3/26 NAME: error ..." ("" if none).
 std::string progressPart(const std::string& detail);
 
 class JobRunner : public QObject {

@@ -10,6 +10,7 @@
 #include <QFileInfo>
 #include <QInputDialog>
 #include <QLabel>
+#include <QLineEdit>
 #include <QMenuBar>
 #include <QMessageBox>
 #include <QScrollArea>
@@ -19,8 +20,10 @@
 #include <QTimer>
 #include <QUndoStack>
 #include <QVBoxLayout>
+#include <algorithm>
 #include <cmath>
 #include <map>
+#include <mutex>
 
 #include "allocation_view.h"
 #include "budget_view.h"
@@ -34,6 +37,9 @@
 #include "lorq/common/file_util.h"
 #include "lorq/io/export_size.h"
 #include "lorq/io/onnx_export.h"
+#include "lorq/session/analysis_progress.h"
+#include "lorq/session/image_check.h"
+#include "lorq/session/sweep.h"
 #include "loss_plot.h"
 #include "pareto_view.h"
 #include "session_panel.h"
@@ -43,6 +49,23 @@ using namespace lorq::api;
 
 namespace {
 constexpr int kMaxRecent = 8;
+
+// " top-1 81.25% top-5 99.61%"
+QString metricsText(const std::vector<MetricValue>& metrics) {
+  QString text;
+  for (const MetricValue& m : metrics)
+    text += QString(" %1 %2%3").arg(QString::fromStdString(m.name)).arg(m.value, 0, 'f', 2).arg(m.percent ? "%" : "");
+  return text;
+}
+
+// Where the stage costs of the last analysis of this model with these settings are kept (QSettings).
+QString analysisCostKey(const std::string& model, const AnalysisSettings& s) {
+  const std::string text = QFileInfo(QString::fromStdString(model)).absoluteFilePath().toStdString() + "|" +
+                           std::to_string(s.calibration_images) + "|" + std::to_string(s.lfh_images) + "|" +
+                           std::to_string(s.projections) + "|" + std::to_string(s.anchors) + "|" +
+                           std::to_string(s.estimate) + "|" + s.quantizer;
+  return "analysisCost/" + QString::fromStdString(lorq::fnv1a64_hex(text.data(), text.size()));
+}
 
 QDockWidget* dock(QMainWindow* window, const QString& title, const QString& name, QWidget* content) {
   auto* d = new QDockWidget(title, window);
@@ -172,6 +195,10 @@ void MainWindow::buildDocks() {
       predictImage(QString::fromStdString(image.path), image.label);
   });
   compare_->setClassNamer([this](int index) { return state_->className(index); });
+  connect(budget_, &BudgetView::sweepRequested, this, [this](const std::vector<double>& bits) {
+    jobsDock_->raise();
+    startSweep(bits, compare_->limit());
+  });
   connect(jobs_, &JobRunner::started, this, [this] {
     if (!compareDock_->isVisible() || compareDock_->visibleRegion().isEmpty()) jobsDock_->raise();
   });
@@ -235,6 +262,31 @@ void MainWindow::buildMenus() {
     if (!ok) return;
     const int index = bits.indexOf(choice);
     startRounding(iterations, index == 0 ? 0 : index == 1 ? 8 : index == 2 ? 6 : 4);
+  });
+  analysis->addAction("&Sweep budgets (measured accuracy)…", QKeySequence("F8"), this, [this] {
+    if (!state_->ready()) {
+      startSweep();  // says what is missing
+      return;
+    }
+    const auto& a = state_->allocator();
+    const double lo = std::ceil(16.0 * a->min_bytes() / state_->params()) / 2;
+    const double hi = std::floor(16.0 * a->max_bytes() / state_->params()) / 2;
+    bool ok = false;
+    const QString text = QInputDialog::getText(
+        this, "Sweep budgets",
+        "Average bits to evaluate: START:STOP:STEP, a list (3,4,6), or empty for every half bit\n"
+        "between the smallest and the largest useful budget:",
+        QLineEdit::Normal, QString("%1:%2:0.5").arg(std::max(lo, 0.5)).arg(std::max(hi, lo)), &ok);
+    if (!ok) return;
+    std::vector<double> bits;
+    try {
+      if (!text.trimmed().isEmpty()) bits = parse_avg_bits_list(text.trimmed().toStdString());
+    } catch (const std::exception& e) {
+      report("Cannot sweep budgets", QString::fromStdString(e.what()));
+      return;
+    }
+    jobsDock_->raise();
+    startSweep(bits, compare_->limit());
   });
   analysis->addAction("&Cancel job", QKeySequence("Ctrl+."), jobs_, &JobRunner::cancel);
   analysis->addSeparator();
@@ -369,15 +421,41 @@ bool MainWindow::startAnalysis() {
                     labels = state_->calibrationLabels().toStdString(), cache = state_->cacheDir().toStdString();
   const AnalysisSettings settings = state_->settings();
   auto result = std::make_shared<std::shared_ptr<CompressionSession>>();
+  // One bar for the whole analysis: its stages weighted by what they cost the last time this model was analyzed
+  // with these settings here, else by fixed estimates relative to each other.
+  const QString costKey = analysisCostKey(model, settings);
+  std::vector<std::pair<std::string, double>> lastRun;
+  const QStringList stored = QSettings().value(costKey).toStringList();
+  for (const QString& entry : stored)
+    lastRun.emplace_back(entry.section('=', 0, 0).toStdString(), entry.section('=', 1).toDouble());
+  jobPanel_->setStagePlan("Analysis", analysis_stage_costs(settings, lastRun));
   return runJob(
       "Analysis",
       [=](const lorq::JobControl& job) {
         auto s = CompressionSession::open(model, images, labels, settings, cache);
+        // Before the analysis starts: fewer usable calibration images than asked is said first.
+        const CalibrationCheck check = check_calibration_images(*s, job);
+        if (!check.ok())
+          QMetaObject::invokeMethod(
+              this,
+              [this, w = QString::fromStdString(check.warning())] {
+                jobPanel_->log("warning: " + w);
+                statusBar()->showMessage("Analysis: " + w, 15000);
+              },
+              Qt::QueuedConnection);
         s->analyze(job);
         *result = s;
       },
-      [this, result] {
+      [this, result, costKey] {
         const auto& s = *result;
+        {  // What each stage cost, for the next analysis' progress (stages loaded from the cache cost nothing).
+          QStringList costs;
+          const auto& cachedStages = s->cached_stages();
+          for (const auto& [stage, sec] : s->stage_seconds())
+            if (std::find(cachedStages.begin(), cachedStages.end(), stage) == cachedStages.end() && sec > 0)
+              costs << QString("%1=%2").arg(QString::fromStdString(stage)).arg(sec);
+          if (!costs.isEmpty()) QSettings().setValue(costKey, costs);
+        }
         // A session file's constraints apply once, to the analysis of its reopening; later runs keep the current.
         const bool reopening = pendingBudget_ > 0 || !pendingConstraints_.empty();
         ConstraintMap constraints = state_->constraints();
@@ -474,6 +552,89 @@ bool MainWindow::startRounding(int iterations, int activation_bits) {
         statusBar()->showMessage(text, 10000);
       },
       &MainWindow::roundingFinished);
+}
+
+bool MainWindow::startSweep(std::vector<double> avgBits, int64_t limit) {
+  if (!state_->ready()) {
+    report("Cannot sweep budgets", "run the analysis first (the budgets are allocated from it)");
+    emit sweepFinished(false);
+    return false;
+  }
+  auto session = state_->session();
+  const Constraints constraints = state_->allConstraints();
+  SweepRequest request;
+  request.eval_images = state_->evalImages().toStdString();
+  request.eval_labels = state_->evalLabels().toStdString();
+  request.limit = limit;
+  request.avg_bits = std::move(avgBits);
+  if (request.avg_bits.empty()) {
+    // Every half bit between the smallest and the largest useful budget (where the optimal error stops falling).
+    const auto& allocator = state_->allocator();
+    const auto& curve = state_->curve();
+    const int64_t top = curve.empty() ? allocator->max_bytes() : curve.back().bytes;
+    request.avg_bits =
+        default_sweep_bits(8.0 * allocator->min_bytes() / state_->params(), 8.0 * top / state_->params());
+  }
+  const SweepSeries* cached = state_->sweeps().find(
+      sweep_key(*session, constraints, request.eval_images, request.eval_labels, request.limit));
+  const auto known = std::make_shared<SweepSeries>(cached ? *cached : SweepSeries());
+  // What was measured so far, handed over from the worker: a cancelled sweep keeps its points.
+  struct Partial {
+    std::mutex mutex;
+    SweepSeries series;
+    bool any = false;
+  };
+  auto partial = std::make_shared<Partial>();
+  auto* conn = new QMetaObject::Connection;
+  *conn = connect(jobs_, &JobRunner::finished, this,
+                  [this, conn, partial, session](const QString&, bool ok, const QString&) {
+    disconnect(*conn);
+    delete conn;
+    std::lock_guard<std::mutex> lock(partial->mutex);
+    if (!partial->any || state_->session() != session) return;
+    state_->mergeSweep(partial->series);
+    const SweepSeries& s = partial->series;
+    if (!ok) jobPanel_->log(QString("Sweep stopped: %1 points measured are kept").arg(s.points.size()));
+    jobPanel_->log(QString("Sweep on %1 images (%2 calibration images left out); float:%3")
+                       .arg(s.images)
+                       .arg(s.left_out)
+                       .arg(metricsText(s.float_metrics)));
+    for (const SweepPoint& p : s.points) {
+      jobPanel_->log(QString("  %1 bits: %2 of %3 bytes, predicted error %4,%5%6")
+                         .arg(p.avg_bits, 0, 'f', 2)
+                         .arg(p.bytes)
+                         .arg(p.budget_bytes)
+                         .arg(p.predicted_error, 0, 'g', 3)
+                         .arg(metricsText(p.metrics))
+                         .arg(p.cached ? " (cached)" : ""));
+    }
+  });
+  const bool started = runJob(
+      "Sweep",
+      [=](const lorq::JobControl& job) {
+        run_sweep(*session, constraints, request, known->key.empty() ? nullptr : known.get(), job,
+                  [this, partial, session](const SweepSeries& s) {
+                    {
+                      std::lock_guard<std::mutex> lock(partial->mutex);
+                      partial->series = s;
+                      partial->any = true;
+                    }
+                    // Drawn as it is measured: each point reaches the budget plot when its evaluation ends.
+                    // (Unless the document moved on to another analysis meanwhile.)
+                    QMetaObject::invokeMethod(
+                        this,
+                        [this, s, session] {
+                          if (state_->session() == session) state_->mergeSweep(s);
+                        },
+                        Qt::QueuedConnection);
+                  });
+      },
+      {}, &MainWindow::sweepFinished);
+  if (!started) {
+    disconnect(*conn);
+    delete conn;
+  }
+  return started;
 }
 
 bool MainWindow::predictImage(const QString& path, int label) {
@@ -685,6 +846,11 @@ bool MainWindow::loadSession(const QString& path) {
     return false;
   }
   if (!loadModel(QString::fromStdString(f.model_path), false)) return false;
+  try {
+    state_->setSweeps(SweepCache::from_json(f.sweeps_json, path.toStdString()));
+  } catch (const std::exception& e) {
+    jobPanel_->log("warning: " + QString::fromStdString(e.what()) + " (the sweep results are dropped)");
+  }
   if (!setImages(QString::fromStdString(f.images), QString::fromStdString(f.labels))) return false;
   setEvalImages(QString::fromStdString(f.eval_images), QString::fromStdString(f.eval_labels));
   setSettings(f.settings);

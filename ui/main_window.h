@@ -4,6 +4,7 @@
 #include <QMainWindow>
 #include <functional>
 #include <memory>
+#include <vector>
 
 #include "lorq/session/api.h"
 
@@ -64,6 +65,11 @@ class MainWindow : public QMainWindow {
   // Adaptive rounding of the current allocation (activation_bits 0: weights only); the loss curve is drawn live
   // in the Jobs dock; evaluation and export then use the rounded model. Emits roundingFinished.
   bool startRounding(int iterations, int activation_bits = 0);
+  // Measured accuracy against budget: the compressed model evaluated at every budget of `avg_bits` (empty: every
+  // half bit between the smallest and the largest useful budget) on the evaluation images (`limit` images, 0: all);
+  // points already measured for this analysis, constraints and evaluation set are not measured again. The budget
+  // plot draws the measured metric beside the predicted error. Emits sweepFinished.
+  bool startSweep(std::vector<double> avg_bits = {}, int64_t limit = 0);
   JobPanel* jobPanel() const { return jobPanel_; }
   // Both models on one image, every class: its KL, max |Δp| and Δp of each float class (`label`: its true class
   // when known, -1 otherwise). Emits predictionFinished.
@@ -99,6 +105,7 @@ class MainWindow : public QMainWindow {
   void exportFinished(bool ok);
   void roundingFinished(bool ok);
   void predictionFinished(bool ok);
+  void sweepFinished(bool ok);
 
  protected:
   void closeEvent(QCloseEvent* event) override;

@@ -66,7 +66,12 @@ SessionPanel::SessionPanel(WorkbenchDocument* document, QWidget* parent) : QWidg
   thumbnails_->setMovement(QListView::Static);
   thumbnails_->setMinimumHeight(60);
   thumbnails_->setMaximumHeight(110);
+  calibWarning_ = new QLabel(calibBox);
+  calibWarning_->setWordWrap(true);
+  calibWarning_->setObjectName("calibrationWarning");
+  calibWarning_->hide();
   cl->addWidget(calibInfo_);
+  cl->addWidget(calibWarning_);
   cl->addWidget(chooseCalib);
   cl->addWidget(thumbnails_);
   layout->addWidget(calibBox);
@@ -178,6 +183,15 @@ void SessionPanel::onSources() {
   projections_->setValue(s.projections);
   anchors_->setValue(s.anchors);
   estimate_->setChecked(s.estimate);
+  // Said before the analysis starts: a folder smaller than the calibration count gives fewer images than asked.
+  const int64_t available = document_->calibrationImages().isEmpty() ? -1 : document_->calibrationInfo().images;
+  const bool tooFew = available >= 0 && available < s.calibration_images;
+  calibWarning_->setText(tooFew ? QString("<span style='color:#b00'>%1 calibration images asked, the folder holds "
+                                          "only %2: the analysis will use %2</span>")
+                                      .arg(s.calibration_images)
+                                      .arg(available)
+                                : QString());
+  calibWarning_->setVisible(tooFew);
 }
 
 void SessionPanel::onSession() {
@@ -226,10 +240,16 @@ void SessionPanel::showCalibration() {
   QString text = QString("<b>%1</b> images in %2").arg(info.images).arg(QFileInfo(shownImages_).fileName());
   if (info.labeled) text += QString(", %1 labeled").arg(info.labeled);
   if (!info.skipped.empty()) text += QString(", %1 non-image files skipped").arg(info.skipped.size());
-  if (!unreadable.isEmpty())
-    text += QString("<br><span style='color:#b00'>%1 of the first %2 cannot be decoded</span>")
+  if (!unreadable.isEmpty()) {
+    // Named, not only counted (the tooltip lists up to 30).
+    QStringList named = unreadable.mid(0, 5);
+    for (QString& n : named) n = n.toHtmlEscaped();
+    text += QString("<br><span style='color:#b00'>%1 of the first %2 cannot be decoded: %3%4</span>")
                 .arg(unreadable.size())
-                .arg(checks);
+                .arg(checks)
+                .arg(named.join(", "))
+                .arg(unreadable.size() > 5 ? QString(", … %1 more").arg(unreadable.size() - 5) : QString());
+  }
   calibInfo_->setText(text);
   calibInfo_->setToolTip(unreadable.isEmpty() ? shownImages_ : "Cannot decode:\n" + unreadable.mid(0, 30).join("\n"));
 }

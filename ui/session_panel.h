@@ -26,6 +26,9 @@ class SessionPanel : public QWidget {
   QWidget* analyzeBar() const { return analyzeBar_; }
   QPushButton* analyzeButton() const { return analyze_; }
   QSpinBox* calibrationCountBox() const { return calibCount_; }
+  QLabel* calibrationInfo() const { return calibInfo_; }
+  // "" or why the analysis will get fewer calibration images than asked (the folder is too small).
+  QLabel* calibrationWarning() const { return calibWarning_; }
 
  signals:
   void openModelRequested();
@@ -49,6 +52,7 @@ class SessionPanel : public QWidget {
   QString shownImages_, shownLabels_;
   QLabel* model_;
   QLabel* calibInfo_;
+  QLabel* calibWarning_;
   QListWidget* thumbnails_;
   QLineEdit* evalImages_;
   QLineEdit* evalLabels_;

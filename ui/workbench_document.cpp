@@ -85,6 +85,7 @@ void WorkbenchDocument::setModel(const QString& path, const ModelSummary& summar
   budget_ = 0;
   sessionPath_.clear();
   sourcesModified_ = false;
+  sweeps_ = {};
   emit documentReset();
   emit modelChanged();
   emit sessionPathChanged();
@@ -149,6 +150,7 @@ SessionFile WorkbenchDocument::toSessionFile() const {
   f.cache_dir = cacheDir_.toStdString();
   f.settings = settings_;
   f.budget_bytes = ready() ? budget_ : 0;
+  f.sweeps_json = sweeps_.to_json();
   if (ready())
     f.constraints_json = session_->constraints_to_json(constraints_, groups_);
   else
@@ -347,4 +349,34 @@ std::vector<int> layersMatching(const WorkbenchDocument& document, const QString
   for (size_t i = 0; i < layers.size(); ++i)
     if (re.match(QString::fromStdString(layers[i].name)).hasMatch()) out.push_back(static_cast<int>(i));
   return out;
+}
+
+// ---- Measured accuracy against budget
+
+Constraints WorkbenchDocument::allConstraints() const {
+  Constraints c;
+  for (const auto& [layer, k] : constraints_)
+    if (!k.empty()) c.layers[layer] = k;
+  c.groups = groups_;
+  return c;
+}
+
+void WorkbenchDocument::setSweeps(const SweepCache& sweeps) {
+  sweeps_ = sweeps;
+  emit sweepsChanged();
+}
+
+void WorkbenchDocument::mergeSweep(const SweepSeries& series) {
+  sweeps_.merge(series);
+  setSourcesModified(true);
+  emit sweepsChanged();
+}
+
+const SweepSeries* WorkbenchDocument::currentSweep() const {
+  if (!ready() || sweeps_.empty()) return nullptr;
+  const Constraints c = allConstraints();
+  const std::string images = evalImages().toStdString(), labels = evalLabels().toStdString();
+  for (const SweepSeries& s : sweeps_.series())
+    if (s.key == sweep_key(*session_, c, images, labels, s.limit)) return &s;
+  return nullptr;
 }

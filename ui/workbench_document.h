@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "lorq/session/api.h"
+#include "lorq/session/sweep.h"
 
 class QUndoStack;
 template <typename T>
@@ -111,6 +112,14 @@ class WorkbenchDocument : public QObject {
   int selectedLayer() const { return selected_; }
   void setSelectedLayer(int layer);
 
+  // ---- Measured accuracy against budget (lorq/session/sweep.h): every sweep of this document, saved in the
+  // session file. A series belongs to one analysis, constraints and evaluation set: only the current one is shown.
+  lorq::api::Constraints allConstraints() const;  // per-layer constraints and groups, as the engine takes them
+  const lorq::api::SweepCache& sweeps() const { return sweeps_; }
+  void setSweeps(const lorq::api::SweepCache& sweeps);    // a reopened session's results (not a modification)
+  void mergeSweep(const lorq::api::SweepSeries& series);  // new points: the document is modified
+  const lorq::api::SweepSeries* currentSweep() const;     // null when none matches
+
  signals:
   void documentReset();  // a new model: views drop what they showed (results, plots, axes)
   void modelChanged();
@@ -122,6 +131,7 @@ class WorkbenchDocument : public QObject {
   void curveCancelled();
   void selectedLayerChanged(int layer);
   void modifiedChanged(bool modified);
+  void sweepsChanged();
   void sessionPathChanged();
 
  private:
@@ -149,6 +159,7 @@ class WorkbenchDocument : public QObject {
   int curveJobs_ = 0;
   int64_t budget_ = 0;
   int selected_ = -1;
+  lorq::api::SweepCache sweeps_;
 };
 
 // Settings equality (AnalysisSettings has no operator==).

@@ -16,17 +16,21 @@
 #include <QListWidget>
 #include <QMenuBar>
 #include <QPushButton>
+#include <QSettings>
 #include <QSignalSpy>
 #include <QSlider>
 #include <QSpinBox>
 #include <QStandardPaths>
 #include <QStatusBar>
+#include <QSvgRenderer>
 #include <QTableView>
 #include <QTableWidget>
 #include <QTemporaryDir>
 #include <QUndoStack>
 #include <QtTest>
+#include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <chrono>
 #include <thread>
 
@@ -641,6 +645,159 @@ class WorkbenchTest : public QObject {
     QVERIFY(!w->jobRunning());
     QVERIFY(sawCancel);
     w.reset();
+  }
+
+  // A window of its own on the demo, analyzed (from the shared cache when the fixture filled it).
+  std::unique_ptr<MainWindow> analyzedDemo(const QString& cache) {
+    auto w = std::make_unique<MainWindow>();
+    w->setQuiet(true);
+    w->setCacheDir(cache);
+    if (!w->openDemo()) return nullptr;
+    w->setSettings(testSettings());
+    QSignalSpy done(w.get(), &MainWindow::analysisFinished);
+    if (!w->startAnalysis() || !done.wait(600000) || !done.takeFirst().at(0).toBool()) return nullptr;
+    return w;
+  }
+
+  void sweepDrawsMeasuredAccuracyBesideThePredictedError() {
+    auto w = analyzedDemo(path("cache"));
+    QVERIFY(w);
+    BudgetView* view = w->budgetView();
+    QCOMPARE(view->sweepGraph()->dataCount(), 0);
+    // The sweep evaluates as many images as Compare does (its limit box).
+    QSpinBox* limit = nullptr;
+    for (QSpinBox* b : w->compareView()->findChildren<QSpinBox*>())
+      if (b->prefix().startsWith("limit")) limit = b;
+    QVERIFY(limit);
+    limit->setValue(32);
+    QSignalSpy done(w.get(), &MainWindow::sweepFinished);
+    QVERIFY(w->startSweep({2.0, 3.0, 4.0}, w->compareView()->limit()));
+    QVERIFY(done.wait(600000));
+    QCOMPARE(done.takeFirst().at(0).toBool(), true);
+    const SweepSeries* series = w->state()->currentSweep();
+    QVERIFY(series);
+    QCOMPARE(static_cast<int>(series->points.size()), 3);
+    QCOMPARE(series->images, 32);
+    // Measured top-1 at each budget (x: the allocation's MB) and the float model's line, on the right axis.
+    QCOMPARE(view->sweepGraph()->dataCount(), 3);
+    QCOMPARE(view->floatGraph()->dataCount(), 2);
+    QVERIFY(view->plot()->yAxis2->visible());
+    QVERIFY(view->plot()->yAxis2->label().contains("top-1"));
+    for (int i = 0; i < 3; ++i) {
+      const SweepPoint& p = series->points[i];
+      QCOMPARE(view->sweepGraph()->data()->at(i)->key, p.bytes / 1e6);
+      QCOMPARE(view->sweepGraph()->data()->at(i)->value, p.metrics.front().value);
+    }
+    QCOMPARE(view->floatGraph()->data()->at(0)->value, series->float_metrics.front().value);
+    QVERIFY(w->state()->isModified());  // new results to save
+    QVERIFY(w->jobPanel()->logText().contains("Sweep on 32 images"));
+
+    // A budget the user marks on the curve (the plot's context menu) adds one measured point to the series.
+    view->plot()->replot();
+    const double mb = budget_bytes_for_avg_bits(3.5, w->state()->params()) / 1e6;
+    const double marked = view->avgBitsAt(static_cast<int>(view->plot()->xAxis->coordToPixel(mb)));
+    QVERIFY2(std::abs(marked - 3.5) < 0.25, qPrintable(QString::number(marked)));
+    emit view->sweepRequested({marked});  // what the menu's "Measure accuracy at 3.50 bits" does
+    QVERIFY(done.wait(600000));
+    QCOMPARE(done.takeFirst().at(0).toBool(), true);
+    QCOMPARE(view->sweepGraph()->dataCount(), 4);
+    QCOMPARE(static_cast<int>(w->state()->currentSweep()->points.size()), 4);
+
+    // Other constraints: the points belong to another series and are not shown; undo brings them back.
+    LayerConstraint q8;
+    q8.excluded = Exclusion::Q8;
+    QVERIFY(w->edit()->setConstraint(0, q8, "keep Q8"));
+    QCOMPARE(view->sweepGraph()->dataCount(), 0);
+    QVERIFY(!view->plot()->yAxis2->visible());
+    w->undoStack()->undo();
+    QCOMPARE(view->sweepGraph()->dataCount(), 4);
+
+    // Saved in the session file and shown again after reopening, with nothing measured again.
+    const QString file = path("sweep.lorq");
+    QVERIFY(w->saveSession(file));
+    MainWindow reopened;
+    reopened.setQuiet(true);
+    QSignalSpy analyzed(&reopened, &MainWindow::analysisFinished);
+    QVERIFY(reopened.openSession(file));
+    QVERIFY(analyzed.wait(600000));
+    QCOMPARE(reopened.budgetView()->sweepGraph()->dataCount(), 4);
+    QSignalSpy again(&reopened, &MainWindow::sweepFinished);
+    QVERIFY(reopened.startSweep({3.0}, 32));
+    QVERIFY(again.wait(600000));
+    QVERIFY(reopened.jobPanel()->logText().contains("(cached)"));
+    QVERIFY(!reopened.jobPanel()->logText().contains("stage: sweep"));  // nothing was evaluated
+  }
+
+  void plotsSaveAsValidSvg() {
+    for (QCustomPlot* plot : {w_->budgetView()->plot(), w_->allocationView()->plot(), w_->paretoView()->plot()}) {
+      const QString file = path(plot->objectName() + "-saved.svg");
+      QCOMPARE(savePlot(plot, file), QString());
+      QVERIFY(!QFile::exists(file + ".tmp"));
+      QSvgRenderer svg(file);
+      QVERIFY2(svg.isValid(), qPrintable(file));
+      QCOMPARE(svg.viewBox(), QRect(QPoint(0, 0), plot->size()));
+      const QString text = readAll(file);
+      QVERIFY(text.contains("<svg"));
+      QVERIFY(text.count("<path") + text.count("<polyline") > 5);  // drawn as vectors, not one bitmap
+    }
+    QVERIFY(savePlot(w_->budgetView()->plot(), path("x.gif")).contains(".svg"));  // the message lists SVG
+  }
+
+  void analysisHasOneWeightedProgressBarAndLogsEachLayersErrors() {
+    auto w = std::make_unique<MainWindow>();
+    w->setQuiet(true);
+    w->setCacheDir(path("progress-cache"));  // empty: every stage runs
+    QVERIFY(w->openDemo());
+    w->setSettings(testSettings());
+    std::vector<int> overall;
+    connect(w->jobs(), &JobRunner::progress, w.get(), [&] { overall.push_back(w->jobPanel()->overallBar()->value()); });
+    QSignalSpy done(w.get(), &MainWindow::analysisFinished);
+    QVERIFY(w->startAnalysis());
+    QVERIFY(done.wait(600000));
+    QCOMPARE(done.takeFirst().at(0).toBool(), true);
+    QVERIFY(overall.size() > 3);
+    QVERIFY(std::is_sorted(overall.begin(), overall.end()));  // one bar that only moves forward
+    QVERIFY(overall.back() > 900);
+    QCOMPARE(w->jobPanel()->overallBar()->value(), 1000);
+    // The global-error stage says each layer's error range, one line per layer.
+    const QString log = w->jobPanel()->logText();
+    QCOMPARE(log.count(QRegularExpression("global error layer \\d+/26 \\S+: error \\S+ \\.\\. \\S+ over \\d+")), 26);
+    // The next analysis of the same model and settings weighs the stages by what they cost this time.
+    QVERIFY(!QSettings().allKeys().filter("analysisCost/").isEmpty());
+  }
+
+  void fewerUsableCalibrationImagesAreNamedBeforeTheAnalysis() {
+    const QString dir = path("few-images");
+    QDir().mkpath(dir);
+    const auto files = list_image_set(find_demo().images_dir, "").files;
+    for (int i = 0; i < 6; ++i) {
+      const QString f = QString::fromStdString(files[i]);
+      QVERIFY(QFile::copy(f, QDir(dir).filePath(QFileInfo(f).fileName())));
+    }
+    {
+      QFile broken(QDir(dir).filePath("broken-scan.png"));
+      QVERIFY(broken.open(QIODevice::WriteOnly));
+      broken.write("not a png at all");
+    }
+    MainWindow w;
+    w.setQuiet(true);
+    w.setCacheDir(path("few-cache"));
+    QVERIFY(w.openModel(QString::fromStdString(find_demo().model_dir)));
+    w.setSettings(testSettings());  // 16 calibration images
+    QVERIFY(w.setImages(dir, ""));
+    // The panel names the file it cannot decode and says the folder is too small, before anything runs.
+    QVERIFY2(w.sessionPanel()->calibrationInfo()->text().contains("broken-scan.png"),
+             qPrintable(w.sessionPanel()->calibrationInfo()->text()));
+    QVERIFY(w.sessionPanel()->calibrationWarning()->text().contains("16 calibration images asked"));
+    QSignalSpy done(&w, &MainWindow::analysisFinished);
+    QVERIFY(w.startAnalysis());
+    QVERIFY(done.wait(600000));
+    const QString log = w.jobPanel()->logText();
+    const int warning = log.indexOf("warning: only 6 of the 16 requested calibration images are usable");
+    QVERIFY2(warning >= 0, qPrintable(log));
+    QVERIFY(log.indexOf("broken-scan.png", warning) > warning);
+    const int calibration = log.indexOf("stage: calibration");
+    QVERIFY(calibration < 0 || warning < calibration);  // said before the calibration stage starts
   }
 
   void commandLineSessionReachesUsAndUnknownArgumentsFail() {

@@ -3,8 +3,10 @@
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <map>
 
 #include "lorq/common/error.h"
@@ -223,7 +225,19 @@ void measure_global_errors(Model& model, const Calibration& calib, std::vector<L
       }
     }
     ++done;
-    job.report({"global error", done, static_cast<int64_t>(layers.size()), seconds_since(start), lc.layer});
+    // One line per layer for the logs: the range of its measured (or estimated) errors.
+    double lo = 0, hi = 0;
+    int measured = 0;
+    for (const LayerOption& o : lc.options)
+      if (o.measured) {
+        lo = measured ? std::min(lo, o.error) : o.error;
+        hi = measured ? std::max(hi, o.error) : o.error;
+        ++measured;
+      }
+    char detail[256];
+    std::snprintf(detail, sizeof detail, "layer %lld/%zu %s: error %.3g .. %.3g over %d %s options", (long long)done,
+                  layers.size(), lc.layer.c_str(), lo, hi, measured, estimate ? "estimated" : "measured");
+    job.report({"global error", done, static_cast<int64_t>(layers.size()), seconds_since(start), detail});
   }
 }
 

@@ -201,6 +201,15 @@ void save_session_file(const std::string& path, const SessionFile& f) {
                 {"quantizer", s.quantizer}}},
               {"budget_bytes", f.budget_bytes},
               {"constraints", constraints}};
+  // ---- sweep results (lorq/session/sweep.h): kept as written by SweepCache::to_json().
+  if (!f.sweeps_json.empty()) {
+    try {
+      doc["sweeps"] = json::parse(f.sweeps_json);
+    } catch (const json::exception& e) {
+      throw Error(path, std::string("cannot save: the sweep results are not valid JSON (") + e.what() + ")");
+    }
+  }
+  // ---- end of sweep results
   write_text_atomically(path, doc.dump(2) + "\n");
 }
 
@@ -245,6 +254,9 @@ SessionFile load_session_file(const std::string& path) {
       else if (!c.empty())
         f.constraints_json = c.dump(1);
     }
+    // ---- sweep results (lorq/session/sweep.h): parsed by SweepCache::from_json.
+    if (doc.contains("sweeps") && doc["sweeps"].is_object()) f.sweeps_json = doc["sweeps"].dump(1);
+    // ---- end of sweep results
   } catch (const json::exception& e) {
     throw Error(path, std::string("malformed session file: ") + e.what());
   }

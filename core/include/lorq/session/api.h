@@ -216,6 +216,9 @@ struct SessionFile {
   AnalysisSettings settings;
   int64_t budget_bytes = 0;
   std::string constraints_json;  // "" or a constraints object
+  // ---- sweep results (lorq/session/sweep.h): SweepCache::to_json(), "" when none; saved under "sweeps".
+  std::string sweeps_json;
+  // ---- end of sweep results
 };
 void save_session_file(const std::string& path, const SessionFile& session);  // atomic; throws lorq::Error
 SessionFile load_session_file(const std::string& path);                       // throws lorq::Error naming the file
