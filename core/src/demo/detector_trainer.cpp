@@ -1,0 +1,395 @@
+// Trains the embedded demo detector: a tiny Hugging Face-layout YOLOS on an endless stream of generated scenes
+// (every step sees fresh scenes, so there is nothing to overfit), the DETR set loss, AdamW with warm-up and cosine
+// decay, gradient clipping (set-prediction training is unstable without it).
+#include "lorq/demo/detector_trainer.h"
+
+#include <ATen/ATen.h>
+#include <torch/optim/adamw.h>
+#include <torch/serialize.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <future>
+#include <nlohmann/json.hpp>
+#include <opencv2/imgproc.hpp>
+
+#include "lorq/common/error.h"
+#include "lorq/common/file_util.h"
+#include "lorq/common/parallel_ops.h"
+#include "lorq/demo/detection_loss.h"
+#include "lorq/demo/scenes.h"
+#include "lorq/demo/shapes_dataset.h"
+#include "lorq/io/hf_resize.h"
+#include "lorq/io/tensor_io.h"
+#include "lorq/models/model.h"
+#include "lorq/tasks/box_map.h"
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace lorq {
+
+namespace {
+
+void check_options(const DetectorTrainOptions& o) {
+  if (o.out_dir.empty()) throw Error("demo-train: no output folder given");
+  if (o.image_size < 32 || o.image_size % 16 != 0)
+    throw Error("demo-train: the image size must be a multiple of 16, at least 32");
+  if (o.patch_size < 2 || o.image_size % o.patch_size != 0)
+    throw Error("demo-train: the patch size must divide the image size " + std::to_string(o.image_size));
+  if (o.heads < 1 || o.hidden_size % o.heads != 0)
+    throw Error("demo-train: the width " + std::to_string(o.hidden_size) + " is not a multiple of the head count");
+  if (o.detection_tokens < 4) throw Error("demo-train: at least 4 detection tokens (a scene has up to 4 objects)");
+  if (o.batch < 1 || o.steps < 1 || o.depth < 1) throw Error("demo-train: batch, steps and depth must be >= 1");
+}
+
+std::string config_json(const DetectorTrainOptions& o) {
+  json id2label = json::object(), label2id = json::object();
+  const auto& names = shape_class_names();
+  for (size_t i = 0; i < names.size(); ++i) {
+    id2label[std::to_string(i)] = names[i];
+    label2id[names[i]] = static_cast<int>(i);
+  }
+  const json c = {
+      {"_name_or_path", "lorq/demo-yolos-shapes"},
+      {"architectures", {"YolosForObjectDetection"}},
+      {"model_type", "yolos"},
+      {"hidden_size", o.hidden_size},
+      {"num_hidden_layers", o.depth},
+      {"num_attention_heads", o.heads},
+      {"intermediate_size", 4 * o.hidden_size},
+      {"hidden_act", "gelu"},
+      {"hidden_dropout_prob", 0.0},
+      {"attention_probs_dropout_prob", 0.0},
+      {"initializer_range", 0.02},
+      {"layer_norm_eps", 1e-12},
+      {"image_size", {o.image_size, o.image_size}},
+      {"patch_size", o.patch_size},
+      {"num_channels", 3},
+      {"qkv_bias", true},
+      {"num_detection_tokens", o.detection_tokens},
+      {"use_mid_position_embeddings", false},
+      {"auxiliary_loss", false},
+      {"class_cost", 1},
+      {"bbox_cost", 5},
+      {"giou_cost", 2},
+      {"bbox_loss_coefficient", 5},
+      {"giou_loss_coefficient", 2},
+      {"eos_coefficient", 0.1},
+      {"id2label", id2label},
+      {"label2id", label2id},
+      {"torch_dtype", "float32"},
+  };
+  return c.dump(2) + "\n";
+}
+
+std::string preprocessor_json(const DetectorTrainOptions& o) {
+  // The scenes are generated at the model's size, so the resize keeps them as they are.
+  const json p = {
+      {"image_processor_type", "YolosImageProcessor"},
+      {"format", "coco_detection"},
+      {"do_resize", true},
+      {"size", {{"shortest_edge", o.image_size}, {"longest_edge", o.image_size}}},
+      {"resample", 2},
+      {"do_rescale", true},
+      {"rescale_factor", 1.0 / 255.0},
+      {"do_normalize", true},
+      {"image_mean", {0.485, 0.456, 0.406}},
+      {"image_std", {0.229, 0.224, 0.225}},
+      {"do_pad", true},
+  };
+  return p.dump(2) + "\n";
+}
+
+// HF YOLOS tensor names; linear and conv weights trunc-normal(0.02) as YolosPreTrainedModel initialises them,
+// biases 0, LayerNorms 1/0. The CLS and detection tokens and the position embeddings get trunc-normal(0.02) too
+// (as the original YOLOS code does): HF's zeros would make every detection token identical at the start.
+std::vector<std::pair<std::string, at::Tensor>> initial_tensors(const DetectorTrainOptions& o) {
+  at::manual_seed(o.seed);
+  const int64_t D = o.hidden_size, P = o.patch_size, grid = o.image_size / o.patch_size;
+  const int64_t classes = static_cast<int64_t>(shape_class_names().size());
+  std::vector<std::pair<std::string, at::Tensor>> t;
+  auto tn = [](std::vector<int64_t> s) { return at::randn(s).clamp(-2, 2) * 0.02; };
+  auto linear = [&](const std::string& name, int64_t out, int64_t in) {
+    t.emplace_back(name + ".weight", tn({out, in}));
+    t.emplace_back(name + ".bias", at::zeros({out}));
+  };
+  auto norm = [&](const std::string& name) {
+    t.emplace_back(name + ".weight", at::ones({D}));
+    t.emplace_back(name + ".bias", at::zeros({D}));
+  };
+  t.emplace_back("vit.embeddings.cls_token", tn({1, 1, D}));
+  t.emplace_back("vit.embeddings.detection_tokens", tn({1, o.detection_tokens, D}));
+  t.emplace_back("vit.embeddings.position_embeddings", tn({1, 1 + grid * grid + o.detection_tokens, D}));
+  t.emplace_back("vit.embeddings.patch_embeddings.projection.weight", tn({D, 3, P, P}));
+  t.emplace_back("vit.embeddings.patch_embeddings.projection.bias", at::zeros({D}));
+  for (int i = 0; i < o.depth; ++i) {
+    const std::string p = "vit.encoder.layer." + std::to_string(i) + ".";
+    linear(p + "attention.attention.query", D, D);
+    linear(p + "attention.attention.key", D, D);
+    linear(p + "attention.attention.value", D, D);
+    linear(p + "attention.output.dense", D, D);
+    linear(p + "intermediate.dense", 4 * D, D);
+    linear(p + "output.dense", D, 4 * D);
+    norm(p + "layernorm_before");
+    norm(p + "layernorm_after");
+  }
+  norm("vit.layernorm");
+  for (int k = 0; k < 3; ++k) {
+    linear("class_labels_classifier.layers." + std::to_string(k), k == 2 ? classes + 1 : D, D);
+  }
+  for (int k = 0; k < 3; ++k) linear("bbox_predictor.layers." + std::to_string(k), k == 2 ? 4 : D, D);
+  return t;
+}
+
+void write_model_files(const std::string& dir, const DetectorTrainOptions& o,
+                       const std::vector<std::pair<std::string, at::Tensor>>& tensors,
+                       const std::map<std::string, std::string>& metadata) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) throw Error(dir, "cannot create the folder (" + ec.message() + ")");
+  write_tensors(dir + "/model.safetensors", tensors, metadata);
+  write_text_atomically(dir + "/config.json", config_json(o));
+  write_text_atomically(dir + "/preprocessor_config.json", preprocessor_json(o));
+}
+
+// A scene as the model's input: RGB, resized to the model's input size with the HF processors' integer resize (a
+// no-op for scenes generated at that size, which training and the held-out evaluation use; the YOLOS processor's
+// shortest/longest-edge rule gives the same size for a square image of the model's size), then normalised.
+at::Tensor scene_input(const cv::Mat& bgr, const Preprocessing& pp) {
+  cv::Mat rgb;
+  cv::cvtColor(bgr, rgb, cv::COLOR_BGR2RGB);
+  const at::Tensor image = at::from_blob(rgb.data, {rgb.rows, rgb.cols, 3}, at::kByte).clone();
+  return hf_normalize(hf_resize_bilinear(image, pp.input_height, pp.input_width), pp.mean, pp.std);
+}
+
+DetectionTarget scene_target(const Scene& s) {
+  const auto n = static_cast<int64_t>(s.objects.size());
+  DetectionTarget t;
+  t.labels = at::empty({n}, at::kLong);
+  t.boxes = at::empty({n, 4}, at::kFloat);
+  const double W = s.image.cols, H = s.image.rows;
+  for (int64_t k = 0; k < n; ++k) {
+    const cv::Rect& b = s.objects[static_cast<size_t>(k)].box;
+    t.labels[k] = s.objects[static_cast<size_t>(k)].class_index;
+    t.boxes[k][0] = (b.x + b.width / 2.0) / W;
+    t.boxes[k][1] = (b.y + b.height / 2.0) / H;
+    t.boxes[k][2] = b.width / W;
+    t.boxes[k][3] = b.height / H;
+  }
+  return t;
+}
+
+struct Batch {
+  at::Tensor images;
+  std::vector<DetectionTarget> targets;
+  std::vector<Scene> scenes;  // kept for evaluation only
+};
+
+Batch make_batch(uint64_t seed, int64_t first, int n, int size, const Preprocessing& pp, bool keep_scenes) {
+  Batch b;
+  std::vector<at::Tensor> xs;
+  for (int i = 0; i < n; ++i) {
+    Scene s = generate_scene(seed, first + i, size);
+    xs.push_back(scene_input(s.image, pp));
+    b.targets.push_back(scene_target(s));
+    if (keep_scenes) b.scenes.push_back(std::move(s));
+  }
+  b.images = at::stack(xs);
+  return b;
+}
+
+// Scales all gradients together so that their joint L2 norm is at most max_norm (torch's clip_grad_norm_).
+void clip_grad_norm(const std::vector<at::Tensor>& params, double max_norm) {
+  at::NoGradGuard no_grad;
+  std::vector<at::Tensor> norms;
+  for (const at::Tensor& p : params) {
+    if (p.grad().defined()) norms.push_back(p.grad().norm());
+  }
+  if (norms.empty()) return;
+  const double total = at::stack(norms).norm().item<double>();
+  if (!(total > max_norm)) return;
+  const double scale = max_norm / (total + 1e-6);
+  for (const at::Tensor& p : params) {
+    if (p.grad().defined()) p.mutable_grad().mul_(scale);
+  }
+}
+
+std::string checkpoint_dir(const DetectorTrainOptions& o) { return o.out_dir + "/checkpoint"; }
+
+// What a checkpoint must agree on to be resumed (a different model or schedule cannot continue it).
+json run_identity(const DetectorTrainOptions& o) {
+  return {{"image_size", o.image_size},
+          {"patch_size", o.patch_size},
+          {"hidden_size", o.hidden_size},
+          {"depth", o.depth},
+          {"heads", o.heads},
+          {"detection_tokens", o.detection_tokens},
+          {"batch", o.batch},
+          {"steps", o.steps},
+          {"lr", o.lr},
+          {"weight_decay", o.weight_decay},
+          {"seed", o.seed}};
+}
+
+}  // namespace
+
+void write_initial_demo_detector(const std::string& dir, const DetectorTrainOptions& o) {
+  check_options(o);
+  write_model_files(dir, o, initial_tensors(o), {{"format", "pt"}, {"trained_by", "lorq demo-train (initial)"}});
+}
+
+DetectionEvalFigures evaluate_detector_on_scenes(Model& model, uint64_t seed, int64_t count, int size) {
+  c10::NoGradGuard no_grad;
+  BoxMapAccumulator acc;
+  DetectionEvalFigures f;
+  for (int64_t first = 0; first < count; first += 50) {
+    const int n = static_cast<int>(std::min<int64_t>(50, count - first));
+    const Batch b = make_batch(seed, first, n, size, model.preprocessing(), /*keep_scenes=*/true);
+    const ModelOutputs out = model.forward(b.images);
+    const at::Tensor prob = out.at("logits").softmax(-1);
+    const at::Tensor boxes = out.at("boxes");
+    const auto [scores, labels] = prob.narrow(-1, 0, prob.size(-1) - 1).max(-1);
+    for (int i = 0; i < n; ++i) {
+      const Scene& s = b.scenes[static_cast<size_t>(i)];
+      const double W = s.image.cols, H = s.image.rows;
+      std::vector<DetectedBox> det;
+      for (int64_t q = 0; q < boxes.size(1); ++q) {
+        const at::Tensor bx = boxes[i][q];
+        const double cx = bx[0].item<double>() * W, cy = bx[1].item<double>() * H;
+        const double w = bx[2].item<double>() * W, h = bx[3].item<double>() * H;
+        det.push_back({static_cast<int>(labels[i][q].item<int64_t>()), scores[i][q].item<double>(), cx - w / 2,
+                       cy - h / 2, cx + w / 2, cy + h / 2});
+      }
+      std::vector<TruthBox> truth;
+      for (const SceneObject& o : s.objects) {
+        truth.push_back({o.class_index, double(o.box.x), double(o.box.y), double(o.box.x + o.box.width),
+                         double(o.box.y + o.box.height)});
+      }
+      f.objects += static_cast<int64_t>(truth.size());
+      acc.add_image(det, truth);
+    }
+  }
+  const BoxMapValues v = acc.values();
+  f.map50 = std::max(0.0, v.map50);
+  f.map = std::max(0.0, v.map);
+  f.images = count;
+  return f;
+}
+
+DetectorTrainResult train_demo_detector(const DetectorTrainOptions& o, const JobControl& job) {
+  check_options(o);
+  const uint64_t train_seed = o.seed * 1000003ULL + 29;  // never the held-out seed
+  if (train_seed == o.heldout_seed) throw Error("demo-train: the training and held-out seeds collide");
+
+  // The model always goes through the loader, as a user's checkpoint does: a fresh run writes the initial weights
+  // into the checkpoint folder first.
+  const std::string ckpt = checkpoint_dir(o);
+  DetectorTrainResult r;
+  const bool resuming = o.resume && fs::exists(ckpt + "/state.json");
+  if (resuming) {
+    const json state = json::parse(read_text_file(ckpt + "/state.json"));
+    if (state.value("run", json()) != run_identity(o))
+      throw Error(ckpt + "/state.json", "the checkpoint was made with other options: " + state["run"].dump());
+    r.resumed_from = state.at("step").get<int64_t>();
+  } else {
+    write_initial_demo_detector(ckpt, o);
+    fs::remove(ckpt + "/optimizer.pt");
+  }
+  std::unique_ptr<Model> model = load_model(ckpt);
+  if (model->task() != TaskKind::Detection) throw Error(ckpt, "the demo detector did not load as a detector");
+
+  std::vector<at::Tensor> decay, no_decay;
+  for (const auto& [key, t] : model->named_tensors()) {
+    t.requires_grad_(true);
+    const bool matrix = t.dim() >= 2 && key.find("embeddings.") == std::string::npos;
+    (matrix ? decay : no_decay).push_back(t);
+  }
+  std::vector<at::Tensor> params = decay;
+  params.insert(params.end(), no_decay.begin(), no_decay.end());
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  groups.emplace_back(decay, std::make_unique<torch::optim::AdamWOptions>(
+                                 torch::optim::AdamWOptions(o.lr).weight_decay(o.weight_decay)));
+  groups.emplace_back(no_decay,
+                      std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(o.lr).weight_decay(0)));
+  torch::optim::AdamW opt(groups, torch::optim::AdamWOptions(o.lr));
+  if (resuming && fs::exists(ckpt + "/optimizer.pt")) torch::load(opt, ckpt + "/optimizer.pt");
+
+  auto save_checkpoint = [&](int64_t step) {
+    std::vector<std::pair<std::string, at::Tensor>> tensors;
+    for (const auto& [key, t] : model->named_tensors()) tensors.emplace_back(key, t.detach());
+    write_model_files(ckpt, o, tensors, {{"format", "pt"}, {"trained_by", "lorq demo-train (checkpoint)"}});
+    torch::save(opt, ckpt + "/optimizer.pt.tmp");
+    fs::rename(ckpt + "/optimizer.pt.tmp", ckpt + "/optimizer.pt");
+    write_text_atomically(ckpt + "/state.json", json({{"step", step}, {"run", run_identity(o)}}).dump(2) + "\n");
+  };
+
+  const Preprocessing pp = model->preprocessing();
+  BlasThreadsScope blas_threads;
+  const auto start = std::chrono::steady_clock::now();
+  const int64_t warmup = std::max<int64_t>(1, o.steps / 20);
+  auto batch_at = [&](int64_t step) {
+    return std::async(std::launch::async, make_batch, train_seed, step * o.batch, o.batch, o.image_size, pp, false);
+  };
+  std::future<Batch> next = batch_at(r.resumed_from);
+  std::vector<double> recent;
+  for (int64_t step = r.resumed_from; step < o.steps; ++step) {
+    job.check();
+    Batch b = next.get();
+    if (step + 1 < o.steps) next = batch_at(step + 1);
+    const double lr = step < warmup ? o.lr * (step + 1) / warmup
+                                    : 0.5 * o.lr * (1 + std::cos(M_PI * double(step - warmup) / (o.steps - warmup)));
+    for (auto& g : opt.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
+    opt.zero_grad();
+    const ModelOutputs out = model->forward(b.images);
+    const DetectionLoss loss = detection_loss(out.at("logits"), out.at("boxes"), b.targets);
+    loss.total.backward();
+    if (o.clip_grad_norm > 0) clip_grad_norm(params, o.clip_grad_norm);
+    opt.step();
+
+    recent.push_back(loss.total.item<double>());
+    if (recent.size() > 100) recent.erase(recent.begin());
+    double mean = 0;
+    for (double v : recent) mean += v;
+    r.final_loss = mean / static_cast<double>(recent.size());
+    Progress p;
+    p.stage = "demo-train";
+    p.done = step + 1;
+    p.total = o.steps;
+    p.elapsed_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    char detail[96];
+    std::snprintf(detail, sizeof detail, "loss %.4f (ce %.3f l1 %.3f giou %.3f)", r.final_loss, loss.ce.item<double>(),
+                  loss.l1.item<double>(), loss.giou.item<double>());
+    p.detail = detail;
+    job.report(p);
+    if (o.checkpoint_every > 0 && (step + 1) % o.checkpoint_every == 0 && step + 1 < o.steps) save_checkpoint(step + 1);
+  }
+  r.steps = o.steps;
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  r.steps_per_second = (o.steps - r.resumed_from) / std::max(1e-9, r.seconds);
+  for (auto& t : params) t.requires_grad_(false);
+
+  const DetectionEvalFigures f = evaluate_detector_on_scenes(*model, o.heldout_seed, o.heldout_count, o.image_size);
+  r.heldout_map50 = f.map50;
+  r.heldout_map = f.map;
+
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  for (const auto& [key, t] : model->named_tensors()) tensors.emplace_back(key, t.detach());
+  char map50[32], map[32];
+  std::snprintf(map50, sizeof map50, "%.4f", r.heldout_map50);
+  std::snprintf(map, sizeof map, "%.4f", r.heldout_map);
+  write_model_files(
+      o.out_dir, o, tensors,
+      {{"format", "pt"},
+       {"trained_by", "lorq demo-train --task detect"},
+       {"heldout_map50", map50},
+       {"heldout_map", map},
+       {"heldout_scenes", std::to_string(o.heldout_count) + " (seed " + std::to_string(o.heldout_seed) + ")"},
+       {"steps", std::to_string(r.steps)}});
+  std::error_code ec;
+  fs::remove_all(ckpt, ec);  // finished: nothing left to resume
+  return r;
+}
+
+}  // namespace lorq
