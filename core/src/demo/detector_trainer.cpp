@@ -281,7 +281,7 @@ DetectionEvalFigures evaluate_detector_on_scenes(Model& model, uint64_t seed, in
 DetectorTrainResult train_demo_detector(const DetectorTrainOptions& o, const JobControl& job) {
   check_options(o);
   const uint64_t train_seed = o.seed * 1000003ULL + 29;  // never the held-out seed
-  if (train_seed == o.heldout_seed) throw Error("demo-train: the training and held-out seeds collide");
+  if (train_seed == o.heldout_seed || train_seed + 1 == o.heldout_seed) throw Error("demo-train: the training and held-out seeds collide");
 
   // The model always goes through the loader, as a user's checkpoint does: a fresh run writes the initial weights
   // into the checkpoint folder first.
@@ -316,13 +316,22 @@ DetectorTrainResult train_demo_detector(const DetectorTrainOptions& o, const Job
   torch::optim::AdamW opt(groups, torch::optim::AdamWOptions(o.lr));
   if (resuming && fs::exists(ckpt + "/optimizer.pt")) torch::load(opt, ckpt + "/optimizer.pt");
 
+  const uint64_t validation_seed = train_seed + 1;
+  json history = resuming ? json::parse(read_text_file(ckpt + "/state.json")).value("history", json::array())
+                          : json::array();
   auto save_checkpoint = [&](int64_t step) {
     std::vector<std::pair<std::string, at::Tensor>> tensors;
     for (const auto& [key, t] : model->named_tensors()) tensors.emplace_back(key, t.detach());
     write_model_files(ckpt, o, tensors, {{"format", "pt"}, {"trained_by", "lorq demo-train (checkpoint)"}});
     torch::save(opt, ckpt + "/optimizer.pt.tmp");
     fs::rename(ckpt + "/optimizer.pt.tmp", ckpt + "/optimizer.pt");
-    write_text_atomically(ckpt + "/state.json", json({{"step", step}, {"run", run_identity(o)}}).dump(2) + "\n");
+    // A quick look at progress on validation scenes (their own seed: neither trained on nor held out).
+    for (auto& t : params) t.requires_grad_(false);
+    const DetectionEvalFigures v = evaluate_detector_on_scenes(*model, validation_seed, 64, o.image_size);
+    for (auto& t : params) t.requires_grad_(true);
+    history.push_back({{"step", step}, {"loss", r.final_loss}, {"validation_map50", v.map50}, {"validation_map", v.map}});
+    write_text_atomically(ckpt + "/state.json",
+                          json({{"step", step}, {"run", run_identity(o)}, {"history", history}}).dump(2) + "\n");
   };
 
   const Preprocessing pp = model->preprocessing();
@@ -349,6 +358,7 @@ DetectorTrainResult train_demo_detector(const DetectorTrainOptions& o, const Job
     opt.step();
 
     recent.push_back(loss.total.item<double>());
+    if (step == r.resumed_from) r.first_loss = recent.back();
     if (recent.size() > 100) recent.erase(recent.begin());
     double mean = 0;
     for (double v : recent) mean += v;

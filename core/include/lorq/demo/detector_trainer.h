@@ -41,6 +41,7 @@ struct DetectorTrainResult {
   int64_t resumed_from = 0;  // the step a resumed run started at (0: a fresh run)
   double seconds = 0;        // this run's training time (without the held-out evaluation)
   double steps_per_second = 0;
+  double first_loss = 0;                      // the training loss of this run's first step
   double final_loss = 0;                      // mean training loss over the last 100 steps
   double heldout_map50 = 0, heldout_map = 0;  // box mAP@.5 and mAP@[.5:.95] on held-out scenes, in [0, 1]
 };
