@@ -75,11 +75,13 @@ int cmd_inspect(int argc, char** argv) {
     dims += (dims.empty() ? "" : ", ") + name + " " + std::to_string(value);
   std::printf("model: %s  (%s, %s, %d labels; %s)\n", model->architecture().c_str(), model->family().c_str(),
               task_name(model->task()), model->num_labels(), dims.c_str());
-  std::printf("%-26s %-16s %12s %10s %s\n", "layer", "shape", "params", "fp32 MB", "low rank");
+  int width = 26;  // Hugging Face names ("vit.encoder.layer.11.attention.attention.query") are longer than timm's
+  for (const auto& l : model->linear_layers()) width = std::max(width, static_cast<int>(l.name.size()));
+  std::printf("%-*s %-16s %12s %10s %s\n", width, "layer", "shape", "params", "fp32 MB", "low rank");
   int64_t total = 0;
   for (const auto& l : model->linear_layers()) {
     std::string shape = std::to_string(l.out_features) + "x" + std::to_string(l.in_features);
-    std::printf("%-26s %-16s %12lld %10.3f %s\n", l.name.c_str(), shape.c_str(), (long long)l.params(),
+    std::printf("%-*s %-16s %12lld %10.3f %s\n", width, l.name.c_str(), shape.c_str(), (long long)l.params(),
                 l.fp32_bytes() / 1e6, l.low_rank_allowed ? "yes" : "no");
     total += l.params();
   }

@@ -2,11 +2,12 @@
 
 #include "lorq/common/error.h"
 #include "lorq/models/vit.h"
+#include "lorq/models/yolos.h"
 
 namespace lorq {
 
 const std::vector<Architecture>& architectures() {
-  static const std::vector<Architecture> list = {vit_architecture()};
+  static const std::vector<Architecture> list = {vit_architecture(), yolos_architecture()};
   return list;
 }
 

@@ -15,6 +15,11 @@ struct Preprocessing {
   std::string crop_mode = "center";
   std::array<float, 3> mean{0.485f, 0.456f, 0.406f};
   std::array<float, 3> std{0.229f, 0.224f, 0.225f};
+  // A Hugging Face image processor ("YolosImageProcessor"; empty: timm's transform above). With shortest_edge > 0
+  // it resizes keeping the aspect ratio: short side to shortest_edge, long side at most longest_edge.
+  std::string image_processor;
+  int shortest_edge = 0;
+  int longest_edge = 0;
 };
 
 }  // namespace lorq
