@@ -1,13 +1,14 @@
 #include "lorq/models/registry.h"
 
 #include "lorq/common/error.h"
+#include "lorq/models/segformer.h"
 #include "lorq/models/vit.h"
 #include "lorq/models/yolos.h"
 
 namespace lorq {
 
 const std::vector<Architecture>& architectures() {
-  static const std::vector<Architecture> list = {vit_architecture(), yolos_architecture()};
+  static const std::vector<Architecture> list = {vit_architecture(), yolos_architecture(), segformer_architecture()};
   return list;
 }
 
