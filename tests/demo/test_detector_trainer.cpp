@@ -57,6 +57,24 @@ TEST(DetectorTrainer, InitialModelLoadsAsHuggingFaceYolos) {
   fs::remove_all(dir);
 }
 
+TEST(DetectorTrainer, EveryTensorGetsAGradient) {
+  // The trainer updates the tensors the model hands out by name: each must take part in the forward pass.
+  const fs::path dir = fresh_dir("lorq_demo_yolos_grad");
+  lorq::DetectorTrainOptions o = tiny_options(dir);
+  o.depth = 2;
+  lorq::write_initial_demo_detector(dir.string(), o);
+  const std::unique_ptr<lorq::Model> model = lorq::load_model(dir.string());
+  for (const auto& [key, t] : model->named_tensors()) t.requires_grad_(true);
+  at::manual_seed(3);
+  const lorq::ModelOutputs out = model->forward(at::randn({2, 3, 64, 64}));
+  (out.at("logits").square().sum() + out.at("boxes").sum()).backward();
+  for (const auto& [key, t] : model->named_tensors()) {
+    ASSERT_TRUE(t.grad().defined()) << key;
+    EXPECT_GT(t.grad().abs().sum().item<double>(), 0) << key;
+  }
+  fs::remove_all(dir);
+}
+
 TEST(DetectorTrainer, TrainsWritesAndLearns) {
   const fs::path dir = fresh_dir("lorq_demo_yolos_train");
   lorq::DetectorTrainOptions o = tiny_options(dir);
@@ -111,6 +129,27 @@ TEST(DetectorTrainer, ResumedRunEqualsUninterruptedRun) {
   fs::remove_all(interrupted);
 }
 
+TEST(DetectorTrainer, BackboneInitialisesTheEncoder) {
+  const std::string vit_dir = std::string(LORQ_SOURCE_DIR) + "/datasets/demo-vit";
+  const fs::path dir = fresh_dir("lorq_demo_yolos_backbone");
+  lorq::DetectorTrainOptions o = tiny_options(dir);
+  o.backbone = vit_dir;
+  lorq::write_initial_demo_detector(dir.string(), o);
+  const std::unique_ptr<lorq::Model> vit = lorq::load_model(vit_dir);
+  const std::unique_ptr<lorq::Model> yolos = lorq::load_model(dir.string());
+  EXPECT_EQ(yolos->dimensions().at("embed_dim"), 96);  // the backbone's width, not the requested 32
+  const at::Tensor qkv = vit->tensor("blocks.2.attn.qkv.weight");
+  EXPECT_TRUE(at::equal(yolos->tensor("vit.encoder.layer.2.attention.attention.key.weight"), qkv.narrow(0, 96, 96)));
+  EXPECT_TRUE(at::equal(yolos->tensor("vit.encoder.layer.5.output.dense.bias"), vit->tensor("blocks.5.mlp.fc2.bias")));
+  EXPECT_TRUE(at::equal(yolos->tensor("vit.layernorm.weight"), vit->tensor("norm.weight")));
+  // Position embeddings: the class token's copied, the 4x4 patch grid resized to the 4x4 grid of a 64 px input
+  // (unchanged: bicubic at scale 1 is the identity).
+  const at::Tensor pos = yolos->tensor("vit.embeddings.position_embeddings");
+  EXPECT_EQ(pos.size(1), 1 + 16 + o.detection_tokens);
+  EXPECT_TRUE(at::allclose(pos.narrow(1, 0, 17), vit->tensor("pos_embed"), 1e-6, 1e-6));
+  fs::remove_all(dir);
+}
+
 TEST(DetectorTrainer, RejectsBadOptions) {
   lorq::DetectorTrainOptions o = tiny_options(fresh_dir("lorq_demo_yolos_bad"));
   o.patch_size = 24;
@@ -120,6 +159,9 @@ TEST(DetectorTrainer, RejectsBadOptions) {
   EXPECT_THROW(lorq::train_demo_detector(o), lorq::Error);
   o = tiny_options(fresh_dir("lorq_demo_yolos_bad"));
   o.detection_tokens = 3;
+  EXPECT_THROW(lorq::train_demo_detector(o), lorq::Error);
+  o = tiny_options(fresh_dir("lorq_demo_yolos_bad"));
+  o.backbone = "/nonexistent/vit";
   EXPECT_THROW(lorq::train_demo_detector(o), lorq::Error);
 }
 

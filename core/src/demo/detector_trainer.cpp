@@ -4,15 +4,12 @@
 #include "lorq/demo/detector_trainer.h"
 
 #include <ATen/ATen.h>
-#include <torch/optim/adamw.h>
-#include <torch/serialize.h>
 
 #include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <future>
 #include <nlohmann/json.hpp>
-#include <opencv2/imgproc.hpp>
 
 #include "lorq/common/error.h"
 #include "lorq/common/file_util.h"
@@ -20,10 +17,10 @@
 #include "lorq/demo/detection_loss.h"
 #include "lorq/demo/scenes.h"
 #include "lorq/demo/shapes_dataset.h"
-#include "lorq/io/hf_resize.h"
 #include "lorq/io/tensor_io.h"
 #include "lorq/models/model.h"
 #include "lorq/tasks/box_map.h"
+#include "trainer_common.h"
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
@@ -31,6 +28,8 @@ using json = nlohmann::json;
 namespace lorq {
 
 namespace {
+
+using namespace demo_training;  // NOLINT: the shared trainer pieces
 
 void check_options(const DetectorTrainOptions& o) {
   if (o.out_dir.empty()) throw Error("demo-train: no output folder given");
@@ -63,7 +62,7 @@ std::string config_json(const DetectorTrainOptions& o) {
       {"hidden_dropout_prob", 0.0},
       {"attention_probs_dropout_prob", 0.0},
       {"initializer_range", 0.02},
-      {"layer_norm_eps", 1e-12},
+      {"layer_norm_eps", o.layer_norm_eps},
       {"image_size", {o.image_size, o.image_size}},
       {"patch_size", o.patch_size},
       {"num_channels", 3},
@@ -95,8 +94,8 @@ std::string preprocessor_json(const DetectorTrainOptions& o) {
       {"do_rescale", true},
       {"rescale_factor", 1.0 / 255.0},
       {"do_normalize", true},
-      {"image_mean", {0.485, 0.456, 0.406}},
-      {"image_std", {0.229, 0.224, 0.225}},
+      {"image_mean", o.image_mean},
+      {"image_std", o.image_std},
       {"do_pad", true},
   };
   return p.dump(2) + "\n";
@@ -105,6 +104,81 @@ std::string preprocessor_json(const DetectorTrainOptions& o) {
 // HF YOLOS tensor names; linear and conv weights trunc-normal(0.02) as YolosPreTrainedModel initialises them,
 // biases 0, LayerNorms 1/0. The CLS and detection tokens and the position embeddings get trunc-normal(0.02) too
 // (as the original YOLOS code does): HF's zeros would make every detection token identical at the start.
+// The options with the backbone's architecture in place of the requested one (unchanged without a backbone).
+DetectorTrainOptions with_backbone_architecture(const DetectorTrainOptions& requested, const Model* backbone) {
+  DetectorTrainOptions o = requested;
+  if (!backbone) return o;
+  const std::map<std::string, int64_t> d = backbone->dimensions();
+  o.hidden_size = static_cast<int>(d.at("embed_dim"));
+  o.depth = static_cast<int>(d.at("depth"));
+  o.heads = static_cast<int>(d.at("num_heads"));
+  o.patch_size = static_cast<int>(d.at("patch_size"));
+  o.layer_norm_eps = 1e-6;  // timm's ViT LayerNorms
+  o.image_mean = backbone->preprocessing().mean;
+  o.image_std = backbone->preprocessing().std;
+  return o;
+}
+
+std::unique_ptr<Model> load_backbone(const std::string& path) {
+  if (path.empty()) return nullptr;
+  std::unique_ptr<Model> m = load_model(path);
+  const auto d = m->dimensions();
+  if (m->task() != TaskKind::Classification || !d.count("embed_dim") || !d.count("patch_size") ||
+      !m->tensor("cls_token").defined())
+    throw Error(path, "the backbone must be a timm VisionTransformer with a class token");
+  return m;
+}
+
+// The backbone's tensors under their YOLOS names: qkv split into query/key/value, the position embeddings'
+// patch grid resized bicubically to the detector's grid (as YOLOS itself interpolates them), the detection
+// tokens' position embeddings drawn fresh.
+void copy_backbone(std::vector<std::pair<std::string, at::Tensor>>& t, const DetectorTrainOptions& o, const Model& b) {
+  auto set = [&](const std::string& key, const at::Tensor& value) {
+    for (auto& [k, v] : t) {
+      if (k != key) continue;
+      if (v.sizes() != value.sizes()) throw Error("demo-train: backbone tensor for " + key + " has another shape");
+      v = value.clone();
+      return;
+    }
+    throw Error("demo-train: no tensor " + key);
+  };
+  const std::string e = "vit.embeddings.";
+  set(e + "patch_embeddings.projection.weight", b.tensor("patch_embed.proj.weight"));
+  set(e + "patch_embeddings.projection.bias", b.tensor("patch_embed.proj.bias"));
+  set(e + "cls_token", b.tensor("cls_token"));
+  const at::Tensor pos = b.tensor("pos_embed");  // [1, 1 + g*g, D]
+  const int64_t D = pos.size(2), g = static_cast<int64_t>(std::llround(std::sqrt(double(pos.size(1) - 1))));
+  if (g * g + 1 != pos.size(1)) throw Error("demo-train: the backbone's position embeddings are not a square grid");
+  const int64_t grid = o.image_size / o.patch_size;
+  const at::Tensor patch = pos.narrow(1, 1, g * g).reshape({1, g, g, D}).permute({0, 3, 1, 2});
+  const at::Tensor resized =
+      at::upsample_bicubic2d(patch, {grid, grid}, /*align_corners=*/false).permute({0, 2, 3, 1}).reshape({1, -1, D});
+  for (auto& [k, v] : t) {
+    if (k == e + "position_embeddings")
+      v = at::cat({pos.narrow(1, 0, 1), resized, v.narrow(1, 1 + grid * grid, o.detection_tokens)}, 1);
+  }
+  for (int i = 0; i < o.depth; ++i) {
+    const std::string y = "vit.encoder.layer." + std::to_string(i) + ".", v = "blocks." + std::to_string(i) + ".";
+    const at::Tensor qkv_w = b.tensor(v + "attn.qkv.weight"), qkv_b = b.tensor(v + "attn.qkv.bias");
+    const char* parts[] = {"query", "key", "value"};
+    for (int k = 0; k < 3; ++k) {
+      set(y + "attention.attention." + parts[k] + ".weight", qkv_w.narrow(0, k * D, D));
+      set(y + "attention.attention." + parts[k] + ".bias", qkv_b.narrow(0, k * D, D));
+    }
+    const std::pair<const char*, const char*> same[] = {{"attention.output.dense", "attn.proj"},
+                                                        {"intermediate.dense", "mlp.fc1"},
+                                                        {"output.dense", "mlp.fc2"},
+                                                        {"layernorm_before", "norm1"},
+                                                        {"layernorm_after", "norm2"}};
+    for (const auto& [yolos, timm] : same) {
+      set(y + yolos + ".weight", b.tensor(v + timm + ".weight"));
+      set(y + yolos + ".bias", b.tensor(v + timm + ".bias"));
+    }
+  }
+  set("vit.layernorm.weight", b.tensor("norm.weight"));
+  set("vit.layernorm.bias", b.tensor("norm.bias"));
+}
+
 std::vector<std::pair<std::string, at::Tensor>> initial_tensors(const DetectorTrainOptions& o) {
   at::manual_seed(o.seed);
   const int64_t D = o.hidden_size, P = o.patch_size, grid = o.image_size / o.patch_size;
@@ -154,16 +228,6 @@ void write_model_files(const std::string& dir, const DetectorTrainOptions& o,
   write_text_atomically(dir + "/preprocessor_config.json", preprocessor_json(o));
 }
 
-// A scene as the model's input: RGB, resized to the model's input size with the HF processors' integer resize (a
-// no-op for scenes generated at that size, which training and the held-out evaluation use; the YOLOS processor's
-// shortest/longest-edge rule gives the same size for a square image of the model's size), then normalised.
-at::Tensor scene_input(const cv::Mat& bgr, const Preprocessing& pp) {
-  cv::Mat rgb;
-  cv::cvtColor(bgr, rgb, cv::COLOR_BGR2RGB);
-  const at::Tensor image = at::from_blob(rgb.data, {rgb.rows, rgb.cols, 3}, at::kByte).clone();
-  return hf_normalize(hf_resize_bilinear(image, pp.input_height, pp.input_width), pp.mean, pp.std);
-}
-
 DetectionTarget scene_target(const Scene& s) {
   const auto n = static_cast<int64_t>(s.objects.size());
   DetectionTarget t;
@@ -200,27 +264,12 @@ Batch make_batch(uint64_t seed, int64_t first, int n, int size, const Preprocess
   return b;
 }
 
-// Scales all gradients together so that their joint L2 norm is at most max_norm (torch's clip_grad_norm_).
-void clip_grad_norm(const std::vector<at::Tensor>& params, double max_norm) {
-  at::NoGradGuard no_grad;
-  std::vector<at::Tensor> norms;
-  for (const at::Tensor& p : params) {
-    if (p.grad().defined()) norms.push_back(p.grad().norm());
-  }
-  if (norms.empty()) return;
-  const double total = at::stack(norms).norm().item<double>();
-  if (!(total > max_norm)) return;
-  const double scale = max_norm / (total + 1e-6);
-  for (const at::Tensor& p : params) {
-    if (p.grad().defined()) p.mutable_grad().mul_(scale);
-  }
-}
-
 std::string checkpoint_dir(const DetectorTrainOptions& o) { return o.out_dir + "/checkpoint"; }
 
 // What a checkpoint must agree on to be resumed (a different model or schedule cannot continue it).
 json run_identity(const DetectorTrainOptions& o) {
-  return {{"image_size", o.image_size},
+  return {{"aux_loss", o.aux_loss},
+          {"image_size", o.image_size},
           {"patch_size", o.patch_size},
           {"hidden_size", o.hidden_size},
           {"depth", o.depth},
@@ -235,9 +284,13 @@ json run_identity(const DetectorTrainOptions& o) {
 
 }  // namespace
 
-void write_initial_demo_detector(const std::string& dir, const DetectorTrainOptions& o) {
+void write_initial_demo_detector(const std::string& dir, const DetectorTrainOptions& requested) {
+  const std::unique_ptr<Model> backbone = load_backbone(requested.backbone);
+  const DetectorTrainOptions o = with_backbone_architecture(requested, backbone.get());
   check_options(o);
-  write_model_files(dir, o, initial_tensors(o), {{"format", "pt"}, {"trained_by", "lorq demo-train (initial)"}});
+  std::vector<std::pair<std::string, at::Tensor>> tensors = initial_tensors(o);
+  if (backbone) copy_backbone(tensors, o, *backbone);
+  write_model_files(dir, o, tensors, {{"format", "pt"}, {"trained_by", "lorq demo-train (initial)"}});
 }
 
 DetectionEvalFigures evaluate_detector_on_scenes(Model& model, uint64_t seed, int64_t count, int size) {
@@ -278,10 +331,12 @@ DetectionEvalFigures evaluate_detector_on_scenes(Model& model, uint64_t seed, in
   return f;
 }
 
-DetectorTrainResult train_demo_detector(const DetectorTrainOptions& o, const JobControl& job) {
+DetectorTrainResult train_demo_detector(const DetectorTrainOptions& requested, const JobControl& job) {
+  const DetectorTrainOptions o = with_backbone_architecture(requested, load_backbone(requested.backbone).get());
   check_options(o);
   const uint64_t train_seed = o.seed * 1000003ULL + 29;  // never the held-out seed
-  if (train_seed == o.heldout_seed || train_seed + 1 == o.heldout_seed) throw Error("demo-train: the training and held-out seeds collide");
+  if (train_seed == o.heldout_seed || train_seed + 1 == o.heldout_seed)
+    throw Error("demo-train: the training and held-out seeds collide");
 
   // The model always goes through the loader, as a user's checkpoint does: a fresh run writes the initial weights
   // into the checkpoint folder first.
@@ -294,42 +349,33 @@ DetectorTrainResult train_demo_detector(const DetectorTrainOptions& o, const Job
       throw Error(ckpt + "/state.json", "the checkpoint was made with other options: " + state["run"].dump());
     r.resumed_from = state.at("step").get<int64_t>();
   } else {
-    write_initial_demo_detector(ckpt, o);
+    write_initial_demo_detector(ckpt, requested);
     fs::remove(ckpt + "/optimizer.pt");
   }
   std::unique_ptr<Model> model = load_model(ckpt);
   if (model->task() != TaskKind::Detection) throw Error(ckpt, "the demo detector did not load as a detector");
 
-  std::vector<at::Tensor> decay, no_decay;
-  for (const auto& [key, t] : model->named_tensors()) {
-    t.requires_grad_(true);
-    const bool matrix = t.dim() >= 2 && key.find("embeddings.") == std::string::npos;
-    (matrix ? decay : no_decay).push_back(t);
-  }
-  std::vector<at::Tensor> params = decay;
-  params.insert(params.end(), no_decay.begin(), no_decay.end());
-  std::vector<torch::optim::OptimizerParamGroup> groups;
-  groups.emplace_back(decay, std::make_unique<torch::optim::AdamWOptions>(
-                                 torch::optim::AdamWOptions(o.lr).weight_decay(o.weight_decay)));
-  groups.emplace_back(no_decay,
-                      std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(o.lr).weight_decay(0)));
-  torch::optim::AdamW opt(groups, torch::optim::AdamWOptions(o.lr));
-  if (resuming && fs::exists(ckpt + "/optimizer.pt")) torch::load(opt, ckpt + "/optimizer.pt");
+  Optimizer optimizer = make_adamw(model->named_tensors(), o.lr, o.weight_decay, [](const std::string& key) {
+    return key.find("embeddings.") != std::string::npos;  // tokens and position embeddings: no decay
+  });
+  torch::optim::AdamW& opt = *optimizer.adamw;
+  const std::vector<at::Tensor>& params = optimizer.params;
+  if (resuming && fs::exists(ckpt + "/optimizer.pt")) load_optimizer(opt, ckpt + "/optimizer.pt");
 
   const uint64_t validation_seed = train_seed + 1;
-  json history = resuming ? json::parse(read_text_file(ckpt + "/state.json")).value("history", json::array())
-                          : json::array();
+  json history =
+      resuming ? json::parse(read_text_file(ckpt + "/state.json")).value("history", json::array()) : json::array();
   auto save_checkpoint = [&](int64_t step) {
     std::vector<std::pair<std::string, at::Tensor>> tensors;
     for (const auto& [key, t] : model->named_tensors()) tensors.emplace_back(key, t.detach());
     write_model_files(ckpt, o, tensors, {{"format", "pt"}, {"trained_by", "lorq demo-train (checkpoint)"}});
-    torch::save(opt, ckpt + "/optimizer.pt.tmp");
-    fs::rename(ckpt + "/optimizer.pt.tmp", ckpt + "/optimizer.pt");
+    save_optimizer(opt, ckpt + "/optimizer.pt");
     // A quick look at progress on validation scenes (their own seed: neither trained on nor held out).
     for (auto& t : params) t.requires_grad_(false);
     const DetectionEvalFigures v = evaluate_detector_on_scenes(*model, validation_seed, 64, o.image_size);
     for (auto& t : params) t.requires_grad_(true);
-    history.push_back({{"step", step}, {"loss", r.final_loss}, {"validation_map50", v.map50}, {"validation_map", v.map}});
+    history.push_back(
+        {{"step", step}, {"loss", r.final_loss}, {"validation_map50", v.map50}, {"validation_map", v.map}});
     write_text_atomically(ckpt + "/state.json",
                           json({{"step", step}, {"run", run_identity(o)}, {"history", history}}).dump(2) + "\n");
   };
@@ -337,7 +383,6 @@ DetectorTrainResult train_demo_detector(const DetectorTrainOptions& o, const Job
   const Preprocessing pp = model->preprocessing();
   BlasThreadsScope blas_threads;
   const auto start = std::chrono::steady_clock::now();
-  const int64_t warmup = std::max<int64_t>(1, o.steps / 20);
   auto batch_at = [&](int64_t step) {
     return std::async(std::launch::async, make_batch, train_seed, step * o.batch, o.batch, o.image_size, pp, false);
   };
@@ -347,13 +392,24 @@ DetectorTrainResult train_demo_detector(const DetectorTrainOptions& o, const Job
     job.check();
     Batch b = next.get();
     if (step + 1 < o.steps) next = batch_at(step + 1);
-    const double lr = step < warmup ? o.lr * (step + 1) / warmup
-                                    : 0.5 * o.lr * (1 + std::cos(M_PI * double(step - warmup) / (o.steps - warmup)));
-    for (auto& g : opt.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
+    set_lr(opt, warmup_cosine_lr(step, o.steps, o.lr));
     opt.zero_grad();
-    const ModelOutputs out = model->forward(b.images);
+    // Staged forward (== model->forward): with auxiliary losses every encoder layer's tokens also go through the
+    // final LayerNorm and the heads and get their own set loss (DETR's auxiliary decoding losses, HF's
+    // auxiliary_loss), which speeds up the slow start of set-prediction training.
+    StageState state = model->embed(b.images);
+    at::Tensor aux_total;
+    for (int i = 0; i < model->num_stages(); ++i) {
+      state = model->run_stage(i, state);
+      if (o.aux_loss && i + 1 < model->num_stages()) {
+        const ModelOutputs aux = model->finish(state);
+        const at::Tensor l = detection_loss(aux.at("logits"), aux.at("boxes"), b.targets).total;
+        aux_total = aux_total.defined() ? aux_total + l : l;
+      }
+    }
+    const ModelOutputs out = model->finish(state);
     const DetectionLoss loss = detection_loss(out.at("logits"), out.at("boxes"), b.targets);
-    loss.total.backward();
+    (aux_total.defined() ? loss.total + aux_total : loss.total).backward();
     if (o.clip_grad_norm > 0) clip_grad_norm(params, o.clip_grad_norm);
     opt.step();
 

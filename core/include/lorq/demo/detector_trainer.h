@@ -7,6 +7,7 @@
 // Resumable: every `checkpoint_every` steps the weights, the AdamW state and the step are saved in
 // <out_dir>/checkpoint/; with `resume` a run continues from there (the data stream is a function of the step, so a
 // resumed run sees the batches an uninterrupted one would have).
+#include <array>
 #include <cstdint>
 #include <string>
 
@@ -29,6 +30,14 @@ struct DetectorTrainOptions {
   double lr = 5e-4;
   double weight_decay = 1e-4;
   double clip_grad_norm = 1.0;
+  bool aux_loss = true;  // a set loss on every encoder layer's output too (the reported loss is the last layer's)
+  double layer_norm_eps = 1e-12;  // HF YolosConfig's default
+  std::array<float, 3> image_mean{0.485f, 0.456f, 0.406f}, image_std{0.229f, 0.224f, 0.225f};
+  // A timm ViT folder (e.g. datasets/demo-vit, the demo classifier trained on single shapes) whose patch embedding,
+  // class token, position embeddings (interpolated to the detector's grid) and blocks initialise the encoder, as
+  // YOLOS starts from a DeiT. Its width, depth, heads, patch size, LayerNorm eps and normalisation then replace
+  // the ones above. Empty: random initialisation.
+  std::string backbone;
   uint64_t seed = 7;               // model init and training-scene stream
   uint64_t heldout_seed = 1;       // the shipped demo scenes' seed: never trained on
   int64_t heldout_count = 200;     // held-out scenes for the final mAP
