@@ -15,6 +15,7 @@
 #include "lorq/common/file_util.h"
 #include "lorq/demo/demo.h"
 #include "lorq/demo/detector_trainer.h"
+#include "lorq/demo/scenes.h"
 #include "lorq/demo/segmenter_trainer.h"
 #include "lorq/demo/shapes_dataset.h"
 #include "lorq/io/export.h"
@@ -174,11 +175,22 @@ int cmd_predict(int argc, char** argv) {
 }
 
 int cmd_demo_data(int argc, char** argv) {
-  Args a(argc, argv, 2, {"--out", "--count", "--seed", "--size"}, {});
+  Args a(argc, argv, 2, {"--out", "--count", "--seed", "--size"}, {"--scenes"});
   if (a.help()) {
     std::puts(
-        "usage: lorq demo-data --out DIR [--count N] [--seed S] [--size PX]\n\n"
-        "Writes the procedural shapes set: images/, masks/ and labels.csv (class and box per image).");
+        "usage: lorq demo-data --out DIR [--count N] [--seed S] [--size PX] [--scenes]\n\n"
+        "Writes the procedural shapes set: images/, masks/ and labels.csv (class and box per image).\n"
+        "--scenes: the multi-object scenes instead (default 128 px): images/, labels/ (YOLO), annotations/ (label\n"
+        "maps) and labels.csv (one row per object).");
+    return 0;
+  }
+  if (a.has("--scenes")) {
+    ScenesDatasetSpec s;
+    s.count = a.get_int("--count", s.count, 1, 10000000);
+    s.seed = static_cast<uint64_t>(a.get_int("--seed", 1, 0, 1LL << 62));
+    s.size = static_cast<int>(a.get_int("--size", s.size, 32, 1024));
+    write_scenes_dataset(a.require("--out"), s);
+    std::printf("wrote %lld scenes to %s\n", (long long)s.count, a.require("--out").c_str());
     return 0;
   }
   ShapesDatasetSpec s;
