@@ -101,7 +101,7 @@ std::string preprocessor_json(const DetectorTrainOptions& o) {
   return p.dump(2) + "\n";
 }
 
-// HF YOLOS tensor names; linear and conv weights trunc-normal(0.02) as YolosPreTrainedModel initialises them,
+// HF YOLOS tensor names; encoder linear and conv weights trunc-normal(0.02) as YolosPreTrainedModel initialises them,
 // biases 0, LayerNorms 1/0. The CLS and detection tokens and the position embeddings get trunc-normal(0.02) too
 // (as the original YOLOS code does): HF's zeros would make every detection token identical at the start.
 // The options with the backbone's architecture in place of the requested one (unchanged without a backbone).
@@ -153,9 +153,15 @@ void copy_backbone(std::vector<std::pair<std::string, at::Tensor>>& t, const Det
   const at::Tensor patch = pos.narrow(1, 1, g * g).reshape({1, g, g, D}).permute({0, 3, 1, 2});
   const at::Tensor resized =
       at::upsample_bicubic2d(patch, {grid, grid}, /*align_corners=*/false).permute({0, 2, 3, 1}).reshape({1, -1, D});
+  // The detection tokens start as copies of the class token (plus their small random part), with the class
+  // token's position embedding (plus theirs): each then reads the image the way the classifier learned to, so the
+  // class head sees shape features from the first step instead of waiting for content-blind queries to learn
+  // where to look.
+  const at::Tensor cls_pos = pos.narrow(1, 0, 1);
   for (auto& [k, v] : t) {
     if (k == e + "position_embeddings")
-      v = at::cat({pos.narrow(1, 0, 1), resized, v.narrow(1, 1 + grid * grid, o.detection_tokens)}, 1);
+      v = at::cat({cls_pos, resized, cls_pos + v.narrow(1, 1 + grid * grid, o.detection_tokens)}, 1);
+    if (k == e + "detection_tokens") v = b.tensor("cls_token") + v;
   }
   for (int i = 0; i < o.depth; ++i) {
     const std::string y = "vit.encoder.layer." + std::to_string(i) + ".", v = "blocks." + std::to_string(i) + ".";
@@ -210,10 +216,16 @@ std::vector<std::pair<std::string, at::Tensor>> initial_tensors(const DetectorTr
     norm(p + "layernorm_after");
   }
   norm("vit.layernorm");
-  for (int k = 0; k < 3; ++k) {
-    linear("class_labels_classifier.layers." + std::to_string(k), k == 2 ? classes + 1 : D, D);
-  }
-  for (int k = 0; k < 3; ++k) linear("bbox_predictor.layers." + std::to_string(k), k == 2 ? 4 : D, D);
+  // The heads as the original DETR/YOLOS code leaves them: PyTorch's default Linear init, uniform(+-1/sqrt(in)).
+  // With HF's normal(0.02) three stacked layers pass back ~1% of the loss gradient to the encoder, and training
+  // sits on the constant-prediction plateau for a long time.
+  auto head = [&](const std::string& name, int64_t out, int64_t in) {
+    const double bound = 1.0 / std::sqrt(double(in));
+    t.emplace_back(name + ".weight", (at::rand({out, in}) * 2 - 1) * bound);
+    t.emplace_back(name + ".bias", (at::rand({out}) * 2 - 1) * bound);
+  };
+  for (int k = 0; k < 3; ++k) head("class_labels_classifier.layers." + std::to_string(k), k == 2 ? classes + 1 : D, D);
+  for (int k = 0; k < 3; ++k) head("bbox_predictor.layers." + std::to_string(k), k == 2 ? 4 : D, D);
   return t;
 }
 
