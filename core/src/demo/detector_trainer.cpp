@@ -153,14 +153,23 @@ void copy_backbone(std::vector<std::pair<std::string, at::Tensor>>& t, const Det
   const at::Tensor patch = pos.narrow(1, 1, g * g).reshape({1, g, g, D}).permute({0, 3, 1, 2});
   const at::Tensor resized =
       at::upsample_bicubic2d(patch, {grid, grid}, /*align_corners=*/false).permute({0, 2, 3, 1}).reshape({1, -1, D});
-  // The detection tokens start as copies of the class token (plus their small random part), with the class
-  // token's position embedding (plus theirs): each then reads the image the way the classifier learned to, so the
-  // class head sees shape features from the first step instead of waiting for content-blind queries to learn
-  // where to look.
-  const at::Tensor cls_pos = pos.narrow(1, 0, 1);
+  // The detection tokens start as copies of the class token (plus their small random part), so they read the
+  // image the way the classifier learned to, and each gets the position embedding of a patch on an even grid of
+  // anchors over the image (plus its random part), so that it attends around its own place from the first step
+  // (the backbone's attention prefers nearby positions). Without the anchors the queries stay content-blind, or
+  // global, for thousands of steps: the slow start of set-prediction training.
+  const at::Tensor grid_pos = resized.reshape({grid, grid, D});
+  const int64_t cols = static_cast<int64_t>(std::ceil(std::sqrt(double(o.detection_tokens))));
+  const int64_t rows = (o.detection_tokens + cols - 1) / cols;
+  std::vector<at::Tensor> anchors;
+  for (int64_t q = 0; q < o.detection_tokens; ++q) {
+    const int64_t r = q / cols, c = q % cols;
+    anchors.push_back(grid_pos[(2 * r + 1) * grid / (2 * rows)][(2 * c + 1) * grid / (2 * cols)]);
+  }
+  const at::Tensor anchor_pos = at::stack(anchors).unsqueeze(0);  // [1, Q, D]
   for (auto& [k, v] : t) {
     if (k == e + "position_embeddings")
-      v = at::cat({cls_pos, resized, cls_pos + v.narrow(1, 1 + grid * grid, o.detection_tokens)}, 1);
+      v = at::cat({pos.narrow(1, 0, 1), resized, anchor_pos + v.narrow(1, 1 + grid * grid, o.detection_tokens)}, 1);
     if (k == e + "detection_tokens") v = b.tensor("cls_token") + v;
   }
   for (int i = 0; i < o.depth; ++i) {
