@@ -15,6 +15,9 @@
 #include "lorq/common/error.h"
 #include "lorq/common/file_util.h"
 #include "lorq/demo/demo.h"
+#include "lorq/demo/detector_trainer.h"
+#include "lorq/demo/scenes.h"
+#include "lorq/demo/segmenter_trainer.h"
 #include "lorq/demo/shapes_dataset.h"
 #include "lorq/io/export.h"
 #include "lorq/io/export_size.h"
@@ -210,11 +213,22 @@ int cmd_predict(int argc, char** argv) {
 }
 
 int cmd_demo_data(int argc, char** argv) {
-  Args a(argc, argv, 2, {"--out", "--count", "--seed", "--size"}, {});
+  Args a(argc, argv, 2, {"--out", "--count", "--seed", "--size"}, {"--scenes"});
   if (a.help()) {
     std::puts(
-        "usage: lorq demo-data --out DIR [--count N] [--seed S] [--size PX]\n\n"
-        "Writes the procedural shapes set: images/, masks/ and labels.csv (class and box per image).");
+        "usage: lorq demo-data --out DIR [--count N] [--seed S] [--size PX] [--scenes]\n\n"
+        "Writes the procedural shapes set: images/, masks/ and labels.csv (class and box per image).\n"
+        "--scenes: the multi-object scenes instead (default 128 px): images/, labels/ (YOLO), annotations/ (label\n"
+        "maps) and labels.csv (one row per object).");
+    return 0;
+  }
+  if (a.has("--scenes")) {
+    ScenesDatasetSpec s;
+    s.count = a.get_int("--count", s.count, 1, 10000000);
+    s.seed = static_cast<uint64_t>(a.get_int("--seed", 1, 0, 1LL << 62));
+    s.size = static_cast<int>(a.get_int("--size", s.size, 32, 1024));
+    write_scenes_dataset(a.require("--out"), s);
+    std::printf("wrote %lld scenes to %s\n", (long long)s.count, a.require("--out").c_str());
     return 0;
   }
   ShapesDatasetSpec s;
@@ -226,16 +240,81 @@ int cmd_demo_data(int argc, char** argv) {
   return 0;
 }
 
+// `lorq demo-train --task detect`: the tiny demo YOLOS on generated scenes.
+int demo_train_detector(const Args& a) {
+  DetectorTrainOptions o;
+  o.out_dir = a.require("--out");
+  o.steps = a.get_int("--steps", o.steps, 1, 10000000);
+  o.batch = static_cast<int>(a.get_int("--batch", o.batch, 1, 4096));
+  o.lr = a.get_double("--lr", o.lr, 1e-6, 1.0);
+  o.hidden_size = static_cast<int>(a.get_int("--dim", o.hidden_size, 16, 1024));
+  o.heads = std::max(1, o.hidden_size / 32);
+  o.depth = static_cast<int>(a.get_int("--depth", o.depth, 1, 48));
+  o.patch_size = static_cast<int>(a.get_int("--patch", o.patch_size, 2, 64));
+  if (o.image_size % o.patch_size) throw UsageError("--patch must divide the image size 128");
+  o.seed = static_cast<uint64_t>(a.get_int("--seed", o.seed, 0, 1LL << 40));
+  o.resume = a.has("--resume");
+  o.backbone = a.get("--backbone", "");
+  ProgressBar bar("steps");
+  JobControl job;
+  job.progress = [&](const Progress& p) { bar.update(p); };
+  const DetectorTrainResult r = train_demo_detector(o, job);
+  bar.finish();
+  std::printf("trained %lld steps (%lld in this run, %.2f steps/s) in %.1f s; final loss %.4f\n", (long long)r.steps,
+              (long long)(r.steps - r.resumed_from), r.steps_per_second, r.seconds, r.final_loss);
+  std::printf("held-out scenes (%lld): mAP@.5 %.4f  mAP@[.5:.95] %.4f\n", (long long)o.heldout_count, r.heldout_map50,
+              r.heldout_map);
+  return 0;
+}
+
+// `lorq demo-train --task segment`: the tiny demo SegFormer on generated scenes.
+int demo_train_segmenter(const Args& a) {
+  SegmenterTrainOptions o;
+  o.out_dir = a.require("--out");
+  o.steps = a.get_int("--steps", o.steps, 1, 10000000);
+  o.batch = static_cast<int>(a.get_int("--batch", o.batch, 1, 4096));
+  o.lr = a.get_double("--lr", o.lr, 1e-6, 1.0);
+  o.seed = static_cast<uint64_t>(a.get_int("--seed", o.seed, 0, 1LL << 40));
+  o.resume = a.has("--resume");
+  ProgressBar bar("steps");
+  JobControl job;
+  job.progress = [&](const Progress& p) { bar.update(p); };
+  const SegmenterTrainResult r = train_demo_segmenter(o, job);
+  bar.finish();
+  std::printf("trained %lld steps (%lld in this run, %.2f steps/s) in %.1f s; final loss %.4f\n", (long long)r.steps,
+              (long long)(r.steps - r.resumed_from), r.steps_per_second, r.seconds, r.final_loss);
+  std::printf("held-out scenes (%lld): mIoU %.4f  pixel accuracy %.4f\n", (long long)o.heldout_count, r.heldout_miou,
+              r.heldout_pixel_accuracy);
+  return 0;
+}
+
 int cmd_demo_train(int argc, char** argv) {
-  Args a(argc, argv, 2, {"--out", "--steps", "--batch", "--lr", "--dim", "--depth", "--seed", "--patch"}, {});
+  Args a(argc, argv, 2,
+         {"--out", "--steps", "--batch", "--lr", "--dim", "--depth", "--seed", "--patch", "--task", "--backbone"},
+         {"--resume"});
   if (a.help()) {
     std::puts(
-        "usage: lorq demo-train --out DIR [--steps N] [--batch B] [--lr LR] [--dim D] [--depth L] [--patch P] [--seed "
-        "S]\n\n"
-        "Trains the tiny demo ViT (64x64, patch 8) on freshly generated shapes and writes\n"
-        "model.safetensors + config.json; reports accuracy on held-out generated images.");
+        "usage: lorq demo-train --out DIR [--task classify|detect|segment] [--steps N] [--batch B] [--lr LR]\n"
+        "                       [--dim D] [--depth L] [--patch P] [--seed S] [--resume] [--backbone VIT_DIR]\n\n"
+        "classify (default): trains the tiny demo ViT (64x64) on freshly generated shapes and writes\n"
+        "model.safetensors + config.json; reports accuracy on held-out generated images.\n"
+        "detect: trains the tiny demo YOLOS (128x128, Hugging Face layout) on freshly generated scenes and writes\n"
+        "config.json + preprocessor_config.json + model.safetensors; reports box mAP on held-out scenes.\n"
+        "It checkpoints into DIR/checkpoint every 200 steps; --resume continues from there. --backbone starts the\n"
+        "encoder from a timm ViT (e.g. datasets/demo-vit), whose width, depth and patch size then apply.\n"
+        "segment: trains the tiny demo SegFormer (128x128, Hugging Face layout) on the same scenes' label maps;\n"
+        "reports mIoU and pixel accuracy on held-out scenes; checkpoints and --resume as detect.");
     return 0;
   }
+  const std::string task = a.get("--task", "classify");
+  if (task == "detect") return demo_train_detector(a);
+  if (task == "segment") {
+    if (a.has("--dim") || a.has("--depth") || a.has("--patch") || a.has("--backbone"))
+      throw UsageError("--dim, --depth, --patch and --backbone are not for --task segment");
+    return demo_train_segmenter(a);
+  }
+  if (task != "classify") throw UsageError("--task must be classify, detect or segment, got '" + task + "'");
+  if (a.has("--resume") || a.has("--backbone")) throw UsageError("--resume and --backbone are not for --task classify");
   DemoTrainOptions o;
   o.out_dir = a.require("--out");
   o.steps = a.get_int("--steps", o.steps, 1, 10000000);

@@ -1,16 +1,14 @@
 #include "lorq/demo/shapes_dataset.h"
 
 #include <algorithm>
-#include <array>
-#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 #include <system_error>
-#include <utility>
 
 #include "lorq/common/error.h"
+#include "shape_raster.h"
 
 namespace lorq {
 
@@ -18,291 +16,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// ---------------------------------------------------------------------------------------------------------------
-// Numbers. Everything below is integer arithmetic so that a sample is bit-identical on every machine: no standard
-// distributions (implementation-defined), no libm trigonometry (not correctly rounded), no floating point that a
-// compiler could contract into FMAs.
-
-constexpr int kShift = 8;              // sub-pixel bits of the vertices handed to OpenCV
-constexpr int64_t kOne = 1 << kShift;  // one pixel in vertex units
-constexpr int64_t kUnit = 16384;       // 1.0 in shape space (Q14)
-constexpr int kNumClasses = 6;
-enum ShapeClass { kCircle = 0, kSquare, kTriangle, kStar, kCross, kRing };
-
-uint64_t mix64(uint64_t z) {  // the splitmix64 finaliser
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-  return z ^ (z >> 31);
-}
-
-// A splitmix64 stream keyed by (seed, index).
-class Rng {
- public:
-  Rng(uint64_t seed, int64_t index)
-      : state_(mix64(mix64(seed + 0x6A09E667F3BCC908ULL) + static_cast<uint64_t>(index))) {}
-
-  uint64_t next() {
-    state_ += 0x9E3779B97F4A7C15ULL;
-    return mix64(state_);
-  }
-  // Uniform integer in [lo, hi] (hi - lo < 2^32), by multiply-shift on the top 32 bits.
-  int64_t range(int64_t lo, int64_t hi) {
-    const uint64_t span = static_cast<uint64_t>(hi - lo) + 1;
-    return lo + static_cast<int64_t>(((next() >> 32) * span) >> 32);
-  }
-  // True with probability num/den.
-  bool chance(int64_t num, int64_t den) { return range(0, den - 1) < num; }
-
- private:
-  uint64_t state_;
-};
-
-// a / b rounded to nearest (halves away from zero), for b > 0.
-int64_t round_div(int64_t a, int64_t b) { return a >= 0 ? (a + b / 2) / b : -((-a + b / 2) / b); }
-
-int64_t isqrt(int64_t v) {
-  if (v <= 0) return 0;
-  auto r = static_cast<int64_t>(std::sqrt(static_cast<double>(v)));  // then made exact
-  while (r * r > v) --r;
-  while ((r + 1) * (r + 1) <= v) ++r;
-  return r;
-}
-
-int clamp255(int64_t v) { return static_cast<int>(std::min<int64_t>(255, std::max<int64_t>(0, v))); }
-
-// cos(k * pi / 32) in Q14, k = 0..16.
-constexpr std::array<int64_t, 17> kCosTable = {16384, 16305, 16069, 15679, 15137, 14449, 13623, 12665, 11585,
-                                               10394, 9102,  7723,  6270,  4756,  3196,  1606,  0};
-constexpr int kCircleVertices = 64;
-
-int64_t cos64(int k) {  // cos(k * 2pi / 64) in Q14
-  k = ((k % 64) + 64) % 64;
-  if (k <= 16) return kCosTable[k];
-  if (k <= 32) return -kCosTable[32 - k];
-  if (k <= 48) return -kCosTable[k - 32];
-  return kCosTable[64 - k];
-}
-int64_t sin64(int k) { return cos64(k - 16); }
-
-// Shape space: Q14, y pointing down (as in the image), shapes centred on the origin and inside the unit circle.
-struct Vec {
-  int64_t x, y;
-};
-using Poly = std::vector<Vec>;
-
-Poly unit_circle(int64_t radius_q14) {
-  Poly p;
-  p.reserve(kCircleVertices);
-  for (int k = 0; k < kCircleVertices; ++k) {
-    p.push_back({round_div(cos64(k) * radius_q14, kUnit), round_div(sin64(k) * radius_q14, kUnit)});
-  }
-  return p;
-}
-
-// A rotation by an exact rational cosine/sine: a quarter-turn count q, then the angle 2*atan(t/n), t in [0, n).
-struct Rotation {
-  int quarter = 0;
-  int64_t c = 1, s = 0, d = 1;  // cos = c/d, sin = s/d
-
-  static Rotation random(Rng& rng) {
-    constexpr int64_t n = 128;
-    Rotation r;
-    r.quarter = static_cast<int>(rng.range(0, 3));
-    const int64_t t = rng.range(0, n - 1);
-    r.c = n * n - t * t;
-    r.s = 2 * t * n;
-    r.d = n * n + t * t;
-    return r;
-  }
-  Vec apply(Vec v) const {
-    for (int i = 0; i < quarter; ++i) v = {-v.y, v.x};
-    return {round_div(v.x * c - v.y * s, d), round_div(v.x * s + v.y * c, d)};
-  }
-};
-
-// Shape space -> vertex units: scale each axis by a radius in vertex units (one shape unit = that radius), rotate,
-// translate.
-struct Placement {
-  int64_t cx = 0, cy = 0;  // vertex units
-  int64_t rx = 0, ry = 0;  // vertex units
-  Rotation rot;
-
-  std::vector<cv::Point> map(const Poly& poly) const {
-    std::vector<cv::Point> out;
-    out.reserve(poly.size());
-    for (const Vec& v : poly) {
-      const Vec r = rot.apply({round_div(v.x * rx, kUnit), round_div(v.y * ry, kUnit)});
-      out.emplace_back(static_cast<int>(cx + r.x), static_cast<int>(cy + r.y));
-    }
-    return out;
-  }
-};
-
-// The object: outlines to fill, then holes to cut out of them (the ring's inner disc).
-struct ShapeGeometry {
-  std::vector<std::vector<cv::Point>> fill;
-  std::vector<std::vector<cv::Point>> holes;
-};
-
-ShapeGeometry make_shape(int cls, const Placement& at, Rng& rng) {
-  ShapeGeometry g;
-  switch (cls) {
-    case kCircle:
-      g.fill.push_back(at.map(unit_circle(kUnit)));
-      break;
-    case kSquare: {
-      const int64_t a = 11585;  // 1/sqrt(2): corners on the unit circle
-      g.fill.push_back(at.map({{-a, -a}, {a, -a}, {a, a}, {-a, a}}));
-      break;
-    }
-    case kTriangle:  // equilateral, apex up before rotation
-      g.fill.push_back(at.map({{0, -16384}, {14189, 8192}, {-14189, 8192}}));
-      break;
-    case kStar: {  // 5-pointed: outer points on the unit circle, inner corners at a random 0.40..0.50
-      static constexpr std::array<Vec, 10> kDirs = {{{0, -16384},
-                                                     {-9630, -13255},
-                                                     {-15582, -5063},
-                                                     {-15582, 5063},
-                                                     {-9630, 13255},
-                                                     {0, 16384},
-                                                     {9630, 13255},
-                                                     {15582, 5063},
-                                                     {15582, -5063},
-                                                     {9630, -13255}}};
-      const int64_t inner = rng.range(6554, 8192);  // 0.40 .. 0.50 in Q14
-      Poly p;
-      for (size_t k = 0; k < kDirs.size(); ++k) {
-        if (k % 2 == 0) {
-          p.push_back(kDirs[k]);
-        } else {
-          p.push_back({round_div(kDirs[k].x * inner, kUnit), round_div(kDirs[k].y * inner, kUnit)});
-        }
-      }
-      g.fill.push_back(at.map(p));
-      break;
-    }
-    case kCross: {  // plus sign: two bars of half-length l and half-width w (corners stay inside the unit circle)
-      const int64_t l = 15400;                  // 0.94
-      const int64_t w = rng.range(3604, 5243);  // 0.22 .. 0.32
-      g.fill.push_back(at.map({{-w, -l},
-                               {w, -l},
-                               {w, -w},
-                               {l, -w},
-                               {l, w},
-                               {w, w},
-                               {w, l},
-                               {-w, l},
-                               {-w, w},
-                               {-l, w},
-                               {-l, -w},
-                               {-w, -w}}));
-      break;
-    }
-    case kRing: {  // annulus: inner radius 0.48 .. 0.62 of the outer
-      g.fill.push_back(at.map(unit_circle(kUnit)));
-      g.holes.push_back(at.map(unit_circle(rng.range(7864, 10158))));
-      break;
-    }
-    default:
-      break;
-  }
-  return g;
-}
-
-// A straight band from a to b (vertex units), half_width in vertex units, flat ends, as a polygon.
-std::vector<cv::Point> band(cv::Point a, cv::Point b, int64_t half_width) {
-  const int64_t dx = static_cast<int64_t>(b.x) - a.x, dy = static_cast<int64_t>(b.y) - a.y;
-  const int64_t len = std::max<int64_t>(1, isqrt(dx * dx + dy * dy));
-  const auto ox = static_cast<int>(round_div(-dy * half_width, len));
-  const auto oy = static_cast<int>(round_div(dx * half_width, len));
-  return {{a.x + ox, a.y + oy}, {b.x + ox, b.y + oy}, {b.x - ox, b.y - oy}, {a.x - ox, a.y - oy}};
-}
-
-using Bgr = std::array<int, 3>;
-
-int luma(const Bgr& c) { return (114 * c[0] + 587 * c[1] + 299 * c[2] + 500) / 1000; }
-
-Bgr random_colour(Rng& rng, int lo = 0, int hi = 255) {
-  Bgr c;
-  for (int& v : c) v = static_cast<int>(rng.range(lo, hi));
-  return c;
-}
-
-cv::Scalar scalar(const Bgr& c) { return cv::Scalar(c[0], c[1], c[2]); }
-
-// A linear gradient between two related colours along a random direction.
-struct Gradient {
-  Bgr c0{}, c1{};
-  int64_t dx = 1, dy = 0, pmin = 0, pmax = 1;
-
-  Gradient(Rng& rng, int size) {
-    c0 = random_colour(rng, 15, 240);
-    for (int i = 0; i < 3; ++i) c1[i] = clamp255(c0[i] + rng.range(-70, 70));
-    do {
-      dx = rng.range(-8, 8);
-      dy = rng.range(-8, 8);
-    } while (dx == 0 && dy == 0);
-    const int64_t m = size - 1;
-    const std::array<int64_t, 4> corners = {0, dx * m, dy * m, (dx + dy) * m};
-    pmin = *std::min_element(corners.begin(), corners.end());
-    pmax = *std::max_element(corners.begin(), corners.end());
-  }
-  Bgr at(int64_t x, int64_t y) const {
-    const int64_t p = dx * x + dy * y - pmin, span = pmax - pmin;
-    Bgr c;
-    for (int i = 0; i < 3; ++i) c[i] = clamp255(c0[i] + round_div((c1[i] - c0[i]) * p, span));
-    return c;
-  }
-};
-
-// A low-contrast variation of a colour: the same shift in brightness on all channels, a little jitter on each.
-Bgr nearby_colour(const Bgr& base, Rng& rng) {
-  const int64_t shift = rng.range(10, 28) * (rng.chance(1, 2) ? 1 : -1);
-  Bgr c;
-  for (int i = 0; i < 3; ++i) c[i] = clamp255(base[i] + shift + rng.range(-6, 6));
-  return c;
-}
-
-cv::Point random_point(Rng& rng, int size, int margin) {  // vertex units, may lie outside the image by `margin` px
-  return {static_cast<int>(rng.range(-margin * kOne, (size - 1 + margin) * kOne)),
-          static_cast<int>(rng.range(-margin * kOne, (size - 1 + margin) * kOne))};
-}
-
-void draw_texture(cv::Mat& bg, const Gradient& grad, Rng& rng) {
-  const int size = bg.rows;
-  const int64_t elements = rng.range(2, 5);
-  for (int64_t e = 0; e < elements; ++e) {
-    if (rng.chance(1, 2)) {  // a soft band across (part of) the image
-      const cv::Point a = random_point(rng, size, size / 4), b = random_point(rng, size, size / 4);
-      const int64_t half_width = rng.range(kOne * 3 / 4, kOne * 2);
-      const Bgr c = nearby_colour(grad.at((a.x + b.x) / 2 / kOne, (a.y + b.y) / 2 / kOne), rng);
-      const std::vector<std::vector<cv::Point>> polys = {band(a, b, half_width)};
-      cv::fillPoly(bg, polys, scalar(c), cv::LINE_AA, kShift);
-    } else {  // an elliptic blob
-      Placement at;
-      at.cx = rng.range(0, (size - 1) * kOne);
-      at.cy = rng.range(0, (size - 1) * kOne);
-      at.rx = rng.range(size * kOne / 16, size * kOne / 4);
-      at.ry = rng.range(size * kOne / 16, size * kOne / 4);
-      at.rot = Rotation::random(rng);
-      const Bgr c = nearby_colour(grad.at(at.cx / kOne, at.cy / kOne), rng);
-      const std::vector<std::vector<cv::Point>> polys = {at.map(unit_circle(kUnit))};
-      cv::fillPoly(bg, polys, scalar(c), cv::LINE_AA, kShift);
-    }
-  }
-}
-
-// An object colour with clear contrast to the mean background under the mask: a brightness gap of at least 64 and a
-// colour distance (L1) of at least 160. Random colours are tried first; black or white is the fallback.
-Bgr object_colour(const Bgr& bg_mean, Rng& rng) {
-  const int bg_luma = luma(bg_mean);
-  for (int attempt = 0; attempt < 256; ++attempt) {
-    const Bgr c = random_colour(rng);
-    const int l1 = std::abs(c[0] - bg_mean[0]) + std::abs(c[1] - bg_mean[1]) + std::abs(c[2] - bg_mean[2]);
-    if (std::abs(luma(c) - bg_luma) >= 64 && l1 >= 160) return c;
-  }
-  return bg_luma >= 128 ? Bgr{0, 0, 0} : Bgr{255, 255, 255};
-}
+using namespace shape_raster;  // NOLINT: the shared drawing primitives
 
 void check_size(int size) {
   if (size < 16 || size > 1024) throw Error("shapes", "image size must be 16..1024, got " + std::to_string(size));
@@ -331,69 +45,16 @@ ShapeSample generate_shape_sample(uint64_t seed, int64_t index, int size) {
   const ShapeGeometry geom = make_shape(s.class_index, at, rng);
 
   // The mask (solid) and the coverage used to composite the image (antialiased), from the same vertices.
-  s.mask = cv::Mat::zeros(size, size, CV_8UC1);
-  cv::fillPoly(s.mask, geom.fill, cv::Scalar(255), cv::LINE_8, kShift);
-  if (!geom.holes.empty()) cv::fillPoly(s.mask, geom.holes, cv::Scalar(0), cv::LINE_8, kShift);
-  cv::Mat alpha = cv::Mat::zeros(size, size, CV_8UC1);
-  cv::fillPoly(alpha, geom.fill, cv::Scalar(255), cv::LINE_AA, kShift);
-  if (!geom.holes.empty()) cv::fillPoly(alpha, geom.holes, cv::Scalar(0), cv::LINE_AA, kShift);
+  ShapeRaster raster = rasterise(geom, size);
+  s.mask = raster.mask;
   s.box = cv::boundingRect(s.mask);
 
   // Background: gradient, low-contrast texture, sometimes a thin distractor line (not part of the object).
-  const Gradient grad(rng, size);
-  cv::Mat bg(size, size, CV_8UC3);
-  for (int y = 0; y < size; ++y) {
-    auto* row = bg.ptr<cv::Vec3b>(y);
-    for (int x = 0; x < size; ++x) {
-      const Bgr c = grad.at(x, y);
-      row[x] = cv::Vec3b(static_cast<uchar>(c[0]), static_cast<uchar>(c[1]), static_cast<uchar>(c[2]));
-    }
-  }
-  draw_texture(bg, grad, rng);
-  if (rng.chance(1, 2)) {  // 1/4..1/2 of the side long, anywhere
-    const cv::Point a = random_point(rng, size, 0);
-    Placement dir;
-    dir.rx = dir.ry = rng.range(size * kOne / 4, size * kOne / 2);
-    dir.rot = Rotation::random(rng);
-    const cv::Point d = dir.map({{kUnit, 0}})[0];
-    cv::line(bg, a, a + d, scalar(random_colour(rng)), 1, cv::LINE_AA, kShift);
-  }
-
-  // Object colour against the background it covers.
-  std::array<int64_t, 3> sum = {0, 0, 0};
-  int64_t n = 0;
-  for (int y = 0; y < size; ++y) {
-    const auto* m = s.mask.ptr<uchar>(y);
-    const auto* b = bg.ptr<cv::Vec3b>(y);
-    for (int x = 0; x < size; ++x) {
-      if (!m[x]) continue;
-      for (int i = 0; i < 3; ++i) sum[i] += b[x][i];
-      ++n;
-    }
-  }
-  Bgr bg_mean{128, 128, 128};
-  if (n > 0) {
-    for (int i = 0; i < 3; ++i) bg_mean[i] = static_cast<int>(round_div(sum[i], n));
-  }
-  const Bgr colour = object_colour(bg_mean, rng);
-
-  // Composite by coverage, then sensor-like noise over everything.
-  const int64_t noise = rng.range(2, 10);
-  s.image.create(size, size, CV_8UC3);
-  for (int y = 0; y < size; ++y) {
-    const auto* a = alpha.ptr<uchar>(y);
-    const auto* b = bg.ptr<cv::Vec3b>(y);
-    auto* out = s.image.ptr<cv::Vec3b>(y);
-    for (int x = 0; x < size; ++x) {
-      const uint64_t r = rng.next();
-      for (int i = 0; i < 3; ++i) {
-        const int64_t blended =
-            round_div(static_cast<int64_t>(b[x][i]) * (255 - a[x]) + int64_t{colour[i]} * a[x], 255);
-        const int64_t jitter = static_cast<int64_t>((r >> (16 * i)) & 0xFFFF) % (2 * noise + 1) - noise;
-        out[x][i] = static_cast<uchar>(clamp255(blended + jitter));
-      }
-    }
-  }
+  s.image = textured_background(rng, size);
+  // Object colour against the background it covers; composite by coverage, then sensor-like noise over everything.
+  const Bgr colour = object_colour(mean_under(s.image, s.mask), rng);
+  composite(s.image, raster.alpha, colour);
+  add_noise(s.image, rng);
   return s;
 }
 
