@@ -94,7 +94,7 @@ int main(int argc, char** argv) {
   std::printf("matmul roof: %.1f GFLOP/s\n", roof);
   try {
     auto model = load_model(model_path);
-    ImageSet set = open_image_set(calib_dir, "", model->label_names());
+    ImageSet set = open_image_set(calib_dir, "", model->label_names(), model->task());
     double t = now();
     Calibration calib = calibrate(*model, set, cs);
     std::printf("calibration:  %7.1f s  peak RSS %6.0f MB\n", now() - t, peak_rss_mb());

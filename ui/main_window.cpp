@@ -214,6 +214,13 @@ void MainWindow::buildMenus() {
   file->addSeparator();
   file->addAction("Open &model…", QKeySequence("Ctrl+M"), this, &MainWindow::onOpenModel);
   file->addAction("Open &demo", QKeySequence("Ctrl+D"), this, &MainWindow::openDemo);
+  {
+    const DemoPaths demo = find_demo();
+    QAction* det = file->addAction("Open demo de&tector", this, &MainWindow::openDemoDetector);
+    QAction* seg = file->addAction("Open demo se&gmenter", this, &MainWindow::openDemoSegmenter);
+    det->setEnabled(!demo.detector_dir.empty() && !demo.scenes_dir.empty());
+    seg->setEnabled(!demo.segmenter_dir.empty() && !demo.scenes_dir.empty());
+  }
   file->addAction("Calibration &images…", QKeySequence("Ctrl+I"), this, &MainWindow::onChooseCalibration);
   file->addAction("&Evaluation images…", QKeySequence("Ctrl+E"), this, &MainWindow::onChooseEval);
   file->addSeparator();
@@ -344,6 +351,26 @@ bool MainWindow::openDemo() {
   }
   if (!openModel(QString::fromStdString(demo.model_dir))) return false;
   return setImages(QString::fromStdString(demo.images_dir), QString::fromStdString(demo.labels_csv));
+}
+
+bool MainWindow::openDemoDetector() {
+  const DemoPaths demo = find_demo();
+  if (demo.detector_dir.empty() || demo.scenes_dir.empty()) {
+    report("Demo detector not found", "datasets/demo-yolos and datasets/demo-scenes are not installed beside the program");
+    return false;
+  }
+  // The scenes' YOLO label files sit beside the images: no labels file to name.
+  return openModel(QString::fromStdString(demo.detector_dir)) && setImages(QString::fromStdString(demo.scenes_dir), {});
+}
+
+bool MainWindow::openDemoSegmenter() {
+  const DemoPaths demo = find_demo();
+  if (demo.segmenter_dir.empty() || demo.scenes_dir.empty()) {
+    report("Demo segmenter not found",
+           "datasets/demo-segformer and datasets/demo-scenes are not installed beside the program");
+    return false;
+  }
+  return openModel(QString::fromStdString(demo.segmenter_dir)) && setImages(QString::fromStdString(demo.scenes_dir), {});
 }
 
 bool MainWindow::setImages(const QString& images, const QString& labels) {
@@ -653,6 +680,35 @@ bool MainWindow::predictImage(const QString& path, int label) {
   auto result = std::make_shared<Prediction>();
   result->image.path = path.toStdString();
   result->image.label = label;
+  if (state_->model().task != lorq::TaskKind::Classification) {
+    // Boxes above the compare view's lowest threshold (its slider filters them), or both label maps.
+    return runJob(
+        "Prediction",
+        [=](const lorq::JobControl&) {
+          const double minScore = ComparisonResult().min_score;
+          const lorq::ImagePrediction f = session->predict_image(result->image.path, 5, minScore, nullptr);
+          const lorq::ImagePrediction q = session->predict_image(result->image.path, 5, minScore, &alloc);
+          ImageComparison& ic = result->image;
+          ic.width = f.image_width;
+          ic.height = f.image_height;
+          ic.float_detections = f.detections;
+          ic.compressed_detections = q.detections;
+          ic.float_map = f.label_map;
+          ic.compressed_map = q.label_map;
+          if (!f.label_map.empty()) {
+            size_t changed = 0;
+            for (size_t i = 0; i < f.label_map.classes.size(); ++i)
+              changed += f.label_map.classes[i] != q.label_map.classes[i];
+            ic.change = static_cast<double>(changed) / std::max<size_t>(1, f.label_map.classes.size());
+          }
+        },
+        [this, result] {
+          compare_->setTask(state_->model().task);
+          compare_->showImage(result->image);
+          compareDock_->raise();
+        },
+        &MainWindow::predictionFinished);
+  }
   return runJob(
       "Prediction",
       [=](const lorq::JobControl&) {

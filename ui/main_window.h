@@ -48,6 +48,9 @@ class MainWindow : public QMainWindow {
   // Loads a model folder or file as a new, untitled document (its layers show at once; the analysis runs later).
   bool openModel(const QString& path, bool quiet = false);
   bool openDemo();
+  // The demo detector / segmenter (YOLOS / SegFormer in Hugging Face layout) on the multi-object scenes.
+  bool openDemoDetector();
+  bool openDemoSegmenter();
   // Calibration images (also the evaluation images unless others are chosen). Returns false on a bad folder.
   bool setImages(const QString& images, const QString& labels);
   void setEvalImages(const QString& images, const QString& labels);

@@ -100,7 +100,7 @@ QString WorkbenchDocument::className(int index) const {
 QString WorkbenchDocument::setCalibration(const QString& images, const QString& labels) {
   ImageSetInfo info;
   try {
-    info = list_image_set(images.toStdString(), labels.toStdString());
+    info = list_image_set(images.toStdString(), labels.toStdString(), model_.task);
   } catch (const std::exception& e) {
     return QString::fromStdString(e.what());
   }

@@ -542,6 +542,15 @@ std::vector<ClassScore> CompressionSession::predict(const std::string& image_pat
   return top_k(y.logits()[0], k, m);
 }
 
+lorq::ImagePrediction CompressionSession::predict_image(const std::string& image_path, int k, double threshold,
+                                                      const AllocationResult* compressed) {
+  Model& m = compressed ? impl_->compressed_model(*compressed) : *impl_->model;
+  PredictOptions o;
+  o.top_k = k;
+  o.threshold = threshold;
+  return lorq::predict_image(m, image_path, o);
+}
+
 ComparisonResult CompressionSession::compare(const std::string& images, const std::string& labels, int64_t limit, int k,
                                              const AllocationResult& allocation, const JobControl& job) {
   c10::NoGradGuard no_grad;
@@ -765,6 +774,12 @@ DemoPaths find_demo() {
       d.images_dir = (r / "demo-shapes" / "images").lexically_normal().string();
       d.labels_csv = (r / "demo-shapes" / "labels.csv").lexically_normal().string();
       if (!fs::is_regular_file(d.labels_csv, ec)) d.labels_csv.clear();
+      if (fs::is_regular_file(r / "demo-yolos" / "model.safetensors", ec))
+        d.detector_dir = (r / "demo-yolos").lexically_normal().string();
+      if (fs::is_regular_file(r / "demo-segformer" / "model.safetensors", ec))
+        d.segmenter_dir = (r / "demo-segformer").lexically_normal().string();
+      if (fs::is_directory(r / "demo-scenes" / "images", ec))
+        d.scenes_dir = (r / "demo-scenes" / "images").lexically_normal().string();
       return d;
     }
   }

@@ -291,6 +291,10 @@ class CompressionSession {
 
   // The model with `allocation` applied is built on first use and kept until another allocation is asked for.
   std::vector<ClassScore> predict(const std::string& image_path, int k, const AllocationResult* compressed);
+  // Any task: the top-k classes, the detections scoring above `threshold`, or the label map, of the float model or
+  // (with `compressed`) the compressed one.
+  lorq::ImagePrediction predict_image(const std::string& image_path, int k, double threshold,
+                                      const AllocationResult* compressed);
   // Both models on an image set (the calibration images left out), per-image output change. Throws Cancelled.
   ComparisonResult compare(const std::string& images, const std::string& labels, int64_t limit, int k,
                            const AllocationResult& allocation, const JobControl& job);
@@ -318,7 +322,10 @@ ImageSetInfo list_image_set(const std::string& images, const std::string& labels
 
 // The embedded demo shipped in datasets/: its model folder and image set ("" when not found).
 struct DemoPaths {
-  std::string model_dir, images_dir, labels_csv;
+  std::string model_dir, images_dir, labels_csv;  // the demo classifier and its shapes
+  // The demo detector and segmenter and their multi-object scenes (YOLO labels and label maps beside the images);
+  // empty when not installed.
+  std::string detector_dir, segmenter_dir, scenes_dir;
 };
 DemoPaths find_demo();
 // Sets LibTorch's threads to the core count (call once at start-up).

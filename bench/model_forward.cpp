@@ -1,6 +1,7 @@
-// bench_segformer_forward: SegFormer forward throughput at the model's input size (512x512 for the Hugging Face
-// checkpoints), the per-part time (encoder stages, decode head), and the bytes of the state passed between stages
-// (what a calibration cache holds per image). Usage: bench_segformer_forward [--model DIR] [--batch B] [--iters N]
+// bench_model_forward: any model's forward throughput at its input size (SegFormer 512x512, YOLOS its nominal
+// shortest edge; --height/--width for another, e.g. a COCO photo's 800x1066 or 512x672), the per-part time
+// (embedding, stages, finish), and the bytes of the state passed between stages (what a calibration cache holds per
+// image). Usage: bench_model_forward [--model DIR] [--batch B] [--iters N] [--height H --width W]
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <c10/core/GradMode.h>
@@ -19,11 +20,13 @@ using namespace lorq;
 
 int main(int argc, char** argv) {
   std::string model_path = std::string(LORQ_SHARED_DIR) + "/models/segformer_b0_random";
-  int batch = 2, iters = 5;
+  int batch = 2, iters = 5, height = 0, width = 0;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--model")) model_path = argv[i + 1];
     if (!std::strcmp(argv[i], "--batch")) batch = std::stoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--iters")) iters = std::stoi(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--height")) height = std::stoi(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--width")) width = std::stoi(argv[i + 1]);
   }
   configure_threads();
   c10::NoGradGuard no_grad;
@@ -31,13 +34,14 @@ int main(int argc, char** argv) {
   try {
     model = load_model(model_path);
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "bench_segformer_forward: %s\n", e.what());
+    std::fprintf(stderr, "bench_model_forward: %s\n", e.what());
     return 1;
   }
   const Preprocessing& pp = model->preprocessing();
+  const int h = height > 0 ? height : pp.input_height, w = width > 0 ? width : pp.input_width;
   std::printf("model %s (%s), threads %d, batch %d, input %dx%d\n", model->architecture().c_str(),
-              model->family().c_str(), at::get_num_threads(), batch, pp.input_height, pp.input_width);
-  const at::Tensor x = at::randn({batch, pp.input_channels, pp.input_height, pp.input_width});
+              model->family().c_str(), at::get_num_threads(), batch, h, w);
+  const at::Tensor x = at::randn({batch, pp.input_channels, h, w});
   model->forward(x);  // warm-up
 
   std::vector<double> totals;
