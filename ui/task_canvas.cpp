@@ -1,5 +1,7 @@
 #include "task_canvas.h"
 
+#include "lorq/tasks/detection_match.h"
+
 #include <QImageReader>
 #include <QPainter>
 #include <QPen>
@@ -40,39 +42,10 @@ QColor classColor(int c) {
   }
 }
 
-double boxIou(const Detection& a, const Detection& b) {
-  const double iw = std::max(0.0, std::min<double>(a.x1, b.x1) - std::max<double>(a.x0, b.x0));
-  const double ih = std::max(0.0, std::min<double>(a.y1, b.y1) - std::max<double>(a.y0, b.y0));
-  const double inter = iw * ih;
-  const double areaA = std::max(0.0, double(a.x1) - a.x0) * std::max(0.0, double(a.y1) - a.y0);
-  const double areaB = std::max(0.0, double(b.x1) - b.x0) * std::max(0.0, double(b.y1) - b.y0);
-  const double uni = areaA + areaB - inter;
-  return uni > 0 ? inter / uni : 0.0;
-}
+double boxIou(const Detection& a, const Detection& b) { return lorq::box_iou(a, b); }
 
 std::vector<int> matchDetections(const std::vector<Detection>& a, const std::vector<Detection>& b, double minIou) {
-  std::vector<size_t> order(a.size());
-  std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(), [&](size_t i, size_t j) { return a[i].score > a[j].score; });
-  std::vector<int> match(a.size(), -1);
-  std::vector<char> taken(b.size(), 0);
-  for (size_t i : order) {
-    double best = minIou;
-    int bestJ = -1;
-    for (size_t j = 0; j < b.size(); ++j) {
-      if (taken[j] || b[j].class_index != a[i].class_index) continue;
-      const double iou = boxIou(a[i], b[j]);
-      if (iou >= best) {  // as the engine: a later box of equal IoU wins
-        best = iou;
-        bestJ = static_cast<int>(j);
-      }
-    }
-    if (bestJ >= 0) {
-      taken[bestJ] = 1;
-      match[i] = bestJ;
-    }
-  }
-  return match;
+  return lorq::match_detections(a, b, minIou);
 }
 
 std::vector<Detection> detectionsAbove(const std::vector<Detection>& dets, double threshold) {

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "lorq/io/images.h"
+#include "lorq/tasks/detection_match.h"
 #include "lorq/tasks/task.h"
 
 namespace lorq {
@@ -39,11 +40,5 @@ class DetectionTask : public Task {
 // token order (Hugging Face's post-processing).
 std::vector<Detection> detections_of(const ModelOutputs& outputs, int64_t row, int64_t input_h, int64_t input_w,
                                      const ImageGeometry& geometry, double threshold, const Model* model = nullptr);
-
-// Greedy matching of two detection lists (by descending score of `a`, same class, IoU >= min_iou): for each
-// detection of `a`, the index of its match in `b` or -1.
-std::vector<int> match_detections(const std::vector<Detection>& a, const std::vector<Detection>& b,
-                                  double min_iou = 0.5);
-double box_iou(const Detection& a, const Detection& b);
 
 }  // namespace lorq
