@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "lorq/common/error.h"
+#include "lorq/common/json_fields.h"
 
 namespace lorq {
 
@@ -27,28 +28,6 @@ int SegformerConfig::total_depth() const {
 
 namespace {
 
-json parse_object(const std::string& text, const std::string& source) {
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::parse_error& e) {
-    throw Error(source, std::string("invalid JSON (") + e.what() + ")");
-  }
-  if (!j.is_object()) throw Error(source, "the config is not a JSON object");
-  return j;
-}
-
-template <typename T>
-void read_if(const json& j, const char* key, T& out, const std::string& source) {
-  auto it = j.find(key);
-  if (it == j.end() || it->is_null()) return;
-  try {
-    out = it->get<T>();
-  } catch (const json::exception& e) {
-    throw Error(source, std::string("field '") + key + "' has the wrong type (" + e.what() + ")");
-  }
-}
-
 void check_list(const std::vector<int>& v, const char* name, int n, int min_value, const std::string& source) {
   if (static_cast<int>(v.size()) != n)
     throw Error(source, std::string("'") + name + "' has " + std::to_string(v.size()) + " entries but " +
@@ -61,7 +40,7 @@ void check_list(const std::vector<int>& v, const char* name, int n, int min_valu
 }  // namespace
 
 SegformerConfig parse_segformer_config(const std::string& text, const std::string& source) {
-  const json j = parse_object(text, source);
+  const json j = parse_json_object(text, source);
   SegformerConfig c;
   c.source = source;
   c.source_json = text;
@@ -132,7 +111,7 @@ SegformerConfig parse_segformer_config(const std::string& text, const std::strin
 }
 
 void parse_segformer_preprocessor(const std::string& text, const std::string& source, SegformerConfig& config) {
-  const json j = parse_object(text, source);
+  const json j = parse_json_object(text, source);
   Preprocessing& p = config.preprocessing;
   bool do_resize = true, do_rescale = true, do_normalize = true;
   read_if(j, "do_resize", do_resize, source);

@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "lorq/common/error.h"
+#include "lorq/common/json_fields.h"
 
 namespace lorq {
 
@@ -17,17 +18,6 @@ std::string VitConfig::label(int index) const {
 }
 
 namespace {
-
-template <typename T>
-void read_if(const json& j, const char* key, T& out, const std::string& source) {
-  auto it = j.find(key);
-  if (it == j.end() || it->is_null()) return;
-  try {
-    out = it->get<T>();
-  } catch (const json::exception& e) {
-    throw Error(source, std::string("field '") + key + "' has the wrong type (" + e.what() + ")");
-  }
-}
 
 // timm names encode patch size and resolution: vit_base_patch16_224, deit_tiny_patch16_224.
 void infer_from_name(VitConfig& c) {
@@ -42,13 +32,7 @@ void infer_from_name(VitConfig& c) {
 }  // namespace
 
 VitConfig parse_vit_config(const std::string& text, const std::string& source) {
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::parse_error& e) {
-    throw Error(source, std::string("invalid JSON (") + e.what() + ")");
-  }
-  if (!j.is_object()) throw Error(source, "the config is not a JSON object");
+  const json j = parse_json_object(text, source);
 
   VitConfig c;
   c.source = source;

@@ -5,34 +5,13 @@
 #include <nlohmann/json.hpp>
 
 #include "lorq/common/error.h"
+#include "lorq/common/json_fields.h"
 
 namespace lorq {
 
 using nlohmann::json;
 
 namespace {
-
-json parse_object(const std::string& text, const std::string& source) {
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::parse_error& e) {
-    throw Error(source, std::string("invalid JSON (") + e.what() + ")");
-  }
-  if (!j.is_object()) throw Error(source, "the config is not a JSON object");
-  return j;
-}
-
-template <typename T>
-void read_if(const json& j, const char* key, T& out, const std::string& source) {
-  auto it = j.find(key);
-  if (it == j.end() || it->is_null()) return;
-  try {
-    out = it->get<T>();
-  } catch (const json::exception& e) {
-    throw Error(source, std::string("field '") + key + "' has the wrong type (" + e.what() + ")");
-  }
-}
 
 void require_positive(int value, const char* key, const std::string& source) {
   if (value <= 0)
@@ -84,7 +63,7 @@ void set_default_yolos_preprocessing(YolosConfig& c) {
 }
 
 YolosConfig parse_yolos_config(const std::string& text, const std::string& source) {
-  const json j = parse_object(text, source);
+  const json j = parse_json_object(text, source);
   YolosConfig c;
   c.source = source;
   c.source_json = text;
@@ -159,7 +138,7 @@ YolosConfig parse_yolos_config(const std::string& text, const std::string& sourc
 }
 
 void parse_yolos_preprocessor(YolosConfig& c, const std::string& text, const std::string& source) {
-  const json j = parse_object(text, source);
+  const json j = parse_json_object(text, source);
   Preprocessing& p = c.preprocessing;
   c.preprocessor_source = source;
   std::string processor;
