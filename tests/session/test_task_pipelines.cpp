@@ -68,14 +68,16 @@ double metric(const api::EvalSummary& e, const std::string& name) {
   return -1;
 }
 
-void run_pipeline(const std::string& model_dir, const std::string& images, const std::vector<std::string>& metrics) {
+void run_pipeline(const std::string& model_dir, const std::string& images, const std::vector<std::string>& metrics,
+                  int64_t held_out = 8, std::vector<double>* float_and_compressed = nullptr) {
   auto session = api::CompressionSession::open(model_dir, images, "", settings(), "");
   session->analyze({});
   ASSERT_TRUE(session->analyzed());
   auto allocator = session->make_allocator(api::Constraints{});
   const api::EvalSummary f = session->evaluate_float(images, "", 0, {});
-  EXPECT_EQ(f.images, 8);
+  EXPECT_EQ(f.images, held_out);
   EXPECT_EQ(f.left_out, 16);
+  if (float_and_compressed) float_and_compressed->push_back(metric(f, metrics[0]));
   for (const std::string& m : metrics) EXPECT_GE(metric(f, m), 0.0);
   for (double bits : {4.0, 3.0}) {
     SCOPED_TRACE("average bits " + std::to_string(bits));
@@ -85,9 +87,10 @@ void run_pipeline(const std::string& model_dir, const std::string& images, const
     const api::EvalSummary q = session->evaluate_compressed(a, images, "", 0, {});
     ASSERT_EQ(q.metrics.size(), metrics.size());
     for (size_t i = 0; i < metrics.size(); ++i) EXPECT_EQ(q.metrics[i].name, metrics[i]);
+    if (float_and_compressed) float_and_compressed->push_back(metric(q, metrics[0]));
 
     // The export reloads to the same outputs, bit for bit.
-    const api::ComparisonResult c = session->compare(images, "", 0, 5, a, {});
+    const api::ComparisonResult c = session->compare(images, "", 8, 5, a, {});
     ASSERT_EQ(c.images.size(), 8u);
     const std::string out = temp("export_" + std::to_string(static_cast<int>(bits)));
     session->export_to(out, a);
@@ -129,4 +132,16 @@ TEST(TaskPipelines, SegformerSegmenterEndToEnd) {
   LORQ_REQUIRE_SHARED_FILE(shared + "/model.safetensors");
   run_pipeline(with_size(shared, "segformer", R"({"height": 128, "width": 128})"), scenes(5),
                {"mIoU", "pixel accuracy"});
+}
+
+TEST(TaskPipelines, DemoSegmenterKeepsItsMiouAtFourBits) {
+  const api::DemoPaths demo = api::find_demo();
+  ASSERT_FALSE(demo.segmenter_dir.empty()) << "datasets/demo-segformer is not installed";
+  ASSERT_FALSE(demo.scenes_dir.empty()) << "datasets/demo-scenes is not installed";
+  std::vector<double> miou;  // float, 4 bits, 3 bits (percent, on the 84 scenes not calibrated on)
+  run_pipeline(demo.segmenter_dir, demo.scenes_dir, {"mIoU", "pixel accuracy"}, 84, &miou);
+  ASSERT_EQ(miou.size(), 3u);
+  std::printf("demo segmenter mIoU: float %.2f%%, 4 bits %.2f%%, 3 bits %.2f%%\n", miou[0], miou[1], miou[2]);
+  EXPECT_GT(miou[0], 45.0);            // a trained model (random: ~5 %)
+  EXPECT_GT(miou[1], miou[0] - 5.0);  // 4 average bits keep it
 }
