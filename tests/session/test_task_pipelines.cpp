@@ -142,6 +142,6 @@ TEST(TaskPipelines, DemoSegmenterKeepsItsMiouAtFourBits) {
   run_pipeline(demo.segmenter_dir, demo.scenes_dir, {"mIoU", "pixel accuracy"}, 84, &miou);
   ASSERT_EQ(miou.size(), 3u);
   std::printf("demo segmenter mIoU: float %.2f%%, 4 bits %.2f%%, 3 bits %.2f%%\n", miou[0], miou[1], miou[2]);
-  EXPECT_GT(miou[0], 45.0);            // a trained model (random: ~5 %)
+  EXPECT_GT(miou[0], 70.0);            // the target for the demo segmenter (random weights: ~5 %)
   EXPECT_GT(miou[1], miou[0] - 5.0);  // 4 average bits keep it
 }
