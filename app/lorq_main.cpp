@@ -255,6 +255,8 @@ int demo_train_detector(const Args& a) {
   o.seed = static_cast<uint64_t>(a.get_int("--seed", o.seed, 0, 1LL << 40));
   o.resume = a.has("--resume");
   o.backbone = a.get("--backbone", "");
+  o.detection_tokens = static_cast<int>(a.get_int("--queries", o.detection_tokens, 4, 400));
+  o.anchor_cost = a.get_double("--anchor-cost", o.anchor_cost, 0.0, 1000.0);
   ProgressBar bar("steps");
   JobControl job;
   job.progress = [&](const Progress& p) { bar.update(p); };
@@ -290,7 +292,8 @@ int demo_train_segmenter(const Args& a) {
 
 int cmd_demo_train(int argc, char** argv) {
   Args a(argc, argv, 2,
-         {"--out", "--steps", "--batch", "--lr", "--dim", "--depth", "--seed", "--patch", "--task", "--backbone"},
+         {"--out", "--steps", "--batch", "--lr", "--dim", "--depth", "--seed", "--patch", "--task", "--backbone", "--queries",
+          "--anchor-cost"},
          {"--resume"});
   if (a.help()) {
     std::puts(
@@ -302,6 +305,8 @@ int cmd_demo_train(int argc, char** argv) {
         "config.json + preprocessor_config.json + model.safetensors; reports box mAP on held-out scenes.\n"
         "It checkpoints into DIR/checkpoint every 200 steps; --resume continues from there. --backbone starts the\n"
         "encoder from a timm ViT (e.g. datasets/demo-vit), whose width, depth and patch size then apply.\n"
+        "--queries Q (default 16): detection tokens, one per cell of an even grid; --anchor-cost C (default 5): how\n"
+        "strongly the matching prefers the query of an object's cell (0: the plain Hungarian matcher of DETR/HF).\n"
         "segment: trains the tiny demo SegFormer (128x128, Hugging Face layout) on the same scenes' label maps;\n"
         "reports mIoU and pixel accuracy on held-out scenes; checkpoints and --resume as detect.");
     return 0;
@@ -309,12 +314,14 @@ int cmd_demo_train(int argc, char** argv) {
   const std::string task = a.get("--task", "classify");
   if (task == "detect") return demo_train_detector(a);
   if (task == "segment") {
-    if (a.has("--dim") || a.has("--depth") || a.has("--patch") || a.has("--backbone"))
-      throw UsageError("--dim, --depth, --patch and --backbone are not for --task segment");
+    if (a.has("--dim") || a.has("--depth") || a.has("--patch") || a.has("--backbone") || a.has("--queries") ||
+        a.has("--anchor-cost"))
+      throw UsageError("--dim, --depth, --patch, --backbone, --queries and --anchor-cost are not for --task segment");
     return demo_train_segmenter(a);
   }
   if (task != "classify") throw UsageError("--task must be classify, detect or segment, got '" + task + "'");
-  if (a.has("--resume") || a.has("--backbone")) throw UsageError("--resume and --backbone are not for --task classify");
+  if (a.has("--resume") || a.has("--backbone") || a.has("--queries") || a.has("--anchor-cost"))
+    throw UsageError("--resume, --backbone, --queries and --anchor-cost are not for --task classify");
   DemoTrainOptions o;
   o.out_dir = a.require("--out");
   o.steps = a.get_int("--steps", o.steps, 1, 10000000);

@@ -63,8 +63,11 @@ Reference reference_loss(const at::Tensor& logits, const at::Tensor& boxes,
       const double* pb = pred(q);
       double l1 = 0;
       for (int k = 0; k < 4; ++k) l1 += std::abs(pb[k] - tb[k]);
+      double anchor = 0;  // L1 distance of the target's centre to the query's anchor
+      if (w.anchor_cost > 0)
+        for (int k = 0; k < 2; ++k) anchor += std::abs(w.anchors[q][k].item<double>() - tb[k]);
       return w.bbox_cost * l1 - w.class_cost * prob(q)[targets[i].labels[t].item<int64_t>()] -
-             w.giou_cost * giou(pb, tb);
+             w.giou_cost * giou(pb, tb) + w.anchor_cost * anchor;
     };
     std::vector<int64_t> perm(static_cast<size_t>(queries));
     std::iota(perm.begin(), perm.end(), 0);
@@ -128,6 +131,43 @@ TEST(DetectionLoss, MatchesBruteForceReference) {
     EXPECT_NEAR(got.giou.item<double>(), want.giou, 1e-10);
     EXPECT_NEAR(got.total.item<double>(), want.ce + 5 * want.l1 + 2 * want.giou, 1e-9);
   }
+}
+
+TEST(DetectionLoss, AnchorCostMatchesBruteForceReference) {
+  at::manual_seed(7);
+  for (double anchor_cost : {0.5, 5.0, 50.0}) {
+    lorq::DetectionLossWeights w;
+    w.anchor_cost = anchor_cost;
+    const int64_t batch = 3, queries = 6, classes = 4;
+    w.anchors = at::rand({queries, 2});
+    const at::Tensor logits = at::randn({batch, queries, classes + 1}, at::kDouble) * 2;
+    const at::Tensor boxes = at::cat({at::rand({batch, queries, 2}, at::kDouble) * 0.6 + 0.2,
+                                      at::rand({batch, queries, 2}, at::kDouble) * 0.3 + 0.05},
+                                     2);
+    std::vector<lorq::DetectionTarget> targets;
+    for (int64_t i = 0; i < batch; ++i) targets.push_back(random_target(i + 2, classes));
+    const lorq::DetectionLoss got = lorq::detection_loss(logits, boxes, targets, w);
+    const Reference want = reference_loss(logits, boxes, targets, w);
+    EXPECT_EQ(got.matches, want.matches) << "anchor cost " << anchor_cost;
+    EXPECT_NEAR(got.total.item<double>(), want.ce + 5 * want.l1 + 2 * want.giou, 1e-9);
+  }
+}
+
+TEST(DetectionLoss, LargeAnchorCostGivesEachObjectTheQueryOfItsCell) {
+  // Two objects, four queries on a 2x2 grid of cells; the predictions all sit on the first object, so the plain
+  // matcher gives both objects to whichever queries predict best, but with the prior each goes to its own cell.
+  lorq::DetectionLossWeights w;
+  w.anchor_cost = 100;
+  w.anchors = at::tensor({0.25, 0.25, 0.75, 0.25, 0.25, 0.75, 0.75, 0.75}, at::kFloat).view({4, 2});
+  lorq::DetectionTarget t;
+  t.labels = at::tensor({0, 1}, at::kLong);
+  t.boxes = at::tensor({0.8, 0.7, 0.1, 0.1, 0.2, 0.3, 0.1, 0.1}, at::kDouble).view({2, 4});
+  const at::Tensor boxes = at::tensor({0.8, 0.7, 0.1, 0.1}, at::kDouble).repeat({1, 4, 1});
+  const at::Tensor logits = at::zeros({1, 4, 3}, at::kDouble);
+  EXPECT_EQ(lorq::detection_loss(logits, boxes, {t}, w).matches[0], (std::vector<int64_t>{1, -1, -1, 0}));
+  w.anchor_cost = 1;
+  w.anchors = at::zeros({3, 2});  // not one anchor per query
+  EXPECT_THROW(lorq::detection_loss(logits, boxes, {t}, w), lorq::Error);
 }
 
 TEST(DetectionLoss, GradientsReachLogitsAndBoxes) {

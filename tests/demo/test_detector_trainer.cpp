@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cmath>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
@@ -150,6 +151,62 @@ TEST(DetectorTrainer, BackboneInitialisesTheEncoder) {
   fs::remove_all(dir);
 }
 
+// The share of the first layer's attention (averaged over heads and images) that a token gives to the patches in
+// `near` (indices into the patch grid), next to the share a uniform spread over the patches would give them.
+struct AttentionShare {
+  double near = 0, uniform = 0;
+};
+AttentionShare first_layer_share(lorq::Model& m, const at::Tensor& images, int64_t token,
+                                 const std::vector<int64_t>& near, int64_t patches, int64_t heads) {
+  c10::NoGradGuard no_grad;
+  const at::Tensor x = m.embed(images).at(0);  // [B, T, D]
+  const int64_t B = x.size(0), T = x.size(1), D = x.size(2), hd = D / heads;
+  const std::string p = "vit.encoder.layer.0.";
+  const at::Tensor h = at::layer_norm(x, {D}, m.tensor(p + "layernorm_before.weight"),
+                                      m.tensor(p + "layernorm_before.bias"), 1e-12);
+  auto project = [&](const char* name) {
+    const std::string l = p + "attention.attention." + name;
+    return at::linear(h, m.tensor(l + ".weight"), m.tensor(l + ".bias")).view({B, T, heads, hd}).transpose(1, 2);
+  };
+  const at::Tensor a = (project("query").matmul(project("key").transpose(-1, -2)) / std::sqrt(double(hd))).softmax(-1);
+  const at::Tensor row = a.select(2, token).narrow(-1, 1, patches).mean(at::IntArrayRef{0, 1}).to(at::kDouble);  // [patches]
+  AttentionShare s;
+  for (int64_t i : near) s.near += row[i].item<double>();
+  s.uniform = row.sum().item<double>() * double(near.size()) / double(patches);
+  return s;
+}
+
+TEST(DetectorTrainer, FromScratchAttentionStartsLocal) {
+  // Without a backbone the position embeddings and query/key start so that a token looks around its own place:
+  // a patch at its 3x3 neighbourhood, a detection token at the 2x2 patches of its anchor cell (see the trainer).
+  const fs::path dir = fresh_dir("lorq_demo_yolos_local");
+  lorq::DetectorTrainOptions o = tiny_options(dir);
+  o.image_size = 128;  // an 8x8 patch grid, 16 detection tokens on a 4x4 grid of cells
+  o.detection_tokens = 16;
+  lorq::write_initial_demo_detector(dir.string(), o);
+  const std::unique_ptr<lorq::Model> m = lorq::load_model(dir.string());
+  at::manual_seed(11);
+  const at::Tensor images = at::randn({4, 3, 128, 128});
+  const int64_t grid = 8, patches = grid * grid;
+  // The patch at (row 3, column 5) and its neighbours.
+  std::vector<int64_t> around;
+  for (int64_t dy = -1; dy <= 1; ++dy)
+    for (int64_t dx = -1; dx <= 1; ++dx) around.push_back((3 + dy) * grid + 5 + dx);
+  const AttentionShare patch = first_layer_share(*m, images, 1 + 3 * grid + 5, around, patches, o.heads);
+  EXPECT_GT(patch.near, 2.5 * patch.uniform) << patch.near << " vs uniform " << patch.uniform;
+  // Detection token 6: cell (row 1, column 2) of the 4x4 grid, i.e. patches rows 2-3, columns 4-5.
+  const at::Tensor anchors = lorq::query_anchors(16);
+  EXPECT_FLOAT_EQ(anchors[6][0].item<float>(), 5.0f / 8);
+  EXPECT_FLOAT_EQ(anchors[6][1].item<float>(), 3.0f / 8);
+  const AttentionShare det =
+      first_layer_share(*m, images, 1 + patches + 6, {2 * grid + 4, 2 * grid + 5, 3 * grid + 4, 3 * grid + 5},
+                        patches, o.heads);
+  EXPECT_GT(det.near, 2.5 * det.uniform) << det.near << " vs uniform " << det.uniform;
+  std::printf("first-layer attention on the own neighbourhood: patch %.3f (uniform %.3f), detection token %.3f (uniform %.3f)\n",
+              patch.near, patch.uniform, det.near, det.uniform);
+  fs::remove_all(dir);
+}
+
 TEST(DetectorTrainer, RejectsBadOptions) {
   lorq::DetectorTrainOptions o = tiny_options(fresh_dir("lorq_demo_yolos_bad"));
   o.patch_size = 24;
@@ -159,6 +216,9 @@ TEST(DetectorTrainer, RejectsBadOptions) {
   EXPECT_THROW(lorq::train_demo_detector(o), lorq::Error);
   o = tiny_options(fresh_dir("lorq_demo_yolos_bad"));
   o.detection_tokens = 3;
+  EXPECT_THROW(lorq::train_demo_detector(o), lorq::Error);
+  o = tiny_options(fresh_dir("lorq_demo_yolos_bad"));
+  o.anchor_cost = -1;
   EXPECT_THROW(lorq::train_demo_detector(o), lorq::Error);
   o = tiny_options(fresh_dir("lorq_demo_yolos_bad"));
   o.backbone = "/nonexistent/vit";

@@ -69,7 +69,9 @@ double metric(const api::EvalSummary& e, const std::string& name) {
 }
 
 void run_pipeline(const std::string& model_dir, const std::string& images, const std::vector<std::string>& metrics,
-                  int64_t held_out = 8, std::vector<double>* float_and_compressed = nullptr) {
+                  int64_t held_out = 8, std::vector<double>* float_and_compressed = nullptr,
+                  const std::string& recorded = "") {
+  const std::string& record = recorded.empty() ? metrics[0] : recorded;
   auto session = api::CompressionSession::open(model_dir, images, "", settings(), "");
   session->analyze({});
   ASSERT_TRUE(session->analyzed());
@@ -77,7 +79,7 @@ void run_pipeline(const std::string& model_dir, const std::string& images, const
   const api::EvalSummary f = session->evaluate_float(images, "", 0, {});
   EXPECT_EQ(f.images, held_out);
   EXPECT_EQ(f.left_out, 16);
-  if (float_and_compressed) float_and_compressed->push_back(metric(f, metrics[0]));
+  if (float_and_compressed) float_and_compressed->push_back(metric(f, record));
   for (const std::string& m : metrics) EXPECT_GE(metric(f, m), 0.0);
   for (double bits : {4.0, 3.0}) {
     SCOPED_TRACE("average bits " + std::to_string(bits));
@@ -87,7 +89,7 @@ void run_pipeline(const std::string& model_dir, const std::string& images, const
     const api::EvalSummary q = session->evaluate_compressed(a, images, "", 0, {});
     ASSERT_EQ(q.metrics.size(), metrics.size());
     for (size_t i = 0; i < metrics.size(); ++i) EXPECT_EQ(q.metrics[i].name, metrics[i]);
-    if (float_and_compressed) float_and_compressed->push_back(metric(q, metrics[0]));
+    if (float_and_compressed) float_and_compressed->push_back(metric(q, record));
 
     // The export reloads to the same outputs, bit for bit.
     const api::ComparisonResult c = session->compare(images, "", 8, 5, a, {});
@@ -144,4 +146,16 @@ TEST(TaskPipelines, DemoSegmenterKeepsItsMiouAtFourBits) {
   std::printf("demo segmenter mIoU: float %.2f%%, 4 bits %.2f%%, 3 bits %.2f%%\n", miou[0], miou[1], miou[2]);
   EXPECT_GT(miou[0], 70.0);            // the target for the demo segmenter (random weights: ~5 %)
   EXPECT_GT(miou[1], miou[0] - 5.0);  // 4 average bits keep it
+}
+
+TEST(TaskPipelines, DemoDetectorKeepsItsMapAtFourBits) {
+  const api::DemoPaths demo = api::find_demo();
+  ASSERT_FALSE(demo.detector_dir.empty()) << "datasets/demo-yolos is not installed";
+  ASSERT_FALSE(demo.scenes_dir.empty()) << "datasets/demo-scenes is not installed";
+  std::vector<double> map50;  // float, 4 bits, 3 bits (mAP@.5 in percent, on the 84 scenes not calibrated on)
+  run_pipeline(demo.detector_dir, demo.scenes_dir, {"mAP", "mAP@.5"}, 84, &map50, "mAP@.5");
+  ASSERT_EQ(map50.size(), 3u);
+  std::printf("demo detector mAP@.5: float %.2f%%, 4 bits %.2f%%, 3 bits %.2f%%\n", map50[0], map50[1], map50[2]);
+  EXPECT_GT(map50[0], 60.0);             // the target for the demo detector (untrained: ~0 %)
+  EXPECT_GT(map50[1], map50[0] - 5.0);  // 4 average bits keep it
 }

@@ -12,7 +12,8 @@ namespace lorq {
 
 namespace {
 
-void check_inputs(const at::Tensor& logits, const at::Tensor& boxes, const std::vector<DetectionTarget>& targets) {
+void check_inputs(const at::Tensor& logits, const at::Tensor& boxes, const std::vector<DetectionTarget>& targets,
+                  const DetectionLossWeights& w) {
   if (logits.dim() != 3 || boxes.dim() != 3 || boxes.size(2) != 4 || logits.size(0) != boxes.size(0) ||
       logits.size(1) != boxes.size(1)) {
     throw Error("detection loss: expected logits [B, Q, K+1] and boxes [B, Q, 4]");
@@ -22,6 +23,9 @@ void check_inputs(const at::Tensor& logits, const at::Tensor& boxes, const std::
                 std::to_string(logits.size(0)));
   }
   const int64_t classes = logits.size(2) - 1;
+  if (w.anchor_cost > 0 &&
+      (!w.anchors.defined() || w.anchors.dim() != 2 || w.anchors.size(0) != logits.size(1) || w.anchors.size(1) != 2))
+    throw Error("detection loss: an anchor cost needs anchors [" + std::to_string(logits.size(1)) + ", 2]");
   for (size_t i = 0; i < targets.size(); ++i) {
     const DetectionTarget& t = targets[i];
     const std::string where = "detection loss: target " + std::to_string(i);
@@ -40,7 +44,7 @@ void check_inputs(const at::Tensor& logits, const at::Tensor& boxes, const std::
 std::vector<std::vector<int64_t>> match_queries(const at::Tensor& logits, const at::Tensor& boxes,
                                                 const std::vector<DetectionTarget>& targets,
                                                 const DetectionLossWeights& w) {
-  check_inputs(logits, boxes, targets);
+  check_inputs(logits, boxes, targets, w);
   at::NoGradGuard no_grad;
   const at::Tensor prob = logits.detach().to(at::kDouble).softmax(-1);
   const at::Tensor pred = boxes.detach().to(at::kDouble);
@@ -53,10 +57,11 @@ std::vector<std::vector<int64_t>> match_queries(const at::Tensor& logits, const 
     }
     const at::Tensor tb = targets[i].boxes.to(at::kDouble);
     const at::Tensor p = pred[static_cast<int64_t>(i)];
-    const at::Tensor cost = (w.bbox_cost * at::cdist(p, tb, 1.0) -
-                             w.class_cost * prob[static_cast<int64_t>(i)].index_select(1, targets[i].labels) -
-                             w.giou_cost * generalized_box_iou_cxcywh(p, tb))
-                                .contiguous();
+    at::Tensor cost = w.bbox_cost * at::cdist(p, tb, 1.0) -
+                      w.class_cost * prob[static_cast<int64_t>(i)].index_select(1, targets[i].labels) -
+                      w.giou_cost * generalized_box_iou_cxcywh(p, tb);
+    if (w.anchor_cost > 0) cost = cost + w.anchor_cost * at::cdist(w.anchors.to(at::kDouble), tb.narrow(1, 0, 2), 1.0);
+    cost = cost.contiguous();
     const double* c = cost.data_ptr<double>();
     matches.push_back(min_cost_assignment(std::vector<double>(c, c + q * n), q, n));
   }

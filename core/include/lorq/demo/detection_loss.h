@@ -22,6 +22,13 @@ struct DetectionLossWeights {  // Hugging Face's YolosConfig defaults
   double class_cost = 1, bbox_cost = 5, giou_cost = 2;
   double ce_weight = 1, l1_weight = 5, giou_weight = 2;
   double eos_coef = 0.1;  // weight of the "no object" class (the last logit) in the cross-entropy
+  // Optional location prior in the matching cost: anchor_cost x L1 distance between an object's centre and the
+  // centre of the image cell query q is responsible for (anchors [Q, 2], normalised x, y). At the start every query
+  // predicts about the same box, so the plain cost matches objects to queries at random and each query is pulled
+  // towards every class and place in turn (DETR's slow start); the prior makes the assignment stable from the
+  // first step, so each query learns its region. Zero (the default) is Hugging Face's matcher.
+  double anchor_cost = 0;
+  at::Tensor anchors;
 };
 
 struct DetectionLoss {

@@ -11,6 +11,8 @@
 #include <cstdint>
 #include <string>
 
+#include <ATen/core/Tensor.h>
+
 #include "lorq/common/progress.h"
 
 namespace lorq {
@@ -24,7 +26,10 @@ struct DetectorTrainOptions {
   int hidden_size = 128;
   int depth = 4;
   int heads = 4;
-  int detection_tokens = 12;  // object queries; a scene has at most 4 objects
+  int detection_tokens = 16;  // object queries, one per cell of an even grid (4x4); a scene has at most 4 objects
+  // Location prior of the Hungarian matching (DetectionLossWeights::anchor_cost): objects go to the query of their
+  // cell unless the predictions clearly say otherwise. 0: the plain DETR/HF matcher.
+  double anchor_cost = 5;
   int batch = 32;
   int64_t steps = 4000;
   double lr = 5e-4;
@@ -54,6 +59,10 @@ struct DetectorTrainResult {
   double final_loss = 0;                      // mean training loss over the last 100 steps
   double heldout_map50 = 0, heldout_map = 0;  // box mAP@.5 and mAP@[.5:.95] on held-out scenes, in [0, 1]
 };
+
+// The centres (normalised x, y) of the image cells the detection tokens are responsible for: an even grid of
+// ceil(sqrt(Q)) columns, row by row. [Q, 2] float.
+at::Tensor query_anchors(int detection_tokens);
 
 // Writes a randomly initialised demo YOLOS (the three HF files) into `dir`.
 void write_initial_demo_detector(const std::string& dir, const DetectorTrainOptions& options);
