@@ -179,10 +179,13 @@ AttentionShare first_layer_share(lorq::Model& m, const at::Tensor& images, int64
 TEST(DetectorTrainer, FromScratchAttentionStartsLocal) {
   // Without a backbone the position embeddings and query/key start so that a token looks around its own place:
   // a patch at its 3x3 neighbourhood, a detection token at the 2x2 patches of its anchor cell (see the trainer).
+  // (With random position embeddings both shares are about the uniform ones.)
   const fs::path dir = fresh_dir("lorq_demo_yolos_local");
   lorq::DetectorTrainOptions o = tiny_options(dir);
   o.image_size = 128;  // an 8x8 patch grid, 16 detection tokens on a 4x4 grid of cells
   o.detection_tokens = 16;
+  o.hidden_size = 64;  // heads of 32 channels, as the demo detector's
+  o.heads = 2;
   lorq::write_initial_demo_detector(dir.string(), o);
   const std::unique_ptr<lorq::Model> m = lorq::load_model(dir.string());
   at::manual_seed(11);
@@ -193,7 +196,7 @@ TEST(DetectorTrainer, FromScratchAttentionStartsLocal) {
   for (int64_t dy = -1; dy <= 1; ++dy)
     for (int64_t dx = -1; dx <= 1; ++dx) around.push_back((3 + dy) * grid + 5 + dx);
   const AttentionShare patch = first_layer_share(*m, images, 1 + 3 * grid + 5, around, patches, o.heads);
-  EXPECT_GT(patch.near, 2.5 * patch.uniform) << patch.near << " vs uniform " << patch.uniform;
+  EXPECT_GT(patch.near, 2 * patch.uniform) << patch.near << " vs uniform " << patch.uniform;
   // Detection token 6: cell (row 1, column 2) of the 4x4 grid, i.e. patches rows 2-3, columns 4-5.
   const at::Tensor anchors = lorq::query_anchors(16);
   EXPECT_FLOAT_EQ(anchors[6][0].item<float>(), 5.0f / 8);
@@ -201,7 +204,7 @@ TEST(DetectorTrainer, FromScratchAttentionStartsLocal) {
   const AttentionShare det =
       first_layer_share(*m, images, 1 + patches + 6, {2 * grid + 4, 2 * grid + 5, 3 * grid + 4, 3 * grid + 5},
                         patches, o.heads);
-  EXPECT_GT(det.near, 2.5 * det.uniform) << det.near << " vs uniform " << det.uniform;
+  EXPECT_GT(det.near, 3 * det.uniform) << det.near << " vs uniform " << det.uniform;
   std::printf("first-layer attention on the own neighbourhood: patch %.3f (uniform %.3f), detection token %.3f (uniform %.3f)\n",
               patch.near, patch.uniform, det.near, det.uniform);
   fs::remove_all(dir);

@@ -198,37 +198,48 @@ void copy_backbone(std::vector<std::pair<std::string, at::Tensor>>& t, const Det
 
 // From scratch, attention has no notion of place, and a detection token must learn to look at the part of the image
 // its objects are in before it can learn what they are: with random position embeddings the demo detector sat at
-// mAP@.5 ~0.01 for thousands of steps, its detection tokens spreading their attention evenly over the image. So the
-// position embeddings start as 2-D sinusoids of the token's place on the patch grid (a detection token: the centre
-// of its anchor cell), each head with its own band of frequencies (head 0 the sharpest, a patch wide; each next
-// head twice as broad), and query/key start near gain * identity, so that q.k contains sum_f cos(w_f dx) +
-// cos(w_f dy): a softmax of it is a separable bump around the token's own place (the idea of "mimetic"
-// initialisation, Trockman & Kolter 2023). Everything stays trainable; the class token gets a random embedding and
-// looks everywhere.
-constexpr double kLocalAttentionGain = 1.0;
+// mAP@.5 ~0.01 for thousands of steps, its detection tokens attending evenly over the image or to one another. So
+// attention starts local (the idea of "mimetic" initialisation, Trockman & Kolter 2023, made positional):
+// - each head's channels are split in a query half A and a key half B; a patch's position embedding holds 2-D
+//   sinusoids of its place on the patch grid in both halves, a detection token's (the centre of its anchor cell)
+//   in A only; each head has its own band of frequencies (head 0 the sharpest, a patch wide, each next head twice
+//   as broad);
+// - query starts near gain * (A -> A) and key near gain * (B -> A), so q_i.k_j ~ sum_f cos(w_f dx) + cos(w_f dy)
+//   over the two tokens' places: a softmax of it is a separable bump around the querying token's place. A detection
+//   token has no key half, so it looks at the patches of its cell, not at itself or the other detection tokens
+//   (which is where training took the attention when query and key both started at the identity).
+// Everything stays trainable; the class token gets a random embedding and looks everywhere.
+constexpr double kLocalAttentionGain = 1.4;
 
 at::Tensor local_position_embeddings(const DetectorTrainOptions& o, int64_t grid) {
-  const int64_t D = o.hidden_size, heads = o.heads, hd = D / heads, freqs = hd / 4;
+  const int64_t D = o.hidden_size, heads = o.heads, hd = D / heads, half = hd / 2, freqs = half / 4;
   const int64_t Q = o.detection_tokens, T = 1 + grid * grid + Q;
   at::Tensor pe = at::randn({1, T, D}).clamp(-2, 2) * 0.02;
   const at::Tensor anchors = query_anchors(o.detection_tokens) * double(grid) - 0.5;  // in patch-centre units
-  auto place = [&](int64_t token, double u, double v) {
+  auto place = [&](int64_t token, double u, double v, bool key_half) {
     for (int64_t h = 0; h < heads; ++h) {
       for (int64_t f = 0; f < freqs; ++f) {
         const double w = M_PI * double(f + 1) / double(freqs) / std::pow(2.0, double(h));
-        const int64_t c = h * hd + 4 * f;
-        pe[0][token][c] = std::sin(w * u);
-        pe[0][token][c + 1] = std::cos(w * u);
-        pe[0][token][c + 2] = std::sin(w * v);
-        pe[0][token][c + 3] = std::cos(w * v);
+        const double values[4] = {std::sin(w * u), std::cos(w * u), std::sin(w * v), std::cos(w * v)};
+        for (int64_t k = 0; k < 4; ++k) {
+          pe[0][token][h * hd + 4 * f + k] = values[k];
+          if (key_half) pe[0][token][h * hd + half + 4 * f + k] = values[k];
+        }
       }
     }
   };
   for (int64_t y = 0; y < grid; ++y)
-    for (int64_t x = 0; x < grid; ++x) place(1 + y * grid + x, double(x), double(y));
+    for (int64_t x = 0; x < grid; ++x) place(1 + y * grid + x, double(x), double(y), true);
   for (int64_t q = 0; q < Q; ++q)
-    place(1 + grid * grid + q, anchors[q][0].item<double>(), anchors[q][1].item<double>());
+    place(1 + grid * grid + q, anchors[q][0].item<double>(), anchors[q][1].item<double>(), false);
   return pe;
+}
+
+// Adds gain * (the head's channel half `from` -> its first half) to a query or key weight [D, D].
+void add_local_attention(at::Tensor& weight, const DetectorTrainOptions& o, bool key) {
+  const int64_t hd = o.hidden_size / o.heads, half = hd / 2, used = 4 * (half / 4);
+  for (int64_t h = 0; h < o.heads; ++h)
+    for (int64_t j = 0; j < used; ++j) weight[h * hd + j][h * hd + (key ? half : 0) + j] += kLocalAttentionGain;
 }
 
 std::vector<std::pair<std::string, at::Tensor>> initial_tensors(const DetectorTrainOptions& o) {
@@ -252,11 +263,10 @@ std::vector<std::pair<std::string, at::Tensor>> initial_tensors(const DetectorTr
   t.emplace_back("vit.embeddings.patch_embeddings.projection.bias", at::zeros({D}));
   for (int i = 0; i < o.depth; ++i) {
     const std::string p = "vit.encoder.layer." + std::to_string(i) + ".";
-    // Query and key start as gain * identity (plus the usual noise): attention then follows the similarity of
-    // the normalised tokens, whose positional part makes it local from the first step (see above).
+    // Query and key start so that attention follows the tokens' places (see local_position_embeddings).
     for (const char* qk : {"query", "key"}) {
       linear(p + "attention.attention." + qk, D, D);
-      t[t.size() - 2].second += kLocalAttentionGain * at::eye(D);
+      add_local_attention(t[t.size() - 2].second, o, std::string(qk) == "key");
     }
     linear(p + "attention.attention.value", D, D);
     linear(p + "attention.output.dense", D, D);
