@@ -257,6 +257,7 @@ int demo_train_detector(const Args& a) {
   o.backbone = a.get("--backbone", "");
   o.detection_tokens = static_cast<int>(a.get_int("--queries", o.detection_tokens, 4, 400));
   o.anchor_cost = a.get_double("--anchor-cost", o.anchor_cost, 0.0, 1000.0);
+  o.init = a.get("--init", "");
   ProgressBar bar("steps");
   JobControl job;
   job.progress = [&](const Progress& p) { bar.update(p); };
@@ -293,7 +294,7 @@ int demo_train_segmenter(const Args& a) {
 int cmd_demo_train(int argc, char** argv) {
   Args a(argc, argv, 2,
          {"--out", "--steps", "--batch", "--lr", "--dim", "--depth", "--seed", "--patch", "--task", "--backbone", "--queries",
-          "--anchor-cost"},
+          "--anchor-cost", "--init"},
          {"--resume"});
   if (a.help()) {
     std::puts(
@@ -307,6 +308,7 @@ int cmd_demo_train(int argc, char** argv) {
         "encoder from a timm ViT (e.g. datasets/demo-vit), whose width, depth and patch size then apply.\n"
         "--queries Q (default 16): detection tokens, one per cell of an even grid; --anchor-cost C (default 5): how\n"
         "strongly the matching prefers the query of an object's cell (0: the plain Hungarian matcher of DETR/HF).\n"
+        "--init DETECTOR_DIR continues training a demo detector with a fresh schedule (its architecture applies).\n"
         "segment: trains the tiny demo SegFormer (128x128, Hugging Face layout) on the same scenes' label maps;\n"
         "reports mIoU and pixel accuracy on held-out scenes; checkpoints and --resume as detect.");
     return 0;
@@ -315,13 +317,13 @@ int cmd_demo_train(int argc, char** argv) {
   if (task == "detect") return demo_train_detector(a);
   if (task == "segment") {
     if (a.has("--dim") || a.has("--depth") || a.has("--patch") || a.has("--backbone") || a.has("--queries") ||
-        a.has("--anchor-cost"))
-      throw UsageError("--dim, --depth, --patch, --backbone, --queries and --anchor-cost are not for --task segment");
+        a.has("--anchor-cost") || a.has("--init"))
+      throw UsageError("--dim, --depth, --patch, --backbone, --queries, --anchor-cost and --init are not for --task segment");
     return demo_train_segmenter(a);
   }
   if (task != "classify") throw UsageError("--task must be classify, detect or segment, got '" + task + "'");
-  if (a.has("--resume") || a.has("--backbone") || a.has("--queries") || a.has("--anchor-cost"))
-    throw UsageError("--resume, --backbone, --queries and --anchor-cost are not for --task classify");
+  if (a.has("--resume") || a.has("--backbone") || a.has("--queries") || a.has("--anchor-cost") || a.has("--init"))
+    throw UsageError("--resume, --backbone, --queries, --anchor-cost and --init are not for --task classify");
   DemoTrainOptions o;
   o.out_dir = a.require("--out");
   o.steps = a.get_int("--steps", o.steps, 1, 10000000);

@@ -210,6 +210,27 @@ TEST(DetectorTrainer, FromScratchAttentionStartsLocal) {
   fs::remove_all(dir);
 }
 
+TEST(DetectorTrainer, ContinuesFromATrainedDetector) {
+  const fs::path first = fresh_dir("lorq_demo_yolos_first"), second = fresh_dir("lorq_demo_yolos_second");
+  const lorq::DetectorTrainResult a = lorq::train_demo_detector(tiny_options(first));
+  lorq::DetectorTrainOptions o = tiny_options(second);
+  o.init = first.string();
+  o.hidden_size = 48;  // the detector continued from decides the architecture
+  o.heads = 3;
+  o.steps = 1;
+  o.lr = 1e-9;  // one step that changes (almost) nothing: the result is the starting point
+  const lorq::DetectorTrainResult b = lorq::train_demo_detector(o);
+  EXPECT_LT(b.first_loss, a.first_loss);  // it started trained, not from a new model
+  const std::unique_ptr<lorq::Model> x = lorq::load_model(first.string());
+  const std::unique_ptr<lorq::Model> y = lorq::load_model(second.string());
+  EXPECT_EQ(y->dimensions().at("embed_dim"), 32);
+  for (const auto& [key, t] : x->named_tensors()) EXPECT_TRUE(at::allclose(t, y->tensor(key), 1e-5, 1e-6)) << key;
+  o.init = (first / "missing").string();
+  EXPECT_THROW(lorq::train_demo_detector(o), lorq::Error);
+  fs::remove_all(first);
+  fs::remove_all(second);
+}
+
 TEST(DetectorTrainer, RejectsBadOptions) {
   lorq::DetectorTrainOptions o = tiny_options(fresh_dir("lorq_demo_yolos_bad"));
   o.patch_size = 24;

@@ -348,6 +348,7 @@ json run_identity(const DetectorTrainOptions& o) {
           {"heads", o.heads},
           {"detection_tokens", o.detection_tokens},
           {"anchor_cost", o.anchor_cost},
+          {"init", o.init},
           {"batch", o.batch},
           {"steps", o.steps},
           {"lr", o.lr},
@@ -415,8 +416,24 @@ DetectionEvalFigures evaluate_detector_on_scenes(Model& model, uint64_t seed, in
   return f;
 }
 
+// The options with the architecture of the detector a run continues from (unchanged without one).
+DetectorTrainOptions with_init_architecture(const DetectorTrainOptions& requested) {
+  DetectorTrainOptions o = requested;
+  if (o.init.empty()) return o;
+  if (!o.backbone.empty()) throw Error("demo-train: a run continues from a detector or starts from a backbone, not both");
+  const json c = json::parse(read_text_file(o.init + "/config.json"));
+  o.hidden_size = c.value("hidden_size", o.hidden_size);
+  o.depth = c.value("num_hidden_layers", o.depth);
+  o.heads = c.value("num_attention_heads", o.heads);
+  o.patch_size = c.value("patch_size", o.patch_size);
+  o.detection_tokens = c.value("num_detection_tokens", o.detection_tokens);
+  o.layer_norm_eps = c.value("layer_norm_eps", o.layer_norm_eps);
+  return o;
+}
+
 DetectorTrainResult train_demo_detector(const DetectorTrainOptions& requested, const JobControl& job) {
-  const DetectorTrainOptions o = with_backbone_architecture(requested, load_backbone(requested.backbone).get());
+  const DetectorTrainOptions o = with_backbone_architecture(with_init_architecture(requested),
+                                                            load_backbone(requested.backbone).get());
   check_options(o);
   const uint64_t train_seed = o.seed * 1000003ULL + 29;  // never the held-out seed
   if (train_seed == o.heldout_seed || train_seed + 1 == o.heldout_seed)
@@ -432,6 +449,19 @@ DetectorTrainResult train_demo_detector(const DetectorTrainOptions& requested, c
     if (state.value("run", json()) != run_identity(o))
       throw Error(ckpt + "/state.json", "the checkpoint was made with other options: " + state["run"].dump());
     r.resumed_from = state.at("step").get<int64_t>();
+  } else if (!o.init.empty()) {
+    // Continue from a trained detector: its weights through the loader (a detector, or a clear error), saved
+    // as this run's starting checkpoint.
+    const std::unique_ptr<Model> start = load_model(o.init);
+    if (start->task() != TaskKind::Detection) throw Error(o.init, "not a detector to continue training from");
+    std::vector<std::pair<std::string, at::Tensor>> tensors;
+    for (const auto& [key, t] : start->named_tensors()) tensors.emplace_back(key, t.detach().clone());
+    std::error_code ec;
+    fs::create_directories(ckpt, ec);
+    write_tensors(ckpt + "/model.safetensors", tensors, {{"format", "pt"}, {"trained_by", "lorq demo-train (start)"}});
+    write_text_atomically(ckpt + "/config.json", read_text_file(o.init + "/config.json"));
+    write_text_atomically(ckpt + "/preprocessor_config.json", read_text_file(o.init + "/preprocessor_config.json"));
+    fs::remove(ckpt + "/optimizer.pt");
   } else {
     write_initial_demo_detector(ckpt, requested);
     fs::remove(ckpt + "/optimizer.pt");

@@ -43,6 +43,9 @@ struct DetectorTrainOptions {
   // YOLOS starts from a DeiT. Its width, depth, heads, patch size, LayerNorm eps and normalisation then replace
   // the ones above. Empty: random initialisation.
   std::string backbone;
+  // A demo detector folder to continue from (fine-tuning with a fresh schedule) instead of a new model; its
+  // architecture replaces the options above. Empty: a new model.
+  std::string init;
   uint64_t seed = 7;               // model init and training-scene stream
   uint64_t heldout_seed = 1;       // the shipped demo scenes' seed: never trained on
   int64_t heldout_count = 200;     // held-out scenes for the final mAP
