@@ -258,6 +258,7 @@ int demo_train_detector(const Args& a) {
   o.detection_tokens = static_cast<int>(a.get_int("--queries", o.detection_tokens, 4, 400));
   o.anchor_cost = a.get_double("--anchor-cost", o.anchor_cost, 0.0, 1000.0);
   o.init = a.get("--init", "");
+  o.patch_class_loss = a.get_double("--patch-loss", o.patch_class_loss, 0.0, 1000.0);
   ProgressBar bar("steps");
   JobControl job;
   job.progress = [&](const Progress& p) { bar.update(p); };
@@ -294,7 +295,7 @@ int demo_train_segmenter(const Args& a) {
 int cmd_demo_train(int argc, char** argv) {
   Args a(argc, argv, 2,
          {"--out", "--steps", "--batch", "--lr", "--dim", "--depth", "--seed", "--patch", "--task", "--backbone", "--queries",
-          "--anchor-cost", "--init"},
+          "--anchor-cost", "--init", "--patch-loss"},
          {"--resume"});
   if (a.help()) {
     std::puts(
@@ -309,6 +310,8 @@ int cmd_demo_train(int argc, char** argv) {
         "--queries Q (default 16): detection tokens, one per cell of an even grid; --anchor-cost C (default 5): how\n"
         "strongly the matching prefers the query of an object's cell (0: the plain Hungarian matcher of DETR/HF).\n"
         "--init DETECTOR_DIR continues training a demo detector with a fresh schedule (its architecture applies).\n"
+        "--patch-loss W (default 1): weight of the training-only loss that teaches each patch token its patch's\n"
+        "classes from the scene's label map (0: off).\n"
         "segment: trains the tiny demo SegFormer (128x128, Hugging Face layout) on the same scenes' label maps;\n"
         "reports mIoU and pixel accuracy on held-out scenes; checkpoints and --resume as detect.");
     return 0;
@@ -317,13 +320,16 @@ int cmd_demo_train(int argc, char** argv) {
   if (task == "detect") return demo_train_detector(a);
   if (task == "segment") {
     if (a.has("--dim") || a.has("--depth") || a.has("--patch") || a.has("--backbone") || a.has("--queries") ||
-        a.has("--anchor-cost") || a.has("--init"))
-      throw UsageError("--dim, --depth, --patch, --backbone, --queries, --anchor-cost and --init are not for --task segment");
+        a.has("--anchor-cost") || a.has("--init") || a.has("--patch-loss"))
+      throw UsageError(
+          "--dim, --depth, --patch, --backbone, --queries, --anchor-cost, --init and --patch-loss are not for --task "
+          "segment");
     return demo_train_segmenter(a);
   }
   if (task != "classify") throw UsageError("--task must be classify, detect or segment, got '" + task + "'");
-  if (a.has("--resume") || a.has("--backbone") || a.has("--queries") || a.has("--anchor-cost") || a.has("--init"))
-    throw UsageError("--resume, --backbone, --queries, --anchor-cost and --init are not for --task classify");
+  if (a.has("--resume") || a.has("--backbone") || a.has("--queries") || a.has("--anchor-cost") || a.has("--init") ||
+      a.has("--patch-loss"))
+    throw UsageError("--resume, --backbone, --queries, --anchor-cost, --init and --patch-loss are not for --task classify");
   DemoTrainOptions o;
   o.out_dir = a.require("--out");
   o.steps = a.get_int("--steps", o.steps, 1, 10000000);

@@ -17,6 +17,7 @@
 #include "lorq/demo/detection_loss.h"
 #include "lorq/demo/scenes.h"
 #include "lorq/demo/shapes_dataset.h"
+#include "lorq/io/safetensors.h"
 #include "lorq/io/tensor_io.h"
 #include "lorq/models/model.h"
 #include "lorq/tasks/box_map.h"
@@ -41,6 +42,7 @@ void check_options(const DetectorTrainOptions& o) {
     throw Error("demo-train: the width " + std::to_string(o.hidden_size) + " is not a multiple of the head count");
   if (o.detection_tokens < 4) throw Error("demo-train: at least 4 detection tokens (a scene has up to 4 objects)");
   if (o.anchor_cost < 0) throw Error("demo-train: the anchor cost must be >= 0");
+  if (o.patch_class_loss < 0) throw Error("demo-train: the patch class loss weight must be >= 0");
   if (o.batch < 1 || o.steps < 1 || o.depth < 1) throw Error("demo-train: batch, steps and depth must be >= 1");
 }
 
@@ -319,21 +321,59 @@ DetectionTarget scene_target(const Scene& s) {
 
 struct Batch {
   at::Tensor images;
+  at::Tensor patch_shares;  // [n, patches, 1 + classes] when the patch classifier trains
   std::vector<DetectionTarget> targets;
   std::vector<Scene> scenes;  // kept for evaluation only
 };
 
-Batch make_batch(uint64_t seed, int64_t first, int n, int size, const Preprocessing& pp, bool keep_scenes) {
+// What share of each patch's pixels each scene class (background first) covers: [patches, 1 + classes], row-major
+// over the patch grid, as the encoder's patch tokens are ordered.
+at::Tensor patch_class_shares(const cv::Mat& label_map, int patch) {
+  const int64_t classes = 1 + static_cast<int64_t>(shape_class_names().size());
+  const at::Tensor map = at::from_blob(label_map.data, {label_map.rows, label_map.cols}, at::kByte).to(at::kLong);
+  const at::Tensor one_hot = at::one_hot(map, classes).permute({2, 0, 1}).to(at::kFloat).unsqueeze(0);
+  return at::avg_pool2d(one_hot, {patch, patch}).reshape({classes, -1}).t().contiguous();
+}
+
+Batch make_batch(uint64_t seed, int64_t first, int n, int size, const Preprocessing& pp, bool keep_scenes,
+                 int patch = 0) {
   Batch b;
-  std::vector<at::Tensor> xs;
+  std::vector<at::Tensor> xs, shares;
   for (int i = 0; i < n; ++i) {
     Scene s = generate_scene(seed, first + i, size);
     xs.push_back(scene_input(s.image, pp));
     b.targets.push_back(scene_target(s));
+    if (patch > 0) shares.push_back(patch_class_shares(s.label_map, patch));
     if (keep_scenes) b.scenes.push_back(std::move(s));
   }
   b.images = at::stack(xs);
+  if (patch > 0) b.patch_shares = at::stack(shares);
   return b;
+}
+
+// The training-only patch classifier (see DetectorTrainOptions::patch_class_loss): a linear layer on the final
+// LayerNorm of the patch tokens, kept beside the checkpoint so that a resumed run continues it, never exported.
+struct PatchClassifier {
+  at::Tensor weight, bias;
+  std::vector<std::pair<std::string, at::Tensor>> named() const {
+    return {{"patch_classifier.weight", weight}, {"patch_classifier.bias", bias}};
+  }
+};
+
+PatchClassifier make_patch_classifier(int64_t dim) {
+  const int64_t classes = 1 + static_cast<int64_t>(shape_class_names().size());
+  const double bound = 1.0 / std::sqrt(double(dim));
+  return {(at::rand({classes, dim}) * 2 - 1) * bound, at::zeros({classes})};
+}
+
+// Soft cross-entropy of every patch token's class prediction against its patch's class shares.
+at::Tensor patch_class_loss(const Model& model, const StageState& state, const PatchClassifier& head,
+                            const at::Tensor& shares, double eps) {
+  const int64_t patches = shares.size(1);
+  const at::Tensor tokens = state.at(0).narrow(1, 1, patches);  // [CLS, patches..., detection tokens]
+  const at::Tensor h = at::layer_norm(tokens, {tokens.size(2)}, model.tensor("vit.layernorm.weight"),
+                                      model.tensor("vit.layernorm.bias"), eps);
+  return -(shares * at::linear(h, head.weight, head.bias).log_softmax(-1)).sum(-1).mean();
 }
 
 std::string checkpoint_dir(const DetectorTrainOptions& o) { return o.out_dir + "/checkpoint"; }
@@ -349,6 +389,7 @@ json run_identity(const DetectorTrainOptions& o) {
           {"detection_tokens", o.detection_tokens},
           {"anchor_cost", o.anchor_cost},
           {"init", o.init},
+          {"patch_class_loss", o.patch_class_loss},
           {"batch", o.batch},
           {"steps", o.steps},
           {"lr", o.lr},
@@ -469,7 +510,18 @@ DetectorTrainResult train_demo_detector(const DetectorTrainOptions& requested, c
   std::unique_ptr<Model> model = load_model(ckpt);
   if (model->task() != TaskKind::Detection) throw Error(ckpt, "the demo detector did not load as a detector");
 
-  Optimizer optimizer = make_adamw(model->named_tensors(), o.lr, o.weight_decay, [](const std::string& key) {
+  PatchClassifier patch_head = make_patch_classifier(o.hidden_size);
+  const std::string patch_head_file = ckpt + "/patch_classifier.safetensors";
+  if (resuming && fs::exists(patch_head_file)) {
+    const std::map<std::string, at::Tensor> saved =
+        read_all_tensors(SafetensorsFile::open(patch_head_file), /*to_float=*/true);
+    patch_head.weight = saved.at("patch_classifier.weight").clone();
+    patch_head.bias = saved.at("patch_classifier.bias").clone();
+  }
+  std::vector<std::pair<std::string, at::Tensor>> trained = model->named_tensors();
+  if (o.patch_class_loss > 0)
+    for (const auto& kv : patch_head.named()) trained.push_back(kv);
+  Optimizer optimizer = make_adamw(trained, o.lr, o.weight_decay, [](const std::string& key) {
     return key.find("embeddings.") != std::string::npos;  // tokens and position embeddings: no decay
   });
   torch::optim::AdamW& opt = *optimizer.adamw;
@@ -484,6 +536,11 @@ DetectorTrainResult train_demo_detector(const DetectorTrainOptions& requested, c
     for (const auto& [key, t] : model->named_tensors()) tensors.emplace_back(key, t.detach());
     write_model_files(ckpt, o, tensors, {{"format", "pt"}, {"trained_by", "lorq demo-train (checkpoint)"}});
     save_optimizer(opt, ckpt + "/optimizer.pt");
+    if (o.patch_class_loss > 0) {
+      std::vector<std::pair<std::string, at::Tensor>> head;
+      for (const auto& [key, t] : patch_head.named()) head.emplace_back(key, t.detach());
+      write_tensors(patch_head_file, head, {{"format", "pt"}});
+    }
     // A quick look at progress on validation scenes (their own seed: neither trained on nor held out).
     for (auto& t : params) t.requires_grad_(false);
     const DetectionEvalFigures v = evaluate_detector_on_scenes(*model, validation_seed, 64, o.image_size);
@@ -498,7 +555,8 @@ DetectorTrainResult train_demo_detector(const DetectorTrainOptions& requested, c
   BlasThreadsScope blas_threads;
   const auto start = std::chrono::steady_clock::now();
   auto batch_at = [&](int64_t step) {
-    return std::async(std::launch::async, make_batch, train_seed, step * o.batch, o.batch, o.image_size, pp, false);
+    return std::async(std::launch::async, make_batch, train_seed, step * o.batch, o.batch, o.image_size, pp, false,
+                      o.patch_class_loss > 0 ? o.patch_size : 0);
   };
   std::future<Batch> next = batch_at(r.resumed_from);
   DetectionLossWeights loss_weights;
@@ -523,6 +581,11 @@ DetectorTrainResult train_demo_detector(const DetectorTrainOptions& requested, c
         const at::Tensor l = detection_loss(aux.at("logits"), aux.at("boxes"), b.targets, loss_weights).total;
         aux_total = aux_total.defined() ? aux_total + l : l;
       }
+    }
+    if (o.patch_class_loss > 0) {
+      const at::Tensor l =
+          o.patch_class_loss * patch_class_loss(*model, state, patch_head, b.patch_shares, o.layer_norm_eps);
+      aux_total = aux_total.defined() ? aux_total + l : l;
     }
     const ModelOutputs out = model->finish(state);
     const DetectionLoss loss = detection_loss(out.at("logits"), out.at("boxes"), b.targets, loss_weights);

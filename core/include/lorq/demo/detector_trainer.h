@@ -30,6 +30,12 @@ struct DetectorTrainOptions {
   // Location prior of the Hungarian matching (DetectionLossWeights::anchor_cost): objects go to the query of their
   // cell unless the predictions clearly say otherwise. 0: the plain DETR/HF matcher.
   double anchor_cost = 5;
+  // Weight of a training-only loss that teaches the patch tokens what they show: a linear classifier on the final
+  // LayerNorm of every patch token predicts the share of each class (and background) in its patch, from the
+  // scene's label map (soft cross-entropy). The detection tokens read their cell's patches, so class evidence
+  // there makes their classification easy; from the set loss alone it is learned slowly (DETR's deep supervision
+  // idea, applied to the encoder). The classifier is not part of the exported model. 0: off.
+  double patch_class_loss = 1;
   int batch = 32;
   int64_t steps = 4000;
   double lr = 5e-4;
