@@ -12,6 +12,7 @@
 
 #include "args.h"
 #include "cmd_sweep.h"
+#include "cmd_lraqvit.h"
 #include "lorq/common/error.h"
 #include "lorq/common/file_util.h"
 #include "lorq/demo/demo.h"
@@ -53,6 +54,7 @@ const char* kUsage =
     "  fronts       one layer's Pareto front (options, sizes, errors)\n"
     "  sweep        measured accuracy at several budgets beside the predicted error (2:8:0.5 average bits)\n"
     "  round        adaptive rounding of a workbench session (compress --round)\n"
+    "  lraqvit      the LRA-QViT method: low rank + distillation recovery + W8A8 per-token quantization\n"
     "  demo-data    generate the procedural shapes image set\n"
     "  demo-train   train the tiny demo ViT on generated shapes\n"
     "  export-onnx  an export as an ONNX model (integer weights + DequantizeLinear) for ONNX Runtime\n"
@@ -726,7 +728,7 @@ int main(int argc, char** argv) {
       {"demo-train", cmd_demo_train},   {"compress", cmd_compress},
       {"fronts", cmd_fronts},           {"round", cmd_round},
       {"export-onnx", cmd_export_onnx}, {"export-timm", cmd_export_timm},
-      {"sweep", lorq::cli::cmd_sweep},
+      {"sweep", lorq::cli::cmd_sweep},           {"lraqvit", lorq::cli::cmd_lraqvit},
   };
   auto it = commands.find(argv[1]);
   if (it == commands.end()) {

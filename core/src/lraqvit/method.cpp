@@ -29,6 +29,7 @@ CompressedLayer quant_layer(const std::string& name, const at::Tensor& w, int bi
   c.option.bits = bits;
   c.option.size_bits = w.numel() * bits;
   c.option.bytes = c.option.size_bits / 8;
+  c.option.error = 0;  // LRA-QViT predicts no error (MLoRQ's field)
   return c;
 }
 
@@ -43,6 +44,7 @@ CompressedLayer low_rank_layer(const MergedFactors& f, int bits) {
   c.option.bits_a = c.option.bits_b = bits;
   c.option.size_bits = c.option.rank * (f.a.size(0) * bits + f.b.size(1) * bits);
   c.option.bytes = c.option.size_bits / 8;
+  c.option.error = 0;  // LRA-QViT predicts no error (MLoRQ's field)
   return c;
 }
 
