@@ -51,6 +51,7 @@ TEST(LraQvit, ExportReloadsBitExact) {
     }
     EXPECT_EQ(low_rank, 18);  // 6 blocks x {qkv, fc1, fc2}
     EXPECT_EQ(bytes, r.weight_bytes);
+    EXPECT_EQ(lraqvit_weight_bytes(*float_model, RbLraSettings{}, w), r.weight_bytes);
     // r = k/2 on qkv/fc1/fc2 keeps 5/8, 5/8, 5/8 of them, proj, patch embedding and head are dense.
     EXPECT_LT(r.avg_bits(), 0.8 * w);
     EXPECT_GT(r.avg_bits(), 0.6 * w);

@@ -49,6 +49,13 @@ MergedFactors RbLraLayer::merge() const {
   return {name, (base_out + delta_out).contiguous(), (base_in + delta_in).t().contiguous()};
 }
 
+int64_t rank_for(int64_t m, int64_t n, const RbLraSettings& s) {
+  const int64_t k = std::min(m, n);
+  const double r = s.param_ratio > 0 ? std::floor(s.param_ratio * double(m) * double(n) / double(m + n))
+                                     : std::floor(s.rank_fraction * double(k));
+  return std::clamp<int64_t>(static_cast<int64_t>(r), 1, k);
+}
+
 namespace {
 
 std::string last_component(const std::string& name) {
@@ -56,16 +63,9 @@ std::string last_component(const std::string& name) {
   return dot == std::string::npos ? name : name.substr(dot + 1);
 }
 
-int64_t rank_of(int64_t m, int64_t n, const RbLraSettings& s) {
-  const int64_t k = std::min(m, n);
-  const double r = s.param_ratio > 0 ? std::floor(s.param_ratio * double(m) * double(n) / double(m + n))
-                                     : std::floor(s.rank_fraction * double(k));
-  return std::clamp<int64_t>(static_cast<int64_t>(r), 1, k);
-}
-
 RbLraLayer truncate(const std::string& name, const at::Tensor& w, const RbLraSettings& s, at::Generator& gen) {
   const int64_t m = w.size(0), n = w.size(1), k = std::min(m, n);
-  const int64_t r = rank_of(m, n, s);
+  const int64_t r = rank_for(m, n, s);
   // float64 SVD: the factors are the reference every later stage is measured against.
   const auto [P, S, Qh] = at::linalg_svd(w.to(at::kDouble), /*full_matrices=*/false);
   RbLraLayer l;

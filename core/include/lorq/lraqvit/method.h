@@ -45,6 +45,10 @@ struct LraQvitResult {
   std::vector<std::pair<std::string, double>> stage_seconds;
 };
 
+// The weight bytes run_lraqvit gives `model` at `weight_bits` (the layers `lra` selects factorized at their ranks,
+// every other linear layer dense), without computing anything: how a comparison matches LRA-QViT to a budget.
+int64_t lraqvit_weight_bytes(const Model& model, const RbLraSettings& lra, int weight_bits);
+
 // `calib_images` [N, C, H, W] preprocessed; `labels` int64 [N] (−1 unlabeled) or undefined. `float_model` is not
 // changed. Progress per stage ("rb-lra", "distillation", "wads", "quantization"); throws Cancelled.
 LraQvitResult run_lraqvit(const Model& float_model, const at::Tensor& calib_images, const at::Tensor& labels,

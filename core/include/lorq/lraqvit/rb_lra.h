@@ -53,6 +53,9 @@ struct RbLraLayer {
   MergedFactors merge() const;  // detached copies
 };
 
+// The rank `settings` gives an m x n layer.
+int64_t rank_for(int64_t m, int64_t n, const RbLraSettings& settings);
+
 // The layers `settings` selects, truncated from the model's current weights. Throws lorq::Error when a kind
 // matches no hidden layer or the settings are out of range.
 std::vector<RbLraLayer> truncate_layers(const Model& model, const RbLraSettings& settings);
