@@ -234,8 +234,9 @@ int cmd_compare_methods(int argc, char** argv) {
   for (const Row& r : rows)
     if (r.bytes >= 0) counts.insert(r.images);
   if (counts.size() > 1)
-    std::printf("note: the rows were evaluated on different images (each leaves out the images it calibrated or "
-                "rounded on); give an --eval folder disjoint from --calib to compare on the same images\n");
+    std::printf(
+        "note: the rows were evaluated on different images (each leaves out the images it calibrated or "
+        "rounded on); give an --eval folder disjoint from --calib to compare on the same images\n");
   return 0;
 }
 

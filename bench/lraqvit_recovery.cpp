@@ -29,14 +29,22 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     const bool v = i + 1 < argc;
-    if (a == "--model" && v) model_path = argv[++i];
-    else if (a == "--images" && v) images_dir = argv[++i];
-    else if (a == "--steps" && v) ds.steps = std::stoi(argv[++i]);
-    else if (a == "--batch" && v) ds.batch = std::stoi(argv[++i]);
-    else if (a == "--lr" && v) ds.lr = std::stod(argv[++i]);
-    else if (a == "--eval-every" && v) eval_every = std::stoi(argv[++i]);
-    else if (a == "--init" && v) rs.init = branch_init_from_string(argv[++i]);
-    else if (a == "--biases-norms") ds.train_biases_norms = true;
+    if (a == "--model" && v)
+      model_path = argv[++i];
+    else if (a == "--images" && v)
+      images_dir = argv[++i];
+    else if (a == "--steps" && v)
+      ds.steps = std::stoi(argv[++i]);
+    else if (a == "--batch" && v)
+      ds.batch = std::stoi(argv[++i]);
+    else if (a == "--lr" && v)
+      ds.lr = std::stod(argv[++i]);
+    else if (a == "--eval-every" && v)
+      eval_every = std::stoi(argv[++i]);
+    else if (a == "--init" && v)
+      rs.init = branch_init_from_string(argv[++i]);
+    else if (a == "--biases-norms")
+      ds.train_biases_norms = true;
     else {
       std::fprintf(stderr, "unknown argument %s\n", a.c_str());
       return 2;
