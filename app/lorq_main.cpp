@@ -11,6 +11,8 @@
 #include <set>
 
 #include "args.h"
+#include "cmd_compare_methods.h"
+#include "cmd_lraqvit.h"
 #include "cmd_sweep.h"
 #include "lorq/common/error.h"
 #include "lorq/common/file_util.h"
@@ -53,6 +55,8 @@ const char* kUsage =
     "  fronts       one layer's Pareto front (options, sizes, errors)\n"
     "  sweep        measured accuracy at several budgets beside the predicted error (2:8:0.5 average bits)\n"
     "  round        adaptive rounding of a workbench session (compress --round)\n"
+    "  lraqvit      the LRA-QViT method: low rank + distillation recovery + W8A8 per-token quantization\n"
+    "  compare-methods  uniform, MLoRQ, MLoRQ + rounding and LRA-QViT at one weight budget, in one table\n"
     "  demo-data    generate the procedural shapes image set\n"
     "  demo-train   train the tiny demo ViT on generated shapes\n"
     "  export-onnx  an export as an ONNX model (integer weights + DequantizeLinear) for ONNX Runtime\n"
@@ -741,7 +745,8 @@ int main(int argc, char** argv) {
       {"demo-train", cmd_demo_train},   {"compress", cmd_compress},
       {"fronts", cmd_fronts},           {"round", cmd_round},
       {"export-onnx", cmd_export_onnx}, {"export-timm", cmd_export_timm},
-      {"sweep", lorq::cli::cmd_sweep},
+      {"sweep", lorq::cli::cmd_sweep},           {"lraqvit", lorq::cli::cmd_lraqvit},
+      {"compare-methods", lorq::cli::cmd_compare_methods},
   };
   auto it = commands.find(argv[1]);
   if (it == commands.end()) {

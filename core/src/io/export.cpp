@@ -49,7 +49,8 @@ at::Tensor to_tensor(const std::vector<float>& v) {
 
 void export_compressed(const std::string& out_dir, const Model& model, const std::string& source_path,
                        const CompressionAnalysis& a, const Allocation& alloc, const std::vector<CompressedLayer>& given,
-                       const ActivationQuantization* activations, const std::vector<std::string>& seen_images) {
+                       const ActivationQuantization* activations, const std::vector<std::string>& seen_images,
+                       const std::map<std::string, std::string>& method_metadata) {
   c10::NoGradGuard no_grad;
   const std::vector<CompressedLayer> layers_c = given.empty() ? compress_layers(model, a, alloc) : given;
   if (layers_c.size() != a.layers.size()) throw Error("export: one compressed layer per analysed layer is needed");
@@ -143,6 +144,8 @@ void export_compressed(const std::string& out_dir, const Model& model, const std
     seen.push_back(canon_ec ? path : c.string());
   }
   cfg["calibration_images"] = seen;
+  if (!method_metadata.empty()) cfg["method"] = method_metadata;
+  for (const auto& [k, v] : method_metadata) meta[k] = v;
   write_tensors(out_dir + "/compressed.safetensors", tensors, meta);
   // The source's own config (and a Hugging Face image processor's), so the export loads like the original.
   std::string config = model.config_json();

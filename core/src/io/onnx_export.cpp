@@ -116,6 +116,10 @@ class ViTWriter {
     check_lorq_config_version(cfg_path);
     version_ = export_format_version(file_.metadata(), file_.path());
     if (version_ == 0) throw Error(file_.path(), "not a lorq export");
+    if (file_.metadata().count("lraqvit.act_bits"))
+      throw Error(file_.path(),
+                  "LRA-QViT's dynamic per-token activation quantization has no ONNX form yet (export it weight-only: "
+                  "lorq lraqvit --act-bits 0)");
     read_activation_quantizers();
     std::map<std::string, std::vector<int64_t> > shapes;
     for (const TensorInfo& t : file_.tensors()) shapes[t.name] = t.shape;

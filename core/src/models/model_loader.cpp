@@ -10,6 +10,7 @@
 #include "lorq/io/export.h"
 #include "lorq/io/packed_export.h"
 #include "lorq/io/tensor_io.h"
+#include "lorq/lraqvit/lraqvit_export.h"
 #include "lorq/models/model.h"
 #include "lorq/models/registry.h"
 #include "lorq/quant/activation_quant.h"
@@ -59,6 +60,7 @@ std::unique_ptr<Model> load_model(const std::string& path) {
   // An export made with activation quantization runs with its quantizers on, exactly as it was evaluated.
   try {
     if (!activations.quantizers.empty()) enable_activation_quantization(*model, activations);
+    lraqvit::install_exported_token_quantization(*model, file);  // an LRA-QViT export's per-token quantizers
   } catch (const Error& e) {
     throw Error(info.files.weights, e.what());
   }

@@ -26,11 +26,14 @@ namespace lorq {
 // allocation), the stage-1 quantizers.
 // `seen_images`: the images the compressed model was calibrated (and rounded) on, recorded as
 // "calibration_images" so that `lorq eval` can leave them out and reproduce the accuracy the compression reported.
+// `method_metadata`: extra entries for compressed.safetensors' metadata (also listed under "method" in
+// lorq-config.json), e.g. LRA-QViT's per-token activation quantization, which load_model reinstalls.
 void export_compressed(const std::string& out_dir, const Model& model, const std::string& source_path,
                        const CompressionAnalysis& analysis, const Allocation& allocation,
                        const std::vector<CompressedLayer>& layers = {},
                        const ActivationQuantization* activations = nullptr,
-                       const std::vector<std::string>& seen_images = {});
+                       const std::vector<std::string>& seen_images = {},
+                       const std::map<std::string, std::string>& method_metadata = {});
 
 // The images an export records as its calibration images (canonical paths; empty for other models or older
 // exports). `model_path` is what load_model takes.
