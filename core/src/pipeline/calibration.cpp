@@ -177,66 +177,79 @@ double estimated_nsr(const at::Tensor& W, const at::Tensor& W_tilde, const at::T
   return signal > 0 ? weight * noise / (elements * signal) : 0.0;
 }
 
+std::string measure_layer_global_errors(Model& model, const Calibration& calib, LayerCandidates& lc,
+                                        const GlobalErrorSettings& s, bool estimate,
+                                        const std::map<std::string, at::Tensor>* lfh) {
+  if (estimate && (!lfh || !lfh->count(lc.layer)))
+    throw Error("global error estimate: no label-free Hessian of layer " + lc.layer);
+  c10::NoGradGuard no_grad;
+  const at::Tensor W = model.weight(lc.layer);
+  auto error_of = [&](const LayerOption& o) {
+    const at::Tensor Wt = compressed_weight(lc, o, W);
+    return estimate ? estimated_nsr(W, Wt, lfh->at(lc.layer), calib, task_of(model))
+                    : output_nsr(model, calib, lc.layer, Wt, s.batch);
+  };
+  std::map<std::pair<int, int>, std::vector<size_t>> groups;  // bit pair -> option indices by rank
+  for (size_t i = 0; i < lc.options.size(); ++i) {
+    LayerOption& o = lc.options[i];
+    if (o.kind == OptionKind::Quant) {
+      o.error = error_of(o);
+      o.measured = true;
+    } else {
+      groups[{o.bits_a, o.bits_b}].push_back(i);
+    }
+  }
+  for (auto& [pair, idx] : groups) {
+    std::sort(idx.begin(), idx.end(), [&](size_t a, size_t b) { return lc.options[a].rank < lc.options[b].rank; });
+    const std::vector<size_t> anchors = anchor_positions(idx.size(), static_cast<size_t>(s.anchors));
+    for (size_t a : anchors) {
+      LayerOption& o = lc.options[idx[a]];
+      o.error = error_of(o);
+      o.measured = true;
+    }
+    // Between two anchors, interpolate linearly in the local loss Λ (not in rank).
+    for (size_t k = 0; k + 1 < anchors.size(); ++k) {
+      const LayerOption& lo = lc.options[idx[anchors[k]]];
+      const LayerOption& hi = lc.options[idx[anchors[k + 1]]];
+      for (size_t j = anchors[k] + 1; j < anchors[k + 1]; ++j) {
+        LayerOption& o = lc.options[idx[j]];
+        const double span = lo.local_loss - hi.local_loss;
+        const double w = span > 0 ? (o.local_loss - hi.local_loss) / span : 0.5;
+        o.error = w * lo.error + (1 - w) * hi.error;
+        o.measured = false;
+      }
+    }
+  }
+  lc.errors_measured = !estimate;
+  // The range of its measured (or estimated) errors, for the logs.
+  double lo = 0, hi = 0;
+  int measured = 0;
+  for (const LayerOption& o : lc.options)
+    if (o.measured) {
+      lo = measured ? std::min(lo, o.error) : o.error;
+      hi = measured ? std::max(hi, o.error) : o.error;
+      ++measured;
+    }
+  char detail[160];
+  std::snprintf(detail, sizeof detail, "error %.3g .. %.3g over %d %s options", lo, hi, measured,
+                estimate ? "estimated" : "measured");
+  return detail;
+}
+
 void measure_global_errors(Model& model, const Calibration& calib, std::vector<LayerCandidates>& layers,
                            const GlobalErrorSettings& s, const JobControl& job,
                            const std::map<std::string, at::Tensor>* lfh) {
   if (s.estimate && !lfh) throw Error("global error estimate: no label-free Hessian given");
-  c10::NoGradGuard no_grad;
   const auto start = std::chrono::steady_clock::now();
   int64_t done = 0;
   for (LayerCandidates& lc : layers) {
     job.check();
-    const at::Tensor W = model.weight(lc.layer);
     const bool estimate = s.estimate && lc.low_rank_allowed && lfh->count(lc.layer);
-    auto error_of = [&](const LayerOption& o) {
-      const at::Tensor Wt = compressed_weight(lc, o, W);
-      return estimate ? estimated_nsr(W, Wt, lfh->at(lc.layer), calib, task_of(model))
-                      : output_nsr(model, calib, lc.layer, Wt, s.batch);
-    };
-    std::map<std::pair<int, int>, std::vector<size_t>> groups;  // bit pair -> option indices by rank
-    for (size_t i = 0; i < lc.options.size(); ++i) {
-      LayerOption& o = lc.options[i];
-      if (o.kind == OptionKind::Quant) {
-        o.error = error_of(o);
-        o.measured = true;
-      } else {
-        groups[{o.bits_a, o.bits_b}].push_back(i);
-      }
-    }
-    for (auto& [pair, idx] : groups) {
-      std::sort(idx.begin(), idx.end(), [&](size_t a, size_t b) { return lc.options[a].rank < lc.options[b].rank; });
-      const std::vector<size_t> anchors = anchor_positions(idx.size(), static_cast<size_t>(s.anchors));
-      for (size_t a : anchors) {
-        LayerOption& o = lc.options[idx[a]];
-        o.error = error_of(o);
-        o.measured = true;
-      }
-      // Between two anchors, interpolate linearly in the local loss Λ (not in rank).
-      for (size_t k = 0; k + 1 < anchors.size(); ++k) {
-        const LayerOption& lo = lc.options[idx[anchors[k]]];
-        const LayerOption& hi = lc.options[idx[anchors[k + 1]]];
-        for (size_t j = anchors[k] + 1; j < anchors[k + 1]; ++j) {
-          LayerOption& o = lc.options[idx[j]];
-          const double span = lo.local_loss - hi.local_loss;
-          const double w = span > 0 ? (o.local_loss - hi.local_loss) / span : 0.5;
-          o.error = w * lo.error + (1 - w) * hi.error;
-          o.measured = false;
-        }
-      }
-    }
+    const std::string errors = measure_layer_global_errors(model, calib, lc, s, estimate, lfh);
     ++done;
-    // One line per layer for the logs: the range of its measured (or estimated) errors.
-    double lo = 0, hi = 0;
-    int measured = 0;
-    for (const LayerOption& o : lc.options)
-      if (o.measured) {
-        lo = measured ? std::min(lo, o.error) : o.error;
-        hi = measured ? std::max(hi, o.error) : o.error;
-        ++measured;
-      }
-    char detail[256];
-    std::snprintf(detail, sizeof detail, "layer %lld/%zu %s: error %.3g .. %.3g over %d %s options", (long long)done,
-                  layers.size(), lc.layer.c_str(), lo, hi, measured, estimate ? "estimated" : "measured");
+    // One line per layer for the logs.
+    const std::string detail = "layer " + std::to_string(done) + "/" + std::to_string(layers.size()) + " " +
+                               lc.layer + ": " + errors;
     job.report({"global error", done, static_cast<int64_t>(layers.size()), seconds_since(start), detail});
   }
 }

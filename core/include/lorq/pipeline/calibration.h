@@ -73,6 +73,13 @@ void measure_global_errors(Model& model, const Calibration& calib, std::vector<L
                            const GlobalErrorSettings& settings, const JobControl& job = {},
                            const std::map<std::string, at::Tensor>* lfh = nullptr);
 
+// measure_global_errors on one layer: `estimate` (needs `lfh` to hold the layer) estimates its anchors from the LFH
+// instead of measuring them; sets layer.errors_measured to !estimate. Returns the log line's detail
+// ("error LO .. HI over K measured options").
+std::string measure_layer_global_errors(Model& model, const Calibration& calib, LayerCandidates& layer,
+                                        const GlobalErrorSettings& settings, bool estimate,
+                                        const std::map<std::string, at::Tensor>* lfh = nullptr);
+
 // The Gauss-Newton estimate of one option's output error (see GlobalErrorSettings::estimate). The LFH's projections
 // are scaled per output so that it estimates the task's weighted error in the units of its first error output
 // (sensitivity.h); the normalisation here is that output's.
