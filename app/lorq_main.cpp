@@ -555,7 +555,8 @@ int cmd_compress(int argc, char** argv) {
         r.constraints_json.empty() ? Constraints{} : session->parse_constraints(r.constraints_json, r.constraints_source);
     const Allocation first = session->make_allocator(c)->solve_checked(budget);
     first_allocation_s = revision->seconds();
-    std::printf("first allocation after %.1f s (global errors %s): %.3f average bits, predicted error %.4g\n",
+    std::printf("first allocation after %.1f s, from LFH-estimated global errors (%s): %.3f average bits, "
+                "predicted error %.4g\n",
                 first_allocation_s, revision->global_errors().text().c_str(), 8.0 * first.bytes / params,
                 first.predicted_error);
     std::fflush(stdout);
@@ -563,11 +564,11 @@ int cmd_compress(int argc, char** argv) {
   analysis_progress.finish();
   for (const auto& w : session->warnings()) std::fprintf(stderr, "warning: %s\n", w.c_str());
   for (const auto& name : session->cached_stages())
-    std::printf("stage %-14s from the cache %s\n", name.c_str(), r.cache.c_str());
+    std::printf("stage %-21s from the cache %s\n", name.c_str(), r.cache.c_str());
   for (const auto& [name, sec] : session->stage_seconds()) {
     const auto& cached = session->cached_stages();
     if (std::find(cached.begin(), cached.end(), name) == cached.end())
-      std::printf("stage %-14s %8.1f s\n", name.c_str(), sec);
+      std::printf("stage %-21s %8.1f s\n", name.c_str(), sec);
   }
   std::printf("global errors: %s\n", session->global_errors().text().c_str());
   const Constraints constraints =

@@ -5,6 +5,7 @@
 // (a layer's measurement re-runs the network from its block on) and the time spent building the options' weights.
 // Usage: bench_first_allocation [--model DIR] [--calib DIR] [--quantizer nearest|gptq] [--avg-bits B]
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 
 #include <cstdio>
 #include <cstring>

@@ -514,11 +514,11 @@ void MainWindow::onAnalysisRevision(const std::shared_ptr<CompressionSession>& s
     if (!problem.isEmpty()) report("Analysis", problem);
   } else {
     installAnalysis(s);
+    if (!revision->final())
+      jobPanel_->log(QString("First allocation at %1 s (global errors: %2); measuring them now")
+                         .arg(revision->seconds(), 0, 'f', 1)
+                         .arg(QString::fromStdString(revision->global_errors().text())));
   }
-  if (!revision->final())
-    jobPanel_->log(QString("Allocation ready at %1 s (global errors: %2)")
-                       .arg(revision->seconds(), 0, 'f', 1)
-                       .arg(QString::fromStdString(revision->global_errors().text())));
 }
 
 // The first revision of an analysis becomes the document's session.
