@@ -150,6 +150,54 @@ double output_nsr(Model& model, const Calibration& calib, const std::string& lay
   return error.value();
 }
 
+std::vector<double> output_nsrs(Model& model, const Calibration& calib, const std::string& layer,
+                                const std::vector<at::Tensor>& W_tildes, int batch, int64_t max_pass_bytes) {
+  c10::NoGradGuard no_grad;
+  const LinearLayerInfo& info = model.layer(layer);
+  std::vector<double> out;
+  // The embedding's layer runs the whole network from the images: one option at a time.
+  if (info.stage < 0 || max_pass_bytes <= 0) {
+    for (const at::Tensor& Wt : W_tildes) out.push_back(output_nsr(model, calib, layer, Wt, batch));
+    return out;
+  }
+  std::vector<at::Tensor> Wt;
+  for (const at::Tensor& w : W_tildes)
+    Wt.push_back(w.reshape({info.out_features, info.in_features}).to(at::kFloat).contiguous());
+  const StageState stage_in = calib.stage_input(model, info.stage);
+  const int64_t N = calib.images.size(0);
+  const int64_t batch_bytes = std::max<int64_t>(1, state_bytes(slice_batch(stage_in, 0, std::min<int64_t>(N, batch))));
+  const size_t per_pass = static_cast<size_t>(std::clamp<int64_t>(max_pass_bytes / batch_bytes, 1, 1 << 20));
+  out.resize(Wt.size());
+  for (size_t g0 = 0; g0 < Wt.size(); g0 += per_pass) {
+    const size_t g1 = std::min(Wt.size(), g0 + per_pass);
+    const int64_t k = static_cast<int64_t>(g1 - g0);
+    // Copy j of the batch (rows j·b .. (j+1)·b - 1 of every tensor the layer sees) goes through option g0 + j.
+    model.set_linear_override(layer, [&Wt, g0, k](const at::Tensor& x, const at::Tensor&, const at::Tensor& b) {
+      const int64_t rows = x.size(0) / k;
+      std::vector<at::Tensor> y;
+      for (int64_t j = 0; j < k; ++j) y.push_back(at::linear(x.slice(0, j * rows, (j + 1) * rows), Wt[g0 + j], b));
+      return at::cat(y, 0);
+    });
+    std::vector<OutputError> errors(static_cast<size_t>(k), OutputError(task_of(model)));
+    try {
+      for (int64_t b0 = 0; b0 < N; b0 += batch) {
+        const int64_t b1 = std::min(N, b0 + batch), n = b1 - b0;
+        const StageState xb = slice_batch(stage_in, b0, b1);
+        const ModelOutputs y = model.run_from(info.stage, k == 1 ? xb : cat_batches(std::vector<StageState>(k, xb)));
+        const ModelOutputs ref = calib.reference.slice(b0, b1);
+        const double w = double(n) / batch;  // the spec sums per-batch means over equal batches
+        for (int64_t j = 0; j < k; ++j) errors[j].add(k == 1 ? y : y.slice(j * n, (j + 1) * n), ref, w);
+      }
+    } catch (...) {
+      model.clear_linear_override(layer);
+      throw;
+    }
+    model.clear_linear_override(layer);
+    for (int64_t j = 0; j < k; ++j) out[g0 + j] = errors[j].value();
+  }
+  return out;
+}
+
 std::vector<size_t> anchor_positions(size_t L, size_t K) {
   std::vector<size_t> out;
   if (L == 0) return out;
@@ -184,29 +232,36 @@ std::string measure_layer_global_errors(Model& model, const Calibration& calib, 
     throw Error("global error estimate: no label-free Hessian of layer " + lc.layer);
   c10::NoGradGuard no_grad;
   const at::Tensor W = model.weight(lc.layer);
-  auto error_of = [&](const LayerOption& o) {
-    const at::Tensor Wt = compressed_weight(lc, o, W);
-    return estimate ? estimated_nsr(W, Wt, lfh->at(lc.layer), calib, task_of(model))
-                    : output_nsr(model, calib, lc.layer, Wt, s.batch);
-  };
+  // Which options are measured (or estimated): every Q option and each bit pair's anchor ranks.
+  std::vector<size_t> anchored;
   std::map<std::pair<int, int>, std::vector<size_t>> groups;  // bit pair -> option indices by rank
   for (size_t i = 0; i < lc.options.size(); ++i) {
-    LayerOption& o = lc.options[i];
-    if (o.kind == OptionKind::Quant) {
-      o.error = error_of(o);
-      o.measured = true;
-    } else {
-      groups[{o.bits_a, o.bits_b}].push_back(i);
-    }
+    if (lc.options[i].kind == OptionKind::Quant)
+      anchored.push_back(i);
+    else
+      groups[{lc.options[i].bits_a, lc.options[i].bits_b}].push_back(i);
   }
+  std::vector<std::vector<size_t>> anchors_of;
   for (auto& [pair, idx] : groups) {
     std::sort(idx.begin(), idx.end(), [&](size_t a, size_t b) { return lc.options[a].rank < lc.options[b].rank; });
-    const std::vector<size_t> anchors = anchor_positions(idx.size(), static_cast<size_t>(s.anchors));
-    for (size_t a : anchors) {
-      LayerOption& o = lc.options[idx[a]];
-      o.error = error_of(o);
-      o.measured = true;
-    }
+    anchors_of.push_back(anchor_positions(idx.size(), static_cast<size_t>(s.anchors)));
+    for (size_t a : anchors_of.back()) anchored.push_back(idx[a]);
+  }
+  std::vector<at::Tensor> Wts;
+  for (size_t i : anchored) Wts.push_back(compressed_weight(lc, lc.options[i], W));
+  std::vector<double> errors;
+  if (estimate) {
+    for (const at::Tensor& Wt : Wts) errors.push_back(estimated_nsr(W, Wt, lfh->at(lc.layer), calib, task_of(model)));
+  } else {
+    errors = output_nsrs(model, calib, lc.layer, Wts, s.batch, s.max_pass_bytes);
+  }
+  for (size_t j = 0; j < anchored.size(); ++j) {
+    lc.options[anchored[j]].error = errors[j];
+    lc.options[anchored[j]].measured = true;
+  }
+  size_t pair_index = 0;
+  for (auto& [pair, idx] : groups) {
+    const std::vector<size_t>& anchors = anchors_of[pair_index++];
     // Between two anchors, interpolate linearly in the local loss Λ (not in rank).
     for (size_t k = 0; k + 1 < anchors.size(); ++k) {
       const LayerOption& lo = lc.options[idx[anchors[k]]];
