@@ -551,14 +551,16 @@ int cmd_compress(int argc, char** argv) {
   session->analyze(analysis_progress.job(), [&](const std::shared_ptr<const api::AnalysisRevision>& revision) {
     session->adopt(revision);
     if (first_allocation_s >= 0 || revision->final()) return;
-    const Constraints c =
-        r.constraints_json.empty() ? Constraints{} : session->parse_constraints(r.constraints_json, r.constraints_source);
+    const Constraints c = r.constraints_json.empty()
+                              ? Constraints{}
+                              : session->parse_constraints(r.constraints_json, r.constraints_source);
     const Allocation first = session->make_allocator(c)->solve_checked(budget);
     first_allocation_s = revision->seconds();
-    std::printf("first allocation after %.1f s, from LFH-estimated global errors (%s): %.3f average bits, "
-                "predicted error %.4g\n",
-                first_allocation_s, revision->global_errors().text().c_str(), 8.0 * first.bytes / params,
-                first.predicted_error);
+    std::printf(
+        "first allocation after %.1f s, from LFH-estimated global errors (%s): %.3f average bits, "
+        "predicted error %.4g\n",
+        first_allocation_s, revision->global_errors().text().c_str(), 8.0 * first.bytes / params,
+        first.predicted_error);
     std::fflush(stdout);
   });
   analysis_progress.finish();

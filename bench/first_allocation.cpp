@@ -13,8 +13,8 @@
 #include <string>
 
 #include "bench_util.h"
-#include "lorq/tasks/evaluate.h"
 #include "lorq/pipeline/compress.h"
+#include "lorq/tasks/evaluate.h"
 
 using namespace lorq;
 
@@ -74,8 +74,7 @@ int main(int argc, char** argv) {
 
     // Where the measured stage goes: per block, and the options' weights (W~) rebuilt for each measurement.
     std::printf("measured global error stage by block (layers re-run the network from their block on):\n");
-    for (const auto& [block, e] : per_block)
-      std::printf("  block %3d: %2d layers %7.1f s\n", block, e.first, e.second);
+    for (const auto& [block, e] : per_block) std::printf("  block %3d: %2d layers %7.1f s\n", block, e.first, e.second);
     c10::NoGradGuard no_grad;
     int64_t measured = 0;
     const double tw = bench::now();

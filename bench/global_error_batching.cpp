@@ -53,9 +53,10 @@ int main(int argc, char** argv) {
             max_rel = std::max(max_rel, std::abs(a.options[i].error - b.options[i].error) / a.options[i].error);
           }
       }
-      std::printf("%-20s block %2d, %2d measured options: one per pass %6.1f s, several per pass %6.1f s (x%.2f); "
-                  "largest relative difference %.2g\n",
-                  name, l.stage, measured, t_single / rounds, t_batched / rounds, t_single / t_batched, max_rel);
+      std::printf(
+          "%-20s block %2d, %2d measured options: one per pass %6.1f s, several per pass %6.1f s (x%.2f); "
+          "largest relative difference %.2g\n",
+          name, l.stage, measured, t_single / rounds, t_batched / rounds, t_single / t_batched, max_rel);
     }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_global_error_batching: %s\n", e.what());

@@ -3,12 +3,11 @@
 // final errors equal a measured-only analysis' exactly, the flags say which errors are which, cancelling the
 // measurement keeps the partly measured analysis usable, and neither the cache nor a sweep key takes it for a
 // measured one.
+#include <ATen/Parallel.h>
 #include <gtest/gtest.h>
 
 #include <atomic>
 #include <filesystem>
-
-#include <ATen/Parallel.h>
 
 #include "lorq/common/error.h"
 #include "lorq/session/api.h"
