@@ -560,21 +560,38 @@ int cmd_compress(int argc, char** argv) {
   StageProgress progress;
   const JobControl job = progress.job();
   cli::StagedProgressBar analysis_progress(api::analysis_stage_costs(r.analysis));
-  session->analyze(analysis_progress.job());
-  analysis_progress.finish();
-  for (const auto& w : session->warnings()) std::fprintf(stderr, "warning: %s\n", w.c_str());
-  for (const auto& name : session->cached_stages())
-    std::printf("stage %-14s from the cache %s\n", name.c_str(), r.cache.c_str());
-  for (const auto& [name, sec] : session->stage_seconds()) {
-    const auto& cached = session->cached_stages();
-    if (std::find(cached.begin(), cached.end(), name) == cached.end())
-      std::printf("stage %-14s %8.1f s\n", name.c_str(), sec);
-  }
-
   const int64_t params = session->compressible_params();
   const int64_t budget = r.avg_bits > 0 ? session->budget_for_avg_bits(r.avg_bits)
                          : r.ratio > 0  ? session->budget_for_ratio(r.ratio)
                                         : r.budget_bytes;
+  // A progressive analysis: the allocation from the LFH-estimated global errors is ready long before the measured
+  // errors; say when (the allocation printed below is the measured one).
+  double first_allocation_s = -1;
+  session->analyze(analysis_progress.job(), [&](const std::shared_ptr<const api::AnalysisRevision>& revision) {
+    session->adopt(revision);
+    if (first_allocation_s >= 0 || revision->final()) return;
+    const Constraints c = r.constraints_json.empty()
+                              ? Constraints{}
+                              : session->parse_constraints(r.constraints_json, r.constraints_source);
+    const Allocation first = session->make_allocator(c)->solve_checked(budget);
+    first_allocation_s = revision->seconds();
+    std::printf(
+        "first allocation after %.1f s, from LFH-estimated global errors (%s): %.3f average bits, "
+        "predicted error %.4g\n",
+        first_allocation_s, revision->global_errors().text().c_str(), 8.0 * first.bytes / params,
+        first.predicted_error);
+    std::fflush(stdout);
+  });
+  analysis_progress.finish();
+  for (const auto& w : session->warnings()) std::fprintf(stderr, "warning: %s\n", w.c_str());
+  for (const auto& name : session->cached_stages())
+    std::printf("stage %-21s from the cache %s\n", name.c_str(), r.cache.c_str());
+  for (const auto& [name, sec] : session->stage_seconds()) {
+    const auto& cached = session->cached_stages();
+    if (std::find(cached.begin(), cached.end(), name) == cached.end())
+      std::printf("stage %-21s %8.1f s\n", name.c_str(), sec);
+  }
+  std::printf("global errors: %s\n", session->global_errors().text().c_str());
   const Constraints constraints =
       r.constraints_json.empty() ? Constraints{} : session->parse_constraints(r.constraints_json, r.constraints_source);
   const Allocation alloc = session->make_allocator(constraints)->solve_checked(budget);

@@ -99,6 +99,7 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent) {
   connect(state_, &WorkbenchDocument::sessionPathChanged, this, &MainWindow::updateTitle);
   connect(state_, &WorkbenchDocument::modelChanged, this, &MainWindow::updateTitle);
   connect(state_, &WorkbenchDocument::documentReset, this, [this] {
+    ++analysisGeneration_;  // a running analysis' revisions belong to the previous document
     compare_->clear();
     jobPanel_->lossPlot()->clear();
   });
@@ -456,6 +457,9 @@ bool MainWindow::startAnalysis() {
   for (const QString& entry : stored)
     lastRun.emplace_back(entry.section('=', 0, 0).toStdString(), entry.section('=', 1).toDouble());
   jobPanel_->setStagePlan("Analysis", analysis_stage_costs(settings, lastRun));
+  // A progressive analysis: its first revision (LFH-estimated global errors) is shown as soon as it exists, and each
+  // later one (errors measured layer by layer) refines the same views; revisions are adopted on this thread.
+  const int generation = ++analysisGeneration_;
   return runJob(
       "Analysis",
       [=](const lorq::JobControl& job) {
@@ -470,11 +474,16 @@ bool MainWindow::startAnalysis() {
                 statusBar()->showMessage("Analysis: " + w, 15000);
               },
               Qt::QueuedConnection);
-        s->analyze(job);
+        s->analyze(job, [this, s, generation](const std::shared_ptr<const AnalysisRevision>& revision) {
+          QMetaObject::invokeMethod(
+              this, [this, s, revision, generation] { onAnalysisRevision(s, revision, generation); },
+              Qt::QueuedConnection);
+        });
         *result = s;
       },
       [this, result, costKey] {
         const auto& s = *result;
+        // Every revision was queued before the job ended, so the final one is adopted by now.
         {  // What each stage cost, for the next analysis' progress (stages loaded from the cache cost nothing).
           QStringList costs;
           const auto& cachedStages = s->cached_stages();
@@ -483,34 +492,6 @@ bool MainWindow::startAnalysis() {
               costs << QString("%1=%2").arg(QString::fromStdString(stage)).arg(sec);
           if (!costs.isEmpty()) QSettings().setValue(costKey, costs);
         }
-        // A session file's constraints apply once, to the analysis of its reopening; later runs keep the current.
-        const bool reopening = pendingBudget_ > 0 || !pendingConstraints_.empty();
-        ConstraintMap constraints = state_->constraints();
-        LayerGroups groups = state_->groups();
-        QString resolveProblem;
-        if (reopening) {
-          // The file names options by label: resolved against this analysis.
-          constraints.clear();
-          groups.clear();
-          if (!pendingConstraints_.empty()) {
-            try {
-              s->constraints_from_json(pendingConstraints_, state_->sessionPath().toStdString(), &constraints, &groups);
-            } catch (const std::exception& e) {
-              resolveProblem = "Constraints dropped: " + QString::fromStdString(e.what());
-              constraints.clear();
-              groups.clear();
-            }
-          }
-        }
-        const int64_t budget = reopening ? pendingBudget_ : state_->budget();
-        const bool wasModified = state_->isModified();
-        QString problem = state_->setSession(s, constraints, groups, budget);
-        if (problem.isEmpty()) problem = resolveProblem;
-        pendingConstraints_.clear();
-        state_->setPendingConstraints("");
-        pendingBudget_ = 0;
-        if (reopening && !wasModified && problem.isEmpty()) state_->markSaved(state_->sessionPath());
-        if (!problem.isEmpty()) report("Session constraints", problem);
         for (const std::string& w : s->warnings()) jobPanel_->log("warning: " + QString::fromStdString(w));
         // Which stages ran (with their times) and which came from the session cache.
         QStringList ran, cached;
@@ -520,9 +501,57 @@ bool MainWindow::startAnalysis() {
             ran << QString("%1 %2 s").arg(QString::fromStdString(stage)).arg(sec, 0, 'f', 1);
         if (!ran.isEmpty()) jobPanel_->log("Analysis: " + ran.join(", "));
         if (!cached.isEmpty()) jobPanel_->log("From the session cache: " + cached.join(", "));
-        if (state_->selectedLayer() < 0 && !s->layers().empty()) state_->setSelectedLayer(0);
       },
       &MainWindow::analysisFinished);
+}
+
+void MainWindow::onAnalysisRevision(const std::shared_ptr<CompressionSession>& s,
+                                    const std::shared_ptr<const AnalysisRevision>& revision, int generation) {
+  if (generation != analysisGeneration_ || !s->adopt(revision)) return;  // superseded, or already newer
+  if (state_->session() == s) {
+    // A refinement: the user's constraints, budget, selection and undo history stay.
+    const QString problem = state_->refreshAnalysis();
+    if (!problem.isEmpty()) report("Analysis", problem);
+  } else {
+    installAnalysis(s);
+    if (!revision->final())
+      jobPanel_->log(QString("First allocation at %1 s (global errors: %2); measuring them now")
+                         .arg(revision->seconds(), 0, 'f', 1)
+                         .arg(QString::fromStdString(revision->global_errors().text())));
+  }
+}
+
+// The first revision of an analysis becomes the document's session.
+void MainWindow::installAnalysis(const std::shared_ptr<CompressionSession>& s) {
+  // A session file's constraints apply once, to the analysis of its reopening; later runs keep the current.
+  const bool reopening = pendingBudget_ > 0 || !pendingConstraints_.empty();
+  ConstraintMap constraints = state_->constraints();
+  LayerGroups groups = state_->groups();
+  QString resolveProblem;
+  if (reopening) {
+    // The file names options by label: resolved against this analysis.
+    constraints.clear();
+    groups.clear();
+    if (!pendingConstraints_.empty()) {
+      try {
+        s->constraints_from_json(pendingConstraints_, state_->sessionPath().toStdString(), &constraints, &groups);
+      } catch (const std::exception& e) {
+        resolveProblem = "Constraints dropped: " + QString::fromStdString(e.what());
+        constraints.clear();
+        groups.clear();
+      }
+    }
+  }
+  const int64_t budget = reopening ? pendingBudget_ : state_->budget();
+  const bool wasModified = state_->isModified();
+  QString problem = state_->setSession(s, constraints, groups, budget);
+  if (problem.isEmpty()) problem = resolveProblem;
+  pendingConstraints_.clear();
+  state_->setPendingConstraints("");
+  pendingBudget_ = 0;
+  if (reopening && !wasModified && problem.isEmpty()) state_->markSaved(state_->sessionPath());
+  if (!problem.isEmpty()) report("Session constraints", problem);
+  if (state_->selectedLayer() < 0 && !s->layers().empty()) state_->setSelectedLayer(0);
 }
 
 void MainWindow::startEvaluation() {
@@ -931,7 +960,8 @@ void MainWindow::updateStatus() {
                                  .arg(8.0 * a.bytes / state_->params(), 0, 'f', 2)
                                  .arg(4.0 * state_->params() / std::max<int64_t>(1, a.bytes), 0, 'f', 1)
                                  .arg(a.predicted_error, 0, 'g', 3)
-                                 .arg(state_->constraints().size()));
+                                 .arg(state_->constraints().size()) +
+                             " · global errors: " + QString::fromStdString(state_->globalErrors().text()));
 }
 
 void MainWindow::updateTitle() {

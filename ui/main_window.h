@@ -129,6 +129,11 @@ class MainWindow : public QMainWindow {
   bool runJob(const QString& name, std::function<void(const lorq::JobControl&)> work, std::function<void()> done,
               void (MainWindow::*finished)(bool));
   bool loadModel(const QString& path, bool quiet);
+  // A progressive analysis' revision, on the UI thread: the first becomes the document's session, later ones
+  // refine it in place. `generation` drops revisions of a superseded analysis.
+  void onAnalysisRevision(const std::shared_ptr<lorq::api::CompressionSession>& session,
+                          const std::shared_ptr<const lorq::api::AnalysisRevision>& revision, int generation);
+  void installAnalysis(const std::shared_ptr<lorq::api::CompressionSession>& session);
   bool loadSession(const QString& path);
   void onExport();
   void onExportOnnx();
@@ -157,4 +162,5 @@ class MainWindow : public QMainWindow {
   // Restored after the analysis of a reopened session.
   std::string pendingConstraints_;  // a session file's constraints JSON, resolved once its analysis is ready
   int64_t pendingBudget_ = 0;
+  int analysisGeneration_ = 0;  // the analysis whose revisions the document takes (see onAnalysisRevision)
 };

@@ -71,6 +71,7 @@ ParetoView::ParetoView(WorkbenchDocument* state, EditActions* edit, QWidget* par
 
   connect(state_, &WorkbenchDocument::selectedLayerChanged, this, &ParetoView::rebuild);
   connect(state_, &WorkbenchDocument::sessionChanged, this, &ParetoView::rebuild);
+  connect(state_, &WorkbenchDocument::analysisRefined, this, &ParetoView::rebuild);  // the points move
   connect(state_, &WorkbenchDocument::allocationChanged, this, &ParetoView::updateSelection);
   connect(state_, &WorkbenchDocument::constraintsChanged, this, &ParetoView::updateSelection);
   connect(plot_, &QCustomPlot::mouseMove, this, &ParetoView::onMouseMove);

@@ -134,6 +134,7 @@ SessionPanel::SessionPanel(WorkbenchDocument* document, QWidget* parent) : QWidg
   connect(document_, &WorkbenchDocument::modelChanged, this, &SessionPanel::onModel);
   connect(document_, &WorkbenchDocument::sourcesChanged, this, &SessionPanel::onSources);
   connect(document_, &WorkbenchDocument::sessionChanged, this, &SessionPanel::onSession);
+  connect(document_, &WorkbenchDocument::analysisRefined, this, &SessionPanel::onSession);
   onModel();
   onSources();
   onSession();
@@ -204,6 +205,7 @@ void SessionPanel::onSession() {
   for (const auto& [stage, sec] : s->stage_seconds())
     text += QString("%1 %2 s · ").arg(QString::fromStdString(stage)).arg(sec, 0, 'f', 1);
   text += QString("%1 layers, %2 calibration images").arg(s->layers().size()).arg(s->calibration_files().size());
+  text += QString("<br>global errors: %1").arg(QString::fromStdString(s->global_errors().text()));
   if (!s->warnings().empty()) text += QString("<br>%1 warnings (see Jobs)").arg(s->warnings().size());
   analysis_->setText(text);
 }

@@ -151,6 +151,7 @@ SessionFile WorkbenchDocument::toSessionFile() const {
   f.settings = settings_;
   f.budget_bytes = ready() ? budget_ : 0;
   f.sweeps_json = sweeps_.to_json();
+  f.global_errors = globalErrors();
   if (ready())
     f.constraints_json = session_->constraints_to_json(constraints_, groups_);
   else
@@ -222,6 +223,25 @@ void WorkbenchDocument::clearSession() {
   emit constraintsChanged();
   emit allocationChanged();
   emit curveChanged();
+}
+
+QString WorkbenchDocument::refreshAnalysis() {
+  if (!session_) return "No analysis yet";
+  try {
+    // Only the errors changed: constraints valid before stay valid (they name options, not errors).
+    allocator_ = session_->make_allocator(constraints_, groups_);
+  } catch (const std::exception& e) {
+    return QString::fromStdString(e.what());
+  }
+  resolve();
+  computeCurve();
+  emit analysisRefined();
+  emit allocationChanged();
+  return {};
+}
+
+GlobalErrorState WorkbenchDocument::globalErrors() const {
+  return session_ ? session_->global_errors() : GlobalErrorState{};
 }
 
 const std::vector<LayerAnalysis>& WorkbenchDocument::layers() const {

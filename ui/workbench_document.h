@@ -75,6 +75,12 @@ class WorkbenchDocument : public QObject {
                      const lorq::api::ConstraintMap& constraints, const lorq::api::LayerGroups& groups,
                      int64_t budget_bytes);
   void clearSession();
+  // The session adopted a newer revision of the same analysis (a progressive analysis refining its global errors):
+  // the allocator is rebuilt under the current constraints and groups and re-solved at the current budget; the
+  // constraints, budget, selection and undo history stay. Emits analysisRefined. Returns the problem, or "".
+  QString refreshAnalysis();
+  // Where the current analysis' global errors come from (nothing before an analysis).
+  lorq::api::GlobalErrorState globalErrors() const;
   const std::shared_ptr<lorq::api::CompressionSession>& session() const { return session_; }
   bool ready() const { return session_ && allocator_; }
 
@@ -125,6 +131,7 @@ class WorkbenchDocument : public QObject {
   void modelChanged();
   void sourcesChanged();  // image sets or settings
   void sessionChanged();  // a new analysis (layers and options)
+  void analysisRefined();  // the same analysis with refined global errors (same layers and options)
   void constraintsChanged();
   void allocationChanged();  // budget or choice
   void curveChanged();

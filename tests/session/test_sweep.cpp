@@ -198,11 +198,15 @@ TEST(StagedProgress, WeighsStagesByCostAndSkipsCachedOnes) {
 TEST(StagedProgress, AnalysisPlanFollowsTheSettingsAndTheLastRun) {
   api::AnalysisSettings s;
   const auto plan = api::analysis_stage_costs(s);
-  ASSERT_EQ(plan.size(), 4u);
+  // Measured errors: the progressive analysis' estimate pass comes first.
+  ASSERT_EQ(plan.size(), 5u);
   EXPECT_EQ(plan[0].stage, "calibration");
-  EXPECT_EQ(plan[3].stage, "global error");
-  EXPECT_GT(plan[3].seconds, 10 * plan[1].seconds / 2);  // measured global errors dominate (206 of 239 s)
+  EXPECT_EQ(plan[3].stage, "global error estimate");
+  EXPECT_EQ(plan[4].stage, "global error");
+  EXPECT_GT(plan[4].seconds, 10 * plan[1].seconds / 2);  // measured global errors dominate (206 of 239 s)
   s.estimate = true;
+  ASSERT_EQ(api::analysis_stage_costs(s).size(), 4u);
+  EXPECT_EQ(api::analysis_stage_costs(s)[3].stage, "global error");
   EXPECT_LT(api::analysis_stage_costs(s)[3].seconds, plan[1].seconds);
   // A last run's measured stages replace the estimates; the others scale like them.
   const auto measured = api::analysis_stage_costs(s, {{"calibration", 1.0}, {"sensitivity", 2.84}});

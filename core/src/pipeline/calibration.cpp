@@ -150,6 +150,54 @@ double output_nsr(Model& model, const Calibration& calib, const std::string& lay
   return error.value();
 }
 
+std::vector<double> output_nsrs(Model& model, const Calibration& calib, const std::string& layer,
+                                const std::vector<at::Tensor>& W_tildes, int batch, int64_t max_pass_bytes) {
+  c10::NoGradGuard no_grad;
+  const LinearLayerInfo& info = model.layer(layer);
+  std::vector<double> out;
+  // The embedding's layer runs the whole network from the images: one option at a time.
+  if (info.stage < 0 || max_pass_bytes <= 0) {
+    for (const at::Tensor& Wt : W_tildes) out.push_back(output_nsr(model, calib, layer, Wt, batch));
+    return out;
+  }
+  std::vector<at::Tensor> Wt;
+  for (const at::Tensor& w : W_tildes)
+    Wt.push_back(w.reshape({info.out_features, info.in_features}).to(at::kFloat).contiguous());
+  const StageState stage_in = calib.stage_input(model, info.stage);
+  const int64_t N = calib.images.size(0);
+  const int64_t batch_bytes = std::max<int64_t>(1, state_bytes(slice_batch(stage_in, 0, std::min<int64_t>(N, batch))));
+  const size_t per_pass = static_cast<size_t>(std::clamp<int64_t>(max_pass_bytes / batch_bytes, 1, 1 << 20));
+  out.resize(Wt.size());
+  for (size_t g0 = 0; g0 < Wt.size(); g0 += per_pass) {
+    const size_t g1 = std::min(Wt.size(), g0 + per_pass);
+    const int64_t k = static_cast<int64_t>(g1 - g0);
+    // Copy j of the batch (rows j·b .. (j+1)·b - 1 of every tensor the layer sees) goes through option g0 + j.
+    model.set_linear_override(layer, [&Wt, g0, k](const at::Tensor& x, const at::Tensor&, const at::Tensor& b) {
+      const int64_t rows = x.size(0) / k;
+      std::vector<at::Tensor> y;
+      for (int64_t j = 0; j < k; ++j) y.push_back(at::linear(x.slice(0, j * rows, (j + 1) * rows), Wt[g0 + j], b));
+      return at::cat(y, 0);
+    });
+    std::vector<OutputError> errors(static_cast<size_t>(k), OutputError(task_of(model)));
+    try {
+      for (int64_t b0 = 0; b0 < N; b0 += batch) {
+        const int64_t b1 = std::min(N, b0 + batch), n = b1 - b0;
+        const StageState xb = slice_batch(stage_in, b0, b1);
+        const ModelOutputs y = model.run_from(info.stage, k == 1 ? xb : cat_batches(std::vector<StageState>(k, xb)));
+        const ModelOutputs ref = calib.reference.slice(b0, b1);
+        const double w = double(n) / batch;  // the spec sums per-batch means over equal batches
+        for (int64_t j = 0; j < k; ++j) errors[j].add(k == 1 ? y : y.slice(j * n, (j + 1) * n), ref, w);
+      }
+    } catch (...) {
+      model.clear_linear_override(layer);
+      throw;
+    }
+    model.clear_linear_override(layer);
+    for (int64_t j = 0; j < k; ++j) out[g0 + j] = errors[j].value();
+  }
+  return out;
+}
+
 std::vector<size_t> anchor_positions(size_t L, size_t K) {
   std::vector<size_t> out;
   if (L == 0) return out;
@@ -177,66 +225,86 @@ double estimated_nsr(const at::Tensor& W, const at::Tensor& W_tilde, const at::T
   return signal > 0 ? weight * noise / (elements * signal) : 0.0;
 }
 
+std::string measure_layer_global_errors(Model& model, const Calibration& calib, LayerCandidates& lc,
+                                        const GlobalErrorSettings& s, bool estimate,
+                                        const std::map<std::string, at::Tensor>* lfh) {
+  if (estimate && (!lfh || !lfh->count(lc.layer)))
+    throw Error("global error estimate: no label-free Hessian of layer " + lc.layer);
+  c10::NoGradGuard no_grad;
+  const at::Tensor W = model.weight(lc.layer);
+  // Which options are measured (or estimated): every Q option and each bit pair's anchor ranks.
+  std::vector<size_t> anchored;
+  std::map<std::pair<int, int>, std::vector<size_t>> groups;  // bit pair -> option indices by rank
+  for (size_t i = 0; i < lc.options.size(); ++i) {
+    if (lc.options[i].kind == OptionKind::Quant)
+      anchored.push_back(i);
+    else
+      groups[{lc.options[i].bits_a, lc.options[i].bits_b}].push_back(i);
+  }
+  std::vector<std::vector<size_t>> anchors_of;
+  for (auto& [pair, idx] : groups) {
+    std::sort(idx.begin(), idx.end(), [&](size_t a, size_t b) { return lc.options[a].rank < lc.options[b].rank; });
+    anchors_of.push_back(anchor_positions(idx.size(), static_cast<size_t>(s.anchors)));
+    for (size_t a : anchors_of.back()) anchored.push_back(idx[a]);
+  }
+  std::vector<at::Tensor> Wts;
+  for (size_t i : anchored) Wts.push_back(compressed_weight(lc, lc.options[i], W));
+  std::vector<double> errors;
+  if (estimate) {
+    for (const at::Tensor& Wt : Wts) errors.push_back(estimated_nsr(W, Wt, lfh->at(lc.layer), calib, task_of(model)));
+  } else {
+    errors = output_nsrs(model, calib, lc.layer, Wts, s.batch, s.max_pass_bytes);
+  }
+  for (size_t j = 0; j < anchored.size(); ++j) {
+    lc.options[anchored[j]].error = errors[j];
+    lc.options[anchored[j]].measured = true;
+  }
+  size_t pair_index = 0;
+  for (auto& [pair, idx] : groups) {
+    const std::vector<size_t>& anchors = anchors_of[pair_index++];
+    // Between two anchors, interpolate linearly in the local loss Λ (not in rank).
+    for (size_t k = 0; k + 1 < anchors.size(); ++k) {
+      const LayerOption& lo = lc.options[idx[anchors[k]]];
+      const LayerOption& hi = lc.options[idx[anchors[k + 1]]];
+      for (size_t j = anchors[k] + 1; j < anchors[k + 1]; ++j) {
+        LayerOption& o = lc.options[idx[j]];
+        const double span = lo.local_loss - hi.local_loss;
+        const double w = span > 0 ? (o.local_loss - hi.local_loss) / span : 0.5;
+        o.error = w * lo.error + (1 - w) * hi.error;
+        o.measured = false;
+      }
+    }
+  }
+  lc.errors_measured = !estimate;
+  // The range of its measured (or estimated) errors, for the logs.
+  double lo = 0, hi = 0;
+  int measured = 0;
+  for (const LayerOption& o : lc.options)
+    if (o.measured) {
+      lo = measured ? std::min(lo, o.error) : o.error;
+      hi = measured ? std::max(hi, o.error) : o.error;
+      ++measured;
+    }
+  char detail[160];
+  std::snprintf(detail, sizeof detail, "error %.3g .. %.3g over %d %s options", lo, hi, measured,
+                estimate ? "estimated" : "measured");
+  return detail;
+}
+
 void measure_global_errors(Model& model, const Calibration& calib, std::vector<LayerCandidates>& layers,
                            const GlobalErrorSettings& s, const JobControl& job,
                            const std::map<std::string, at::Tensor>* lfh) {
   if (s.estimate && !lfh) throw Error("global error estimate: no label-free Hessian given");
-  c10::NoGradGuard no_grad;
   const auto start = std::chrono::steady_clock::now();
   int64_t done = 0;
   for (LayerCandidates& lc : layers) {
     job.check();
-    const at::Tensor W = model.weight(lc.layer);
     const bool estimate = s.estimate && lc.low_rank_allowed && lfh->count(lc.layer);
-    auto error_of = [&](const LayerOption& o) {
-      const at::Tensor Wt = compressed_weight(lc, o, W);
-      return estimate ? estimated_nsr(W, Wt, lfh->at(lc.layer), calib, task_of(model))
-                      : output_nsr(model, calib, lc.layer, Wt, s.batch);
-    };
-    std::map<std::pair<int, int>, std::vector<size_t>> groups;  // bit pair -> option indices by rank
-    for (size_t i = 0; i < lc.options.size(); ++i) {
-      LayerOption& o = lc.options[i];
-      if (o.kind == OptionKind::Quant) {
-        o.error = error_of(o);
-        o.measured = true;
-      } else {
-        groups[{o.bits_a, o.bits_b}].push_back(i);
-      }
-    }
-    for (auto& [pair, idx] : groups) {
-      std::sort(idx.begin(), idx.end(), [&](size_t a, size_t b) { return lc.options[a].rank < lc.options[b].rank; });
-      const std::vector<size_t> anchors = anchor_positions(idx.size(), static_cast<size_t>(s.anchors));
-      for (size_t a : anchors) {
-        LayerOption& o = lc.options[idx[a]];
-        o.error = error_of(o);
-        o.measured = true;
-      }
-      // Between two anchors, interpolate linearly in the local loss Λ (not in rank).
-      for (size_t k = 0; k + 1 < anchors.size(); ++k) {
-        const LayerOption& lo = lc.options[idx[anchors[k]]];
-        const LayerOption& hi = lc.options[idx[anchors[k + 1]]];
-        for (size_t j = anchors[k] + 1; j < anchors[k + 1]; ++j) {
-          LayerOption& o = lc.options[idx[j]];
-          const double span = lo.local_loss - hi.local_loss;
-          const double w = span > 0 ? (o.local_loss - hi.local_loss) / span : 0.5;
-          o.error = w * lo.error + (1 - w) * hi.error;
-          o.measured = false;
-        }
-      }
-    }
+    const std::string errors = measure_layer_global_errors(model, calib, lc, s, estimate, lfh);
     ++done;
-    // One line per layer for the logs: the range of its measured (or estimated) errors.
-    double lo = 0, hi = 0;
-    int measured = 0;
-    for (const LayerOption& o : lc.options)
-      if (o.measured) {
-        lo = measured ? std::min(lo, o.error) : o.error;
-        hi = measured ? std::max(hi, o.error) : o.error;
-        ++measured;
-      }
-    char detail[256];
-    std::snprintf(detail, sizeof detail, "layer %lld/%zu %s: error %.3g .. %.3g over %d %s options", (long long)done,
-                  layers.size(), lc.layer.c_str(), lo, hi, measured, estimate ? "estimated" : "measured");
+    // One line per layer for the logs.
+    const std::string detail = "layer " + std::to_string(done) + "/" + std::to_string(layers.size()) + " " +
+                               lc.layer + ": " + errors;
     job.report({"global error", done, static_cast<int64_t>(layers.size()), seconds_since(start), detail});
   }
 }

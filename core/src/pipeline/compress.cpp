@@ -8,6 +8,7 @@
 
 #include "lorq/common/error.h"
 #include "lorq/pipeline/input_moments.h"
+#include "lorq/pipeline/progressive_errors.h"
 #include "lorq/pipeline/session_cache.h"
 #include "lorq/quant/compressed_layer.h"
 
@@ -20,7 +21,8 @@ double since(std::chrono::steady_clock::time_point t) {
 }  // namespace
 
 CompressionAnalysis analyze_model(Model& model, const ImageSet& images, const CompressSettings& s,
-                                  const JobControl& job, const SessionCache* cache) {
+                                  const JobControl& job, const SessionCache* cache,
+                                  const AnalysisRevisionFn& on_revision) {
   std::vector<std::string> warnings;
   CompressionAnalysis a;
   if (cache && cache->load_analysis(true, &a, &warnings) && cache->load_lfh(&a.lfh, &warnings)) {
@@ -71,17 +73,29 @@ CompressionAnalysis analyze_model(Model& model, const ImageSet& images, const Co
   }
   stages.emplace_back("candidates", since(t));
 
-  t = std::chrono::steady_clock::now();
-  measure_global_errors(model, calib, a.layers, s.global_error, job, &H);
-  stages.emplace_back("global error", since(t));
   a.calibration_files = calib.files;
-  a.lfh = std::move(H);
-  a.stage_seconds = stages;
   a.warnings = warnings;
-  if (cache) cache->save_analysis(a, true);
   a.cached_stages = cached;
   if (cache) a.cache_dir = cache->dir();
+  if (on_revision && !s.global_error.estimate) {
+    // Every revision is a whole analysis: the LFH and the stage times so far travel with it.
+    a.lfh = H;
+    a.stage_seconds = stages;
+    estimate_then_measure_global_errors(model, calib, a, s.global_error, H, job, on_revision);
+  } else {
+    t = std::chrono::steady_clock::now();
+    measure_global_errors(model, calib, a.layers, s.global_error, job, &H);
+    stages.emplace_back("global error", since(t));
+    a.lfh = std::move(H);
+    a.stage_seconds = stages;
+  }
+  if (cache) cache->save_analysis(a, true);
   return a;
+}
+
+int CompressionAnalysis::layers_measured() const {
+  return static_cast<int>(
+      std::count_if(layers.begin(), layers.end(), [](const LayerCandidates& l) { return l.errors_measured; }));
 }
 
 namespace {

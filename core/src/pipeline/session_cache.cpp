@@ -52,7 +52,7 @@ std::map<int, RowQuantParams> get_params(const std::map<std::string, at::Tensor>
 
 SessionCache::SessionCache(std::string dir, const std::string& model_path, const ImageSet& images,
                            const CompressSettings& s)
-    : dir_(std::move(dir)) {
+    : dir_(std::move(dir)), estimate_(s.global_error.estimate) {
   std::error_code ec;
   fs::create_directories(dir_, ec);
   if (ec) throw Error(dir_, "cannot create the cache folder (" + ec.message() + ")");
@@ -107,6 +107,7 @@ void SessionCache::save_analysis(const CompressionAnalysis& a, bool with_errors)
                       {"weight_bits", wb},
                       {"factor_bits", fb},
                       {"guarded_rows", l.factors.guarded_rows},
+                      {"errors_measured", with_errors && l.errors_measured},
                       {"options", opts}});
     put_params(t, l.layer + "/w", l.weight_params);
     for (const auto& [b, v] : l.weight_values) t.emplace_back(l.layer + "/wv" + std::to_string(b), v);
@@ -154,6 +155,9 @@ bool SessionCache::load_analysis(bool with_errors, CompressionAnalysis* a, std::
       l.in_features = j.at("n").get<int64_t>();
       l.low_rank_allowed = j.at("low_rank").get<bool>();
       l.candidates_considered = j.at("considered").get<int64_t>();
+      // Files written before the flag: a complete analysis was measured unless its settings asked for estimates.
+      l.errors_measured =
+          j.value("errors_measured", with_errors && !(estimate_ && l.low_rank_allowed));
       l.weight_params = get_params(t, l.layer + "/w", j.at("weight_bits").get<std::vector<int>>());
       if (l.low_rank_allowed) {
         const auto fb = j.at("factor_bits").get<std::vector<int>>();
@@ -202,9 +206,9 @@ bool SessionCache::load_analysis(bool with_errors, CompressionAnalysis* a, std::
 
 CompressionAnalysis analyze_model_cached(Model& model, const std::string& model_path, const ImageSet& images,
                                          const CompressSettings& s, const std::string& cache_dir,
-                                         const JobControl& job) {
+                                         const JobControl& job, const AnalysisRevisionFn& on_revision) {
   SessionCache cache(cache_dir, model_path, images, s);
-  return analyze_model(model, images, s, job, &cache);
+  return analyze_model(model, images, s, job, &cache, on_revision);
 }
 
 }  // namespace lorq

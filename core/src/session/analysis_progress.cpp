@@ -15,6 +15,8 @@ std::vector<StageCost> analysis_stage_costs(const AnalysisSettings& s,
   // Error compensation (GPTQ) measures every layer's input moment first; about one float pass per image.
   if (s.quantizer == "gptq") plan.push_back({"input moments", 2.0 * images});
   plan.push_back({"candidates", s.quantizer == "gptq" ? 3 * 2.8 : 2.8});
+  // A progressive analysis (CompressionSession::analyze with revisions) estimates every layer's errors first.
+  if (!s.estimate) plan.push_back({"global error estimate", 3.4});
   plan.push_back({"global error", s.estimate ? 3.4 : 206.0 * images * anchors});
 
   double measured = 0, estimated = 0;

@@ -201,6 +201,8 @@ void save_session_file(const std::string& path, const SessionFile& f) {
                 {"quantizer", s.quantizer}}},
               {"budget_bytes", f.budget_bytes},
               {"constraints", constraints}};
+  if (f.global_errors.layers > 0)
+    doc["global_errors"] = {{"measured_layers", f.global_errors.measured_layers}, {"layers", f.global_errors.layers}};
   // ---- sweep results (lorq/session/sweep.h): kept as written by SweepCache::to_json().
   if (!f.sweeps_json.empty()) {
     try {
@@ -230,6 +232,10 @@ SessionFile load_session_file(const std::string& path) {
     f.eval_labels = doc.value("eval_labels", "");
     f.cache_dir = doc.value("cache_dir", "");
     f.budget_bytes = doc.value("budget_bytes", int64_t(0));
+    if (doc.contains("global_errors") && doc["global_errors"].is_object()) {
+      f.global_errors.measured_layers = doc["global_errors"].value("measured_layers", 0);
+      f.global_errors.layers = doc["global_errors"].value("layers", 0);
+    }
     if (doc.contains("settings")) {
       const json& s = doc["settings"];
       AnalysisSettings& a = f.settings;
@@ -305,6 +311,7 @@ LayerAnalysis describe(const LayerCandidates& l, const Model& model) {
     points.emplace_back(static_cast<double>(o.bytes), o.error);
   }
   for (size_t i : pareto_front(points)) r.options[i].on_front = true;
+  r.errors_measured = l.errors_measured;
   return r;
 }
 
@@ -339,6 +346,15 @@ struct CompressionSession::Impl {
   FinalSettings final_settings;
   std::vector<std::string> final_images;  // the images the final model was built from
   RoundingStepFn on_rounding_step;        // round(): every optimizer step, for live loss curves
+  // ---- revisions (analyze with revisions, adopt)
+  int runs = 0;                            // analyze() calls so far (the analyzing thread only)
+  int adopted_run = 0, adopted_serial = -1;  // the adopted revision (the reading thread only)
+  GlobalErrorState errors;
+  std::shared_ptr<const AnalysisRevision> revision_of(CompressionAnalysis a, int run, int serial, double seconds,
+                                                      bool final) const;
+  std::shared_ptr<const AnalysisRevision> run_analysis(const JobControl& job,
+                                                       const AnalysisRevisionCallback& on_revision);
+  // ---- end of revisions
 
   CompressSettings engine_settings() const {
     CompressSettings s;
@@ -434,22 +450,97 @@ const std::vector<std::string>& CompressionSession::calibration_files() const {
   return impl_->analysis.calibration_files;
 }
 
-void CompressionSession::analyze(const JobControl& job) {
-  const CompressSettings s = impl_->engine_settings();
-  CompressionAnalysis a = impl_->cache_dir.empty() ? analyze_model(*impl_->model, impl_->calibration, s, job)
-                                                   : analyze_model_cached(*impl_->model, impl_->model_path,
-                                                                          impl_->calibration, s, impl_->cache_dir, job);
+void CompressionSession::analyze(const JobControl& job) { adopt(impl_->run_analysis(job, {})); }
+
+// ---- Revisions: a progressive analysis publishes complete analyses; the session changes only in adopt().
+
+struct AnalysisRevision::Impl {
+  const void* session = nullptr;  // the CompressionSession::Impl that made it
+  int run = 0, serial = 0;
+  CompressionAnalysis analysis;
   std::vector<LayerAnalysis> layers;
-  for (const LayerCandidates& l : a.layers) layers.push_back(describe(l, *impl_->model));
-  impl_->layers = std::move(layers);
-  impl_->analysis = std::move(a);
-  impl_->compressed.reset();
-  impl_->compressed_choice.clear();
-  impl_->final.reset();
-  impl_->final_choice.clear();
-  impl_->final_images.clear();
-  impl_->analyzed = true;
+  GlobalErrorState errors;
+  double seconds = 0;
+  bool final = false;
+};
+
+AnalysisRevision::AnalysisRevision(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+AnalysisRevision::~AnalysisRevision() = default;
+const std::vector<LayerAnalysis>& AnalysisRevision::layers() const { return impl_->layers; }
+GlobalErrorState AnalysisRevision::global_errors() const { return impl_->errors; }
+double AnalysisRevision::seconds() const { return impl_->seconds; }
+bool AnalysisRevision::final() const { return impl_->final; }
+
+std::string GlobalErrorState::text() const {
+  if (layers <= 0) return {};
+  if (measured_layers >= layers) return "measured";
+  if (measured_layers == 0) return "estimated (LFH)";
+  return "measured " + std::to_string(measured_layers) + " of " + std::to_string(layers) + " layers";
 }
+
+std::shared_ptr<const AnalysisRevision> CompressionSession::Impl::revision_of(CompressionAnalysis a, int run,
+                                                                              int serial, double seconds,
+                                                                              bool final) const {
+  auto r = std::make_unique<AnalysisRevision::Impl>();
+  r->session = this;
+  r->run = run;
+  r->serial = serial;
+  for (const LayerCandidates& l : a.layers) r->layers.push_back(describe(l, *model));
+  r->errors = {a.layers_measured(), static_cast<int>(a.layers.size())};
+  r->analysis = std::move(a);
+  r->seconds = seconds;
+  r->final = final;
+  return std::shared_ptr<const AnalysisRevision>(new AnalysisRevision(std::move(r)));
+}
+
+// Without `on_revision` the one-pass analysis (no estimate pass); with it, estimate first and refine.
+std::shared_ptr<const AnalysisRevision> CompressionSession::Impl::run_analysis(
+    const JobControl& job, const AnalysisRevisionCallback& on_revision) {
+  const CompressSettings s = engine_settings();
+  const int run = ++runs;
+  int serial = 0;
+  const auto start = std::chrono::steady_clock::now();
+  const auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
+  AnalysisRevisionFn publish;
+  if (on_revision)
+    publish = [&](const CompressionAnalysis& a) { on_revision(revision_of(a, run, serial++, elapsed(), false)); };
+  CompressionAnalysis a = cache_dir.empty()
+                              ? analyze_model(*model, calibration, s, job, nullptr, publish)
+                              : analyze_model_cached(*model, model_path, calibration, s, cache_dir, job, publish);
+  auto last = revision_of(std::move(a), run, serial++, elapsed(), true);
+  if (on_revision) on_revision(last);
+  return last;
+}
+
+void CompressionSession::analyze(const JobControl& job, const AnalysisRevisionCallback& on_revision) {
+  if (!on_revision) return analyze(job);
+  impl_->run_analysis(job, on_revision);
+}
+
+bool CompressionSession::adopt(const std::shared_ptr<const AnalysisRevision>& revision) {
+  if (!revision) return false;
+  const AnalysisRevision::Impl& r = *revision->impl_;
+  if (r.session != impl_.get()) throw Error("an analysis revision can only be adopted by the session that made it");
+  if (r.run < impl_->adopted_run || (r.run == impl_->adopted_run && r.serial <= impl_->adopted_serial)) return false;
+  if (r.run != impl_->adopted_run) {  // another analysis: the models built from the previous one go
+    impl_->compressed.reset();
+    impl_->compressed_choice.clear();
+    impl_->final.reset();
+    impl_->final_choice.clear();
+    impl_->final_images.clear();
+  }
+  impl_->analysis = r.analysis;
+  impl_->layers = r.layers;
+  impl_->errors = r.errors;
+  impl_->adopted_run = r.run;
+  impl_->adopted_serial = r.serial;
+  impl_->analyzed = true;
+  return true;
+}
+
+GlobalErrorState CompressionSession::global_errors() const { return impl_->errors; }
+
+// ---- end of revisions
 
 bool CompressionSession::has_cached_analysis() const {
   if (impl_->cache_dir.empty()) return false;

@@ -112,6 +112,10 @@ std::string sweep_key(const CompressionSession& session, const Constraints& cons
             {"constraints", constraints.empty() ? std::string() : session.constraints_json(constraints)},
             {"eval", {eval_images, eval_labels, limit}},
             {"left_out", session.seen_images()}};
+  // An analysis still being measured (progressive) allocates differently from the measured one, which keeps the
+  // key it always had.
+  const GlobalErrorState errors = session.global_errors();
+  if (!s.estimate && !errors.measured()) k["global_errors"] = {errors.measured_layers, errors.layers};
   const std::string text = k.dump();
   return fnv1a64_hex(text.data(), text.size());
 }

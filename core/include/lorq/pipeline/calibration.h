@@ -54,6 +54,12 @@ Calibration calibrate(Model& model, const ImageSet& set, const CalibrationSettin
 double output_nsr(Model& model, const Calibration& calib, const std::string& layer, const at::Tensor& W_tilde,
                   int batch = 32);
 
+// output_nsr of several weights of one layer, measured together (see GlobalErrorSettings::max_pass_bytes): the same
+// values up to float rounding; max_pass_bytes <= 0 measures each alone (exactly output_nsr).
+std::vector<double> output_nsrs(Model& model, const Calibration& calib, const std::string& layer,
+                                const std::vector<at::Tensor>& W_tildes, int batch = 32,
+                                int64_t max_pass_bytes = int64_t(32) << 20);
+
 struct GlobalErrorSettings {
   // Per factor-bit pair: measured ranks; the others are interpolated in Λ. The spec uses K = 5; 3 is this CPU's
   // default (DeiT-Tiny pipeline 4.0 min instead of 5.3; Spearman of the LFH estimate unchanged, 4-bit accuracy held).
@@ -64,6 +70,11 @@ struct GlobalErrorSettings {
   // output's values per image (the class count for logits). No extra forward passes; layers without a real LFH
   // (convolutions) are still measured.
   bool estimate = false;
+  // > 0: a layer's measured options run through the network together, each on its own copy of the calibration
+  // batch (one pass of k·batch images instead of k passes), the copies' stage input bounded by this many bytes.
+  // Off by default: on DeiT-Tiny it bought x0.87..x1.20 per layer on a loaded 2-core machine
+  // (bench_global_error_batching), and the bigger GEMMs move the errors by float rounding (up to 7e-6 relative).
+  int64_t max_pass_bytes = 0;
 };
 
 // Fills option.error (and .measured) for every option of every layer: Q options and each bit pair's anchor ranks
@@ -72,6 +83,13 @@ struct GlobalErrorSettings {
 void measure_global_errors(Model& model, const Calibration& calib, std::vector<LayerCandidates>& layers,
                            const GlobalErrorSettings& settings, const JobControl& job = {},
                            const std::map<std::string, at::Tensor>* lfh = nullptr);
+
+// measure_global_errors on one layer: `estimate` (needs `lfh` to hold the layer) estimates its anchors from the LFH
+// instead of measuring them; sets layer.errors_measured to !estimate. Returns the log line's detail
+// ("error LO .. HI over K measured options").
+std::string measure_layer_global_errors(Model& model, const Calibration& calib, LayerCandidates& layer,
+                                        const GlobalErrorSettings& settings, bool estimate,
+                                        const std::map<std::string, at::Tensor>* lfh = nullptr);
 
 // The Gauss-Newton estimate of one option's output error (see GlobalErrorSettings::estimate). The LFH's projections
 // are scaled per output so that it estimates the task's weighted error in the units of its first error output

@@ -49,6 +49,7 @@ struct LayerCandidates {
   std::map<int, RowQuantParams> a_params;       // per-row ranges of the full A, by bits (reused for every r, §5.2)
   std::map<int, RowQuantParams> b_params;       // per-row ranges of the full B, by bits
   int64_t candidates_considered = 0;            // before Pareto filtering
+  bool errors_measured = false;  // global errors measured on the network (false: LFH estimates, or none yet)
   // Error-compensated rounding (quant/gptq.h): the values the codes round from, so that nearest rounding of them
   // on the same grids gives the compensated codes. Empty maps: nearest rounding of W and of the factors.
   std::map<int, at::Tensor> weight_values;             // Q(b): [m, n], by bits

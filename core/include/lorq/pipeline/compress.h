@@ -1,6 +1,7 @@
 #pragma once
 // The weight-compression pipeline of MLoRQ (spec §3-§7, §9): calibration -> sensitivity (LFH) -> per-layer
 // candidates and Pareto fronts -> global errors -> exact budget allocation -> apply.
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -32,12 +33,23 @@ struct CompressionAnalysis {
   std::vector<std::pair<std::string, double>> stage_seconds;  // stage name, wall time (stages run by this call)
   std::vector<std::string> cached_stages;  // stages loaded from the session cache instead of computed
   std::string cache_dir;                   // the session cache used ("" without one)
+  // Layers whose global errors were measured on the network (LayerCandidates::errors_measured); the others carry
+  // LFH estimates. Equal to layers.size() for a measured analysis.
+  int layers_measured() const;
 };
+
+// Receives a complete analysis (every layer with options and global errors) while analyze_model still runs.
+using AnalysisRevisionFn = std::function<void(const CompressionAnalysis&)>;
 
 class SessionCache;
 // With a cache, every stage already cached is loaded instead of computed, and each completed stage is saved.
+// With `on_revision` (and settings.global_error.estimate off) the global errors are first estimated from the LFH
+// for every layer and then measured layer by layer (pipeline/progressive_errors.h): on_revision receives the
+// estimated analysis and each partly measured one, on the calling thread; the analysis returned is the last
+// revision and equals the analysis without on_revision exactly. Only a completely measured analysis is cached.
 CompressionAnalysis analyze_model(Model& model, const ImageSet& calibration_images, const CompressSettings& settings,
-                                  const JobControl& job = {}, const SessionCache* cache = nullptr);
+                                  const JobControl& job = {}, const SessionCache* cache = nullptr,
+                                  const AnalysisRevisionFn& on_revision = {});
 
 // Allocation, Constraints, LayerConstraint, Exclusion and kKeepFloat: lorq/types.h (shared with the front ends).
 

@@ -26,18 +26,20 @@ class SessionCache {
 
   bool load_lfh(std::map<std::string, at::Tensor>* lfh, std::vector<std::string>* warnings) const;
   void save_lfh(const std::map<std::string, at::Tensor>& lfh) const;
-  // `with_errors`: the complete analysis (global errors included) rather than the candidates alone.
+  // `with_errors`: the complete analysis (global errors included) rather than the candidates alone. Each layer
+  // records whether its errors were measured or estimated (LayerCandidates::errors_measured).
   bool load_analysis(bool with_errors, CompressionAnalysis* analysis, std::vector<std::string>* warnings) const;
   void save_analysis(const CompressionAnalysis& analysis, bool with_errors) const;
 
  private:
   std::string path(const std::string& artifact) const;
   std::string dir_, key_;
+  bool estimate_ = false;  // the settings' global_error.estimate (what a cache without per-layer flags held)
 };
 
 // The pipeline with a cache: every stage already in the cache is loaded instead of computed.
 CompressionAnalysis analyze_model_cached(Model& model, const std::string& model_path, const ImageSet& images,
                                          const CompressSettings& settings, const std::string& cache_dir,
-                                         const JobControl& job = {});
+                                         const JobControl& job = {}, const AnalysisRevisionFn& on_revision = {});
 
 }  // namespace lorq

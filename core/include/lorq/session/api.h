@@ -117,7 +117,37 @@ struct LayerAnalysis {
   int64_t full_rank = 0;              // min(out, in)
   int64_t candidates_considered = 0;  // options built before the Pareto filter
   std::vector<OptionRow> options;
+  bool errors_measured = false;  // global errors measured on the network (false: estimated from the LFH)
 };
+
+// Where an analysis' global errors come from. A progressive analysis (CompressionSession::analyze with revisions)
+// estimates every layer's from the label-free Hessian first, then measures them layer by layer.
+struct GlobalErrorState {
+  int measured_layers = 0;  // layers whose global errors were measured on the network
+  int layers = 0;           // analyzed layers (0: no analysis)
+  bool measured() const { return layers > 0 && measured_layers == layers; }
+  bool operator==(const GlobalErrorState& o) const { return measured_layers == o.measured_layers && layers == o.layers; }
+  // "estimated (LFH)", "measured 12 of 26 layers", "measured" ("" without an analysis).
+  std::string text() const;
+};
+
+// One complete analysis (every layer with its options and global errors: estimated, partly measured or measured)
+// published while CompressionSession::analyze runs. Immutable: hold it and read it on any thread.
+class AnalysisRevision {
+ public:
+  ~AnalysisRevision();
+  const std::vector<LayerAnalysis>& layers() const;
+  GlobalErrorState global_errors() const;
+  double seconds() const;  // since analyze() started
+  bool final() const;      // what analyze() ends with (every stage done, or the cached analysis)
+
+ private:
+  friend class CompressionSession;
+  struct Impl;
+  explicit AnalysisRevision(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+using AnalysisRevisionCallback = std::function<void(const std::shared_ptr<const AnalysisRevision>&)>;
 
 // The exact allocator of one (analysis, constraints). Immutable; every method is safe from any thread, so the UI
 // thread solves on every slider movement while a worker runs.
@@ -216,6 +246,7 @@ struct SessionFile {
   AnalysisSettings settings;
   int64_t budget_bytes = 0;
   std::string constraints_json;  // "" or a constraints object
+  GlobalErrorState global_errors;  // the analysis' global errors when saved (reopening re-runs the analysis)
   // ---- sweep results (lorq/session/sweep.h): SweepCache::to_json(), "" when none; saved under "sweeps".
   std::string sweeps_json;
   // ---- end of sweep results
@@ -242,6 +273,20 @@ class CompressionSession {
   // Every stage (calibration, sensitivity, candidates, global error), each reporting Progress; loads completed
   // stages from the cache. Throws Cancelled or lorq::Error.
   void analyze(const JobControl& job);
+  // Progressive analysis: as analyze(job), but a complete analysis is published as soon as the candidates exist,
+  // every layer's global errors estimated from the LFH (seconds instead of the minutes the measurement takes),
+  // then again after each layer whose errors were measured, and last the final one (final()), whose errors equal a
+  // plain analyze()'s exactly. `on_revision` runs on the analyzing thread. The session's own analysis (analyzed(),
+  // layers(), make_allocator(), ...) changes only in adopt(), so a front end that reads the session on another
+  // thread while this runs adopts each revision on its own thread. Cancelled, the last revision published stays a
+  // usable analysis (estimated or partly measured; the cache keeps only measured analyses). With
+  // settings().estimate, or from the cache, the only revision is the final one. Without on_revision: analyze(job).
+  void analyze(const JobControl& job, const AnalysisRevisionCallback& on_revision);
+  // Makes a revision of this session's analyze() the session's analysis. A revision older than the adopted one
+  // changes nothing (false). Revisions of one run differ only in their errors, so the compressed and finalized
+  // models built meanwhile stay valid. Throws lorq::Error for another session's revision.
+  bool adopt(const std::shared_ptr<const AnalysisRevision>& revision);
+  GlobalErrorState global_errors() const;  // of the adopted analysis
   bool analyzed() const;
   // Whether the cache already holds the complete analysis (analyze() would then only load it).
   bool has_cached_analysis() const;
