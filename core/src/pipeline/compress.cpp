@@ -7,6 +7,7 @@
 #include <chrono>
 
 #include "lorq/common/error.h"
+#include "lorq/pipeline/cross_fit.h"
 #include "lorq/pipeline/input_moments.h"
 #include "lorq/pipeline/session_cache.h"
 #include "lorq/quant/compressed_layer.h"
@@ -72,7 +73,10 @@ CompressionAnalysis analyze_model(Model& model, const ImageSet& images, const Co
   stages.emplace_back("candidates", since(t));
 
   t = std::chrono::steady_clock::now();
-  measure_global_errors(model, calib, a.layers, s.global_error, job, &H);
+  if (s.candidates.quantizer == Quantizer::Gptq)  // compensated options: measured on images they were not fitted to
+    measure_cross_fitted_global_errors(model, calib, a.layers, s.candidates.gptq, s.global_error, job, &H);
+  else
+    measure_global_errors(model, calib, a.layers, s.global_error, job, &H);
   stages.emplace_back("global error", since(t));
   a.calibration_files = calib.files;
   a.lfh = std::move(H);
