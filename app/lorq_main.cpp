@@ -514,6 +514,7 @@ const char* kCompressHelp =
     "   \"groups\": [[\"blocks.0.mlp.fc1\", \"blocks.1.mlp.fc1\"]]}\n"
     "--quantizer nearest|gptq: nearest rounding (the default), or error-compensating rounding (GPTQ) through each\n"
     "  layer's input moment XᵀX on the calibration images; the export, rounding and the workbench use its codes.\n"
+    "  Its global errors are cross-fitted (compensated on one half of the calibration images, measured on the other).\n"
     "--baseline: one table of the uniform per-row baseline Q(round(B)), MLoRQ with nearest rounding and MLoRQ\n"
     "  with error compensation (gptq) at the same budget (both quantizers analysed; with --cache each has its own\n"
     "  entry in DIR), with --eval each model's metric on the same held-out images.\n"
