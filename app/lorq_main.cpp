@@ -11,6 +11,7 @@
 #include <set>
 
 #include "args.h"
+#include "cmd_baseline.h"
 #include "cmd_compare_methods.h"
 #include "cmd_lraqvit.h"
 #include "cmd_sweep.h"
@@ -392,6 +393,7 @@ struct CompressRequest {
   int64_t budget_bytes = 0;
   int64_t limit = 0;
   bool uniform = false;
+  bool baseline = false;
 };
 
 CompressRequest parse_compress(int argc_in, char** argv_in) {
@@ -459,8 +461,8 @@ CompressRequest parse_compress(int argc_in, char** argv_in) {
           "--round-images",
           "--round-checkpoint",
           "--quantizer"},
-         {"--uniform", "--estimate", "--lfh-as-coded", "--plain-svd", "--mse", "--swapped-size", "--refit", "--round",
-          "--act-mp", "--no-ridge"});
+         {"--uniform", "--baseline", "--estimate", "--lfh-as-coded", "--plain-svd", "--mse", "--swapped-size",
+          "--refit", "--round", "--act-mp", "--no-ridge"});
   if (a.help()) throw HelpRequested();
   r.model = a.require("--model");
   r.calib = a.require("--calib");
@@ -471,6 +473,7 @@ CompressRequest parse_compress(int argc_in, char** argv_in) {
   r.eval_labels = a.get("--labels");
   r.limit = a.get_int("--limit", 0, 0, 1LL << 40);
   r.uniform = a.has("--uniform");
+  r.baseline = a.has("--baseline");
   api::AnalysisSettings& s = r.analysis;
   s.calibration_images = static_cast<int>(a.get_int("--images", 32, 1, 100000));
   s.seed = static_cast<uint64_t>(a.get_int("--seed", 0, 0, 1LL << 40));
@@ -514,6 +517,7 @@ const char* kCompressHelp =
     "                     [--lfh-batch P] [--constraints FILE] [--refit] [--out DIR] [--cache DIR]\n"
     "                     [--anchors K] [--estimate] [--eval DIR [--labels CSV] [--limit N]] [--uniform] [--seed "
     "S]\n"
+    "                     [--baseline]\n"
     "                     [--act-bits 4|6|8 [--act-mp] [--no-ridge]] [--round [--round-iters N] [--round-images "
     "N]]\n"
     "                     [--session FILE]\n\n"
@@ -529,6 +533,10 @@ const char* kCompressHelp =
     "   \"groups\": [[\"blocks.0.mlp.fc1\", \"blocks.1.mlp.fc1\"]]}\n"
     "--quantizer nearest|gptq: nearest rounding (the default), or error-compensating rounding (GPTQ) through each\n"
     "  layer's input moment XᵀX on the calibration images; the export, rounding and the workbench use its codes.\n"
+    "  Its global errors are cross-fitted (compensated on one half of the calibration images, measured on the other).\n"
+    "--baseline: one table of the uniform per-row baseline Q(round(B)), MLoRQ with nearest rounding and MLoRQ\n"
+    "  with error compensation (gptq) at the same budget (both quantizers analysed; with --cache each has its own\n"
+    "  entry in DIR), with --eval each model's metric on the same held-out images.\n"
     "--refit: the final per-layer compression of spec §9 (low-rank factor ranges refitted for the chosen rank).\n"
     "--lfh-batch: projections back-propagated together (default 32; lower it to save memory on big models).\n"
     "--act-bits: quantize activations too (spec §8: per-tensor, log√2 after softmax, LayerNorm folding, ridge\n"
@@ -542,6 +550,14 @@ const char* kCompressHelp =
     "Parity options (the reference implementation's behaviour): --lfh-as-coded (never-reset gradient\n"
     "accumulation), --swapped-size (swapped low-rank size in the filter and Pareto front); ablations:\n"
     "--plain-svd (no LFH weighting of the SVD), --mse (plain MSE instead of LFH-weighted errors).";
+
+void print_baseline_after_eval(api::CompressionSession& session, const Allocation& alloc, const CompressRequest& r,
+                               int64_t budget, const api::EvalSummary* fr, const api::EvalSummary* cr,
+                               const JobControl& job) {
+  cli::BaselineRequest b{r.model, r.calib, r.calib_labels, r.cache, r.eval, r.eval_labels, r.constraints_json,
+                         r.constraints_source, r.analysis, r.final, budget, r.limit, fr, cr};
+  cli::print_baseline(session, alloc, b, job);
+}
 
 // Parse the arguments, drive the Session, print: the workbench drives the same Session the same way.
 int cmd_compress(int argc, char** argv) {
@@ -650,6 +666,9 @@ int cmd_compress(int argc, char** argv) {
       progress.bar.finish();
       print_eval("uniform Q" + std::to_string(bits), ur);
     }
+    if (r.baseline) print_baseline_after_eval(*session, alloc, r, budget, &fr, &cr, job);
+  } else if (r.baseline) {
+    print_baseline_after_eval(*session, alloc, r, budget, nullptr, nullptr, job);
   }
   return 0;
 }

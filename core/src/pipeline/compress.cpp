@@ -7,6 +7,7 @@
 #include <chrono>
 
 #include "lorq/common/error.h"
+#include "lorq/pipeline/cross_fit.h"
 #include "lorq/pipeline/input_moments.h"
 #include "lorq/pipeline/progressive_errors.h"
 #include "lorq/pipeline/session_cache.h"
@@ -77,14 +78,20 @@ CompressionAnalysis analyze_model(Model& model, const ImageSet& images, const Co
   a.warnings = warnings;
   a.cached_stages = cached;
   if (cache) a.cache_dir = cache->dir();
-  if (on_revision && !s.global_error.estimate) {
+  // Compensated (gptq) options are measured cross-fitted (pipeline/cross_fit.h), which the two-pass refinement does
+  // not do: a gptq analysis publishes its final revision only.
+  const bool gptq = s.candidates.quantizer == Quantizer::Gptq;
+  if (on_revision && !s.global_error.estimate && !gptq) {
     // Every revision is a whole analysis: the LFH and the stage times so far travel with it.
     a.lfh = H;
     a.stage_seconds = stages;
     estimate_then_measure_global_errors(model, calib, a, s.global_error, H, job, on_revision);
   } else {
     t = std::chrono::steady_clock::now();
-    measure_global_errors(model, calib, a.layers, s.global_error, job, &H);
+    if (gptq)  // compensated options: measured on images they were not fitted to
+      measure_cross_fitted_global_errors(model, calib, a.layers, s.candidates.gptq, s.global_error, job, &H);
+    else
+      measure_global_errors(model, calib, a.layers, s.global_error, job, &H);
     stages.emplace_back("global error", since(t));
     a.lfh = std::move(H);
     a.stage_seconds = stages;

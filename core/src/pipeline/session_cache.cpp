@@ -23,10 +23,13 @@ std::string fnv_hex(const std::string& text) { return fnv1a64_hex(text.data(), t
 
 json settings_json(const CompressSettings& s) {
   const CandidateSettings& c = s.candidates;
+  json quantizer = {quantizer_name(c.quantizer), c.gptq.damping, c.gptq.block, c.gptq.act_order};
+  // Compensated analyses made before the cross-fitted global errors (pipeline/cross_fit.h) must not be reused.
+  if (c.quantizer == Quantizer::Gptq) quantizer.push_back("cross-fit");
   return {{"calibration", {s.calibration.images, s.calibration.seed, s.calibration.batch}},
           {"lfh", {s.lfh_images, s.lfh.projections, s.lfh.as_coded_accumulation, s.lfh.seed}},
           {"candidates", {c.bits, c.factor_bits, c.hessian_weighted, c.weighted_svd, c.swapped_lr_size}},
-          {"quantizer", {quantizer_name(c.quantizer), c.gptq.damping, c.gptq.block, c.gptq.act_order}},
+          {"quantizer", quantizer},
           {"global_error", {s.global_error.anchors, s.global_error.batch, s.global_error.estimate}}};
 }
 

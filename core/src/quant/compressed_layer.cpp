@@ -76,6 +76,7 @@ std::vector<CompressedLayer> compress_layers(const Model& model, const Compressi
       // The values rounded to the analysis' codes: W, or its error-compensated values (rounding starts from them).
       c.weight = QuantizedTensor::nearest(weight_source(l, c.option.bits, model.weight(l.layer)),
                                           l.weight_params.at(c.option.bits));
+      c.weight.compensated = l.weight_values.count(c.option.bits) > 0;
     } else {
       // Stage 1 quantized the full factors once and truncated (§5.2): the same codes, sliced to rank r.
       const int64_t r = c.option.rank;
@@ -83,6 +84,8 @@ std::vector<CompressedLayer> compress_layers(const Model& model, const Compressi
                                      l.a_params.at(c.option.bits_a));
       c.b = QuantizedTensor::nearest(factor_b_source(l, c.option.bits_b).slice(0, 0, r),
                                      first_rows(l.b_params.at(c.option.bits_b), r));
+      c.a.compensated = l.a_values.count({c.option.bits_a, c.option.bits_b}) > 0;
+      c.b.compensated = l.b_values.count(c.option.bits_b) > 0;
     }
   });
 }
@@ -103,7 +106,11 @@ std::vector<CompressedLayer> refit_layers(const Model& model, const CompressionA
     }
     const auto compensated = [&](const at::Tensor& v, const RowQuantParams& p, const at::Tensor& Hv,
                                  const GptqSettings& gs) {
-      return QuantizedTensor::nearest(Hv.defined() ? compensated_values(v, p, Hv, gptq_factorize(Hv, gs), gs) : v, p);
+      bool used = false;
+      QuantizedTensor q =
+          QuantizedTensor::nearest(Hv.defined() ? compensated_values(v, p, Hv, gptq_factorize(Hv, gs), gs, &used) : v, p);
+      q.compensated = used;
+      return q;
     };
     if (c.form == LayerForm::Quant) {
       const RangeError kind = use_h ? RangeError::Hessian : RangeError::Plain;

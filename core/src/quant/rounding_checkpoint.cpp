@@ -25,7 +25,7 @@ std::string tensor_hash(const at::Tensor& t) {
 
 std::string quantized_hash(const QuantizedTensor& q) {
   return tensor_hash(q.values) + tensor_hash(q.params.scale) + tensor_hash(q.params.zero_point) + "/" +
-         std::to_string(q.params.bits);
+         std::to_string(q.params.bits) + (q.compensated ? "/compensated" : "");  // another start, other codes
 }
 
 std::vector<const QuantizedTensor*> quantized_of(const CompressedLayer& l) {

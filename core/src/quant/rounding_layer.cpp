@@ -76,7 +76,14 @@ at::Tensor initial_alpha(const QuantizedTensor& q) {
   c10::NoGradGuard no_grad;
   const at::Tensor scale = q.params.scale.to(at::kFloat).reshape({-1, 1});
   const at::Tensor s = q.values / (scale + kEpsilon);
-  const at::Tensor frac = s - at::floor(s);
+  at::Tensor frac = s - at::floor(s);
+  if (q.compensated) {
+    // Start at the compensated codes: h = 1 − margin where the code rounds up from ⌊V/Δ⌋, margin where it rounds
+    // down (inside the clip, so that the gradient reaches α). The soft weight is then the codes' within margin·Δ.
+    const at::Tensor zero = q.params.zero_point.to(at::kFloat).reshape({-1, 1});
+    const at::Tensor up = (q.codes.to(at::kFloat) - zero - at::floor(s)).clamp(0, 1);
+    frac = up * (1 - 2 * kCodeStartMargin) + kCodeStartMargin;
+  }
   return -at::log(at::clamp_min((kZeta - kGamma) / (frac - kGamma) - 1, 1e-16));
 }
 

@@ -100,7 +100,14 @@ constexpr double kGamma = -0.1, kZeta = 1.1, kEpsilon = 1e-8;
 
 // h(α) = clip(σ(α)·(ζ−γ) + γ, 0, 1).
 at::Tensor rectified_sigmoid(const at::Tensor& alpha);
-// α with h(α) = frac(V/(Δ+ε)): the hard rounding at init is nearest rounding (ties and the ε aside).
+// How far from 0 or 1 the start of compensated values puts h (see initial_alpha). Close to 0 or 1 the rectified
+// sigmoid is nearly flat and nothing moves (0.05: no code flipped in 300 steps on random layers); 0.25 leaves the
+// soft weight a quarter step from the codes and learns (tests/quant/test_rounding_start.cpp).
+constexpr double kCodeStartMargin = 0.25;
+// α with h(α) = frac(V/(Δ+ε)): the hard rounding at init is nearest rounding (ties and the ε aside). For
+// compensated values (q.compensated), h(α) = 1 − kCodeStartMargin where the code is ⌊V/(Δ+ε)⌋ + 1 and
+// kCodeStartMargin where it is ⌊V/(Δ+ε)⌋: hard rounding at init gives the codes, the soft weight is within
+// kCodeStartMargin·Δ of them.
 at::Tensor initial_alpha(const QuantizedTensor& q);
 // Δ·(clipSTE(⌊V/(Δ+ε)⌋ + h(α) + z, 0, 2^b−1) − z): differentiable in α; the clip passes gradients through.
 at::Tensor soft_dequantized(const QuantizedTensor& q, const at::Tensor& alpha);

@@ -22,6 +22,9 @@ struct QuantizedTensor {
   at::Tensor values;      // float32 source (W, A_r or B_r); the codes were rounded from values / scale
   RowQuantParams params;  // per-row scale and zero-point, bits
   at::Tensor codes;       // uint8 [rows, cols]: nearest rounding of values until adaptive rounding replaces them
+  // The values are error-compensated (GPTQ), not the float weight: adaptive rounding then starts from the codes
+  // (rounding_layer.cpp, initial_alpha), since the compensated values themselves are a poor continuous weight.
+  bool compensated = false;
   at::Tensor dequantized() const { return dequantize_codes(codes, params); }
   // Nearest rounding: codes = quantize_rows_to_codes(values, params).
   static QuantizedTensor nearest(const at::Tensor& values, const RowQuantParams& params);

@@ -1,0 +1,44 @@
+#pragma once
+// Cross-fitted global errors for error-compensated candidates (issue 13).
+//
+// GPTQ fits each option's codes to the input moment XᵀX of the calibration images. Measuring that option's global
+// error on the same images rewards the fit — most for aggressive options on wide-input layers (Q2 on an MLP's fc2:
+// 768 inputs, about 8 token rows per input on 32 images) — and the allocator then over-trusts them. Here the
+// calibration images are split into two folds: every option is compensated through one fold's moment and its
+// global error measured on the other fold's images, and the two out-of-fold errors are averaged (weighted by the
+// images measured). The same split decides, per compensated tensor, whether compensation is kept at all: only where
+// its output error on the held-out fold's inputs, summed over both folds, is at most nearest rounding's; elsewhere
+// that tensor is rounded to nearest, in the folds and in the candidates that are exported (their compensated values
+// stay fitted to all calibration images).
+#include <ATen/core/Tensor.h>
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "lorq/common/progress.h"
+#include "lorq/models/model.h"
+#include "lorq/pipeline/calibration.h"
+#include "lorq/pipeline/candidates.h"
+
+namespace lorq {
+
+// The calibration restricted to images [begin, end): the images, the float reference and the kept stage inputs.
+Calibration calibration_fold(const Calibration& calib, int64_t begin, int64_t end);
+
+// One layer's compensation re-fitted on two folds (fit_moments[f]: XᵀX of fold f's inputs; undefined where a fold
+// saw too few rows). On return `layer` keeps only the compensated tensors that pass the out-of-fold test (a
+// second factor whose first factor lost its compensation is re-fitted through full_moment, the moment of all
+// images), and folds[f] is `layer` with the values fitted on fold f instead. W: the layer's weight [m, n].
+void cross_fit_layer(LayerCandidates& layer, LayerCandidates folds[2], const at::Tensor& W,
+                     const at::Tensor fit_moments[2], const at::Tensor& full_moment, const GptqSettings& settings);
+
+// Fills every option's global error as measure_global_errors does, cross-fitted as above for the layers with
+// compensated values (and applies cross_fit_layer's decisions to `layers`). With fewer than two calibration images
+// it is measure_global_errors. Progress: "global error", both folds' layers counted.
+void measure_cross_fitted_global_errors(Model& model, const Calibration& calib, std::vector<LayerCandidates>& layers,
+                                        const GptqSettings& gptq, const GlobalErrorSettings& settings,
+                                        const JobControl& job = {},
+                                        const std::map<std::string, at::Tensor>* lfh = nullptr);
+
+}  // namespace lorq

@@ -1,0 +1,203 @@
+#include "lorq/pipeline/cross_fit.h"
+
+#include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "lorq/common/error.h"
+#include "lorq/pipeline/input_moments.h"
+#include "lorq/quant/gptq.h"
+
+namespace lorq {
+
+Calibration calibration_fold(const Calibration& c, int64_t begin, int64_t end) {
+  const int64_t N = c.images.size(0);
+  if (begin < 0 || end > N || begin >= end)
+    throw Error("calibration fold [" + std::to_string(begin) + ", " + std::to_string(end) + ") of " +
+                std::to_string(N) + " images");
+  Calibration f;
+  if (static_cast<int64_t>(c.files.size()) == N) f.files.assign(c.files.begin() + begin, c.files.begin() + end);
+  f.images = c.images.slice(0, begin, end);
+  f.reference = c.reference.slice(begin, end);
+  f.batch = c.batch;
+  for (const StageState& s : c.stage_inputs) f.stage_inputs.push_back(s.empty() ? s : slice_batch(s, begin, end));
+  return f;
+}
+
+namespace {
+
+// Both folds' sweeps of one tensor, judged on the other fold's inputs against nearest rounding.
+struct FoldValues {
+  at::Tensor value[2];
+  bool keep = false;
+};
+
+FoldValues fit_on_folds(const at::Tensor& W, const RowQuantParams& p, const GptqFactor f[2], const at::Tensor H[2],
+                        const GptqSettings& s) {
+  FoldValues out;
+  double compensated = 0, nearest = 0;
+  const at::Tensor Wn = fake_quantize_rows(W, p);
+  for (int k = 0; k < 2; ++k) {
+    out.value[k] = gptq_values(W, p, f[k], s);
+    compensated += output_error(W, fake_quantize_rows(out.value[k], p), H[1 - k]);
+    nearest += output_error(W, Wn, H[1 - k]);
+  }
+  out.keep = compensated <= nearest;
+  return out;
+}
+
+// Was this tensor compensated in the candidates at all (the in-sample guard stores W itself where it lost)?
+bool compensated(const at::Tensor& values, const at::Tensor& source) {
+  return !at::equal(values, source.to(at::kFloat).contiguous());
+}
+
+}  // namespace
+
+void cross_fit_layer(LayerCandidates& c, LayerCandidates folds[2], const at::Tensor& W_in,
+                     const at::Tensor fit_moments[2], const at::Tensor& full_moment, const GptqSettings& settings) {
+  c10::NoGradGuard no_grad;
+  for (int k = 0; k < 2; ++k) {
+    folds[k] = c;
+    folds[k].weight_values.clear();
+    folds[k].b_values.clear();
+    folds[k].a_values.clear();
+  }
+  if (c.weight_values.empty() && c.b_values.empty() && c.a_values.empty()) return;
+  if (!fit_moments[0].defined() || !fit_moments[1].defined()) {
+    // A fold saw too few rows to compensate through: nothing can be judged out of fold, so nothing is kept.
+    c.weight_values.clear();
+    c.b_values.clear();
+    c.a_values.clear();
+    return;
+  }
+  GptqSettings s = settings;
+  s.dtype = at::kFloat;
+  const at::Tensor W = W_in.to(at::kFloat).reshape({c.out_features, c.in_features}).contiguous();
+  const at::Tensor H[2] = {fit_moments[0].to(at::kDouble), fit_moments[1].to(at::kDouble)};
+  const GptqFactor f[2] = {gptq_factorize(H[0], s), gptq_factorize(H[1], s)};
+
+  for (auto it = c.weight_values.begin(); it != c.weight_values.end();) {
+    const FoldValues v =
+        compensated(it->second, W) ? fit_on_folds(W, c.weight_params.at(it->first), f, H, s) : FoldValues();
+    if (!v.keep) {
+      it = c.weight_values.erase(it);
+      continue;
+    }
+    for (int k = 0; k < 2; ++k) folds[k].weight_values[it->first] = v.value[k];
+    ++it;
+  }
+  if (c.b_values.empty() && c.a_values.empty()) return;
+
+  std::vector<int> refit_a;  // b_B whose first factor lost its compensation: Ã must be re-fitted to nearest B̃
+  for (auto it = c.b_values.begin(); it != c.b_values.end();) {
+    const bool was_compensated = compensated(it->second, c.factors.B);
+    const FoldValues v = was_compensated ? fit_on_folds(c.factors.B, c.b_params.at(it->first), f, H, s) : FoldValues();
+    if (!v.keep) {
+      if (was_compensated) refit_a.push_back(it->first);
+      it = c.b_values.erase(it);
+      continue;
+    }
+    for (int k = 0; k < 2; ++k) folds[k].b_values[it->first] = v.value[k];
+    ++it;
+  }
+  // Ã sees B̃x: its moment on fold k's inputs is B̃ H_k B̃ᵀ with the B̃ that fold exports. Rank order, as in
+  // build_layer_candidates, so that a rank-r prefix does not depend on r.
+  GptqSettings rank_order = s;
+  rank_order.act_order = false;
+  const at::Tensor Hfull = full_moment.defined() ? full_moment.to(at::kDouble) : H[0] + H[1];
+  for (auto it = c.a_values.begin(); it != c.a_values.end();) {
+    const auto [ba, bb] = it->first;
+    const RowQuantParams& pa = c.a_params.at(ba);
+    const RowQuantParams& pb = c.b_params.at(bb);
+    const bool b_refit = std::find(refit_a.begin(), refit_a.end(), bb) != refit_a.end();
+    if (!b_refit && !compensated(it->second, c.factors.A)) {
+      it = c.a_values.erase(it);
+      continue;
+    }
+    double comp = 0, nearest = 0;
+    at::Tensor value[2];
+    const at::Tensor An = fake_quantize_rows(c.factors.A, pa);
+    for (int k = 0; k < 2; ++k) {
+      const at::Tensor Bt = fake_quantize_rows(factor_b_source(folds[k], bb), pb).to(at::kDouble);
+      const at::Tensor fit = at::mm(at::mm(Bt, H[k]), Bt.t());
+      const at::Tensor judge = at::mm(at::mm(Bt, H[1 - k]), Bt.t());
+      value[k] = gptq_values(c.factors.A, pa, gptq_factorize(fit, rank_order), rank_order);
+      comp += output_error(c.factors.A, fake_quantize_rows(value[k], pa), judge);
+      nearest += output_error(c.factors.A, An, judge);
+    }
+    if (comp > nearest) {
+      it = c.a_values.erase(it);
+      continue;
+    }
+    for (int k = 0; k < 2; ++k) folds[k].a_values[it->first] = value[k];
+    if (b_refit) {
+      const at::Tensor Bt = fake_quantize_rows(c.factors.B, pb).to(at::kDouble);
+      it->second =
+          gptq_values(c.factors.A, pa, gptq_factorize(at::mm(at::mm(Bt, Hfull), Bt.t()), rank_order), rank_order);
+    }
+    ++it;
+  }
+}
+
+void measure_cross_fitted_global_errors(Model& model, const Calibration& calib, std::vector<LayerCandidates>& layers,
+                                        const GptqSettings& gptq, const GlobalErrorSettings& settings,
+                                        const JobControl& job, const std::map<std::string, at::Tensor>* lfh) {
+  const int64_t N = calib.images.size(0);
+  if (N < 2) {
+    measure_global_errors(model, calib, layers, settings, job, lfh);
+    return;
+  }
+  c10::NoGradGuard no_grad;
+  const int64_t half = (N + 1) / 2;
+  const int64_t bounds[3] = {0, half, N};
+  std::map<std::string, InputMoment> moments[2];
+  for (int k = 0; k < 2; ++k)
+    moments[k] = layer_input_moments(model, calib.images.slice(0, bounds[k], bounds[k + 1]), calib.batch, job);
+
+  std::vector<LayerCandidates> folds[2];
+  for (int k = 0; k < 2; ++k) folds[k].resize(layers.size());
+  for (size_t i = 0; i < layers.size(); ++i) {
+    job.check();
+    LayerCandidates& l = layers[i];
+    const at::Tensor fit[2] = {compensation_moment(moments[0], l.layer), compensation_moment(moments[1], l.layer)};
+    const at::Tensor full = fit[0].defined() && fit[1].defined() ? fit[0] + fit[1] : at::Tensor();
+    LayerCandidates f[2];
+    cross_fit_layer(l, f, model.weight(l.layer), fit, full, gptq);
+    folds[0][i] = std::move(f[0]);
+    folds[1][i] = std::move(f[1]);
+  }
+  moments[0].clear();
+  moments[1].clear();
+
+  // Fitted on fold k, measured on the other fold's images.
+  std::vector<std::vector<double>> error(layers.size());
+  for (int k = 0; k < 2; ++k) {
+    const Calibration held_out = calibration_fold(calib, bounds[1 - k], bounds[2 - k]);
+    const double weight = double(held_out.images.size(0)) / double(N);
+    JobControl fold_job;
+    fold_job.cancel = job.cancel;
+    const int64_t L = static_cast<int64_t>(layers.size());
+    fold_job.progress = [&job, k, L](const Progress& p) {
+      Progress q = p;
+      q.done = k * L + p.done;
+      q.total = 2 * L;
+      q.detail = "fold " + std::to_string(k + 1) + "/2, " + p.detail;
+      job.report(q);
+    };
+    measure_global_errors(model, held_out, folds[k], settings, fold_job, lfh);
+    for (size_t i = 0; i < layers.size(); ++i) {
+      error[i].resize(layers[i].options.size(), 0.0);
+      for (size_t j = 0; j < layers[i].options.size(); ++j) {
+        error[i][j] += weight * folds[k][i].options[j].error;
+        layers[i].options[j].measured = folds[k][i].options[j].measured;
+      }
+    }
+    folds[k].clear();  // the fold's compensated values are no longer needed
+  }
+  for (size_t i = 0; i < layers.size(); ++i)
+    for (size_t j = 0; j < layers[i].options.size(); ++j) layers[i].options[j].error = error[i][j];
+}
+
+}  // namespace lorq
