@@ -89,9 +89,8 @@ struct AnalysisSettings {
   bool hessian_weighted = true;  // ablation off: plain MSE instead of LFH-weighted errors
   bool swapped_lr_size = false;  // parity: the reference's swapped low-rank size
   // How codes are rounded on each row's grid: "nearest", or "gptq" (error compensation through each layer's input
-  // moment on the calibration images, lorq/quant/gptq.h; its options' errors are cross-fitted, pipeline/cross_fit.h).
-  // Nearest stays the default: on DeiT-Tiny gptq beats it at 3 and 4 bits, but its mixed allocation only ties (4 bits)
-  // or loses to (3 bits) uniform gptq, the per-layer gains being below the additive error model's own error.
+  // moment on the calibration images, lorq/quant/gptq.h, errors cross-fitted). Nearest stays the default: on DeiT-Tiny
+  // gptq's mixed allocation only ties (4 bits) or loses to (3 bits) uniform gptq (see the closing notes of issue 13).
   std::string quantizer = "nearest";
   // The settings of the demo tests: a whole analysis of the demo in seconds.
   static AnalysisSettings fast() { return {16, 4, 16, 3, false, 0}; }
