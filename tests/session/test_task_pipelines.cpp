@@ -158,6 +158,6 @@ TEST(TaskPipelines, DemoDetectorKeepsItsMapAtFourBits) {
   std::printf("demo detector mAP@.5: float %.2f%%, 4 bits %.2f%%, 3 bits %.2f%%\n", map50[0], map50[1], map50[2]);
   // The shipped detector's level (untrained: ~0 %), a guard against regressions in the engine or the model files;
   // the target, 60 %, is not reached yet (see README, the embedded demo).
-  EXPECT_GT(map50[0], 40.0);
+  EXPECT_GT(map50[0], 48.0);
   EXPECT_GT(map50[1], map50[0] - 5.0);  // 4 average bits keep it
 }
