@@ -46,10 +46,14 @@ JobRunner::~JobRunner() { cancelAndWait(); }
 
 bool JobRunner::running() const { return watcher_->isRunning(); }
 
-void JobRunner::cancel() { cancel_ = true; }
+void JobRunner::cancel() {
+  cancel_ = true;
+  emit cancelRequested();
+}
 
 void JobRunner::cancelAndWait() {
   cancel_ = true;
+  emit cancelRequested();
   watcher_->waitForFinished();
 }
 

@@ -41,6 +41,9 @@ class JobRunner : public QObject {
   void progress(const QString& stage, qint64 done, qint64 total, double elapsed, const QString& detail);
   // error: "" on success, "cancelled", or the engine's message.
   void finished(const QString& name, bool ok, const QString& error, double seconds);
+  // Emitted in the cancelling thread right after the flag is raised, so a job blocked on something other than the
+  // engine (a test's gate, say) can wake at once instead of polling the flag.
+  void cancelRequested();
 
  private:
   void onFinished();

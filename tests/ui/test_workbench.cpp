@@ -6,6 +6,10 @@
 // wait for signals or states, and timeouts only bound a hang.
 #include <qcustomplot.h>
 
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+
 #include <QApplication>
 #include <QDockWidget>
 #include <QDoubleSpinBox>
@@ -73,10 +77,25 @@ class WorkbenchTest : public QObject {
     return window->rect().contains(r) && w->width() >= w->minimumSizeHint().width() &&
            w->height() >= w->minimumSizeHint().height() && w->visibleRegion().boundingRect().size() == w->size();
   }
-  // A job that runs until cancelled: the test decides when it ends, not the machine's speed.
+  // A job that runs until cancelled: the test decides when it ends, not the machine's speed. It sleeps on a gate
+  // that the runner's cancelRequested opens (the flag is raised before the signal, and the gate's mutex orders the
+  // two, so no wake-up is lost).
+  struct CancelGate {
+    std::mutex m;
+    std::condition_variable cv;
+  };
   static void startBlockingJob(MainWindow* w, std::atomic<bool>* sawCancel) {
-    QVERIFY(w->jobs()->start("Blocking test job", [sawCancel](const lorq::JobControl& job) {
-      while (!job.cancelled()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    auto gate = std::make_shared<CancelGate>();
+    QObject::connect(
+        w->jobs(), &JobRunner::cancelRequested, w->jobs(),
+        [gate] {
+          std::lock_guard<std::mutex> lock(gate->m);
+          gate->cv.notify_all();
+        },
+        Qt::DirectConnection);
+    QVERIFY(w->jobs()->start("Blocking test job", [sawCancel, gate](const lorq::JobControl& job) {
+      std::unique_lock<std::mutex> lock(gate->m);
+      gate->cv.wait(lock, [&] { return job.cancelled(); });
       *sawCancel = true;
       throw lorq::Cancelled();
     }));
