@@ -146,8 +146,7 @@ int MethodsView::roundIterations() const { return roundIters_->value(); }
 int MethodsView::lraqvitSteps() const { return lraSteps_->value(); }
 
 void MethodsView::updateControls() {
-  const bool running = jobs_->running();
-  run_->setEnabled(document_->ready() && !running);
+  run_->setEnabled(document_->ready() && !busy_);
   cancel_->setEnabled(ownJob_);
   if (document_->ready()) {
     const int64_t b = comparisonBudget(*document_);
@@ -217,7 +216,7 @@ void MethodsView::updateResults() {
   plot_->yAxis->setRange(0, top * 1.12);
   plot_->replot(QCustomPlot::rpQueuedReplot);
   filling_ = false;
-  if (!jobs_->running() || !ownJob_) {
+  if (!ownJob_) {
     if (c.empty())
       state_->setText("Compares the methods at the document's budget; select a row to see its allocation.");
     else
@@ -240,6 +239,7 @@ void MethodsView::onSelectionChanged() {
 }
 
 void MethodsView::onStarted(const QString& name) {
+  busy_ = true;
   ownJob_ = name == jobName();
   if (ownJob_) {
     progress_->setRange(0, 0);
@@ -265,6 +265,7 @@ void MethodsView::onProgress(const QString& stage, qint64 done, qint64 total, do
 
 void MethodsView::onFinished(const QString& name, bool ok, const QString& error) {
   const bool own = ownJob_ && name == jobName();
+  busy_ = false;
   ownJob_ = false;
   updateControls();
   if (!own) return;
