@@ -29,6 +29,14 @@ QString metricText(const std::vector<MetricValue>& metrics, size_t i) {
   return QString::number(metrics[i].value, 'f', 2) + (metrics[i].percent ? "%" : "");
 }
 
+// Under a bar, on two short lines: "MLoRQ + adaptive rounding" is too long for the chart.
+QString chartName(const MethodRow& r) {
+  QString name = QString::fromStdString(r.method);
+  name.replace(" per row", "").replace(" (nearest)", "\nnearest").replace(" + adaptive rounding", "\n+ rounding");
+  name.replace(" + LRA-QViT blocks", "\n+ blocks").replace("LRA-QViT ", "LRA-QViT\n").replace("uniform ", "uniform\n");
+  return name;
+}
+
 QTableWidgetItem* cell(const QString& text, bool number) {
   auto* item = new QTableWidgetItem(text);
   item->setFlags(Qt::ItemIsSelectable | Qt::ItemIsEnabled);
@@ -91,7 +99,6 @@ MethodsView::MethodsView(WorkbenchDocument* document, JobRunner* jobs, QWidget* 
   plot_ = new QCustomPlot(split);
   plot_->setObjectName("methodsPlot");
   plot_->setMinimumSize(260, 150);
-  plot_->xAxis->setTickLabelRotation(30);
   plot_->xAxis->setSubTicks(false);
   plot_->xAxis->grid()->setVisible(false);
   bars_ = new QCPBars(plot_->xAxis, plot_->yAxis);
@@ -108,8 +115,8 @@ MethodsView::MethodsView(WorkbenchDocument* document, JobRunner* jobs, QWidget* 
   floatLabel_->setVisible(false);
   split->addWidget(table_);
   split->addWidget(plot_);
-  split->setStretchFactor(0, 3);
-  split->setStretchFactor(1, 2);
+  split->setStretchFactor(0, 1);
+  split->setStretchFactor(1, 1);
   layout->addWidget(split, 1);
   plot_->setContextMenuPolicy(Qt::CustomContextMenu);
   connect(plot_, &QWidget::customContextMenuRequested, this, [this](const QPoint& at) {
@@ -125,8 +132,8 @@ MethodsView::MethodsView(WorkbenchDocument* document, JobRunner* jobs, QWidget* 
   connect(document_, &WorkbenchDocument::shownMethodChanged, this, [this] {
     if (document_->shownMethod() < 0 && !filling_) table_->clearSelection();
   });
-  for (auto signal : {&WorkbenchDocument::sessionChanged, &WorkbenchDocument::allocationChanged,
-                      &WorkbenchDocument::documentReset})
+  for (auto signal :
+       {&WorkbenchDocument::sessionChanged, &WorkbenchDocument::allocationChanged, &WorkbenchDocument::documentReset})
     connect(document_, signal, this, &MethodsView::updateControls);
   connect(jobs_, &JobRunner::started, this, &MethodsView::onStarted);
   connect(jobs_, &JobRunner::progress, this, &MethodsView::onProgress);
@@ -169,9 +176,14 @@ void MethodsView::updateResults() {
   // Row 0 of the table is the float model when it was evaluated; document rows follow.
   int row = 0;
   if (!c.float_metrics.empty()) {
-    const QStringList text = {"float", QString::number(4 * c.compressible_params), "32.000",
-                              metricText(c.float_metrics, 0), metricText(c.float_metrics, 1),
-                              QString::number(c.float_images), "-", "reference"};
+    const QStringList text = {"float",
+                              QString::number(4 * c.compressible_params),
+                              "32.000",
+                              metricText(c.float_metrics, 0),
+                              metricText(c.float_metrics, 1),
+                              QString::number(c.float_images),
+                              "-",
+                              "reference"};
     for (int k = 0; k < text.size(); ++k) table_->setItem(row, k, cell(text[k], k > 0 && k < 7));
     ++row;
   }
@@ -195,13 +207,12 @@ void MethodsView::updateResults() {
     }
     for (int k = 0; k < text.size(); ++k) table_->setItem(row, k, cell(text[k], k > 0 && k < 7));
     if (!r.ran) table_->item(row, 0)->setForeground(QColor(130, 130, 130));
-    // The chart's names stay short: "MLoRQ + adaptive rounding" is long under a bar.
-    ticker->addTick(static_cast<double>(i), QString::fromStdString(r.method).replace(" + ", "\n+ "));
+    ticker->addTick(static_cast<double>(i), chartName(r));
   }
   table_->resizeColumnsToContents();
   plot_->xAxis->setTicker(ticker);
   plot_->xAxis->setRange(-0.6, std::max<double>(1, c.rows.size()) - 0.4);
-  plot_->yAxis->setLabel(m0 == "metric" ? "metric" : m0 + " (compressed)");
+  plot_->yAxis->setLabel(m0);
   const bool haveFloat = !c.float_metrics.empty();
   floatLine_->setVisible(haveFloat);
   floatLabel_->setVisible(haveFloat);
@@ -213,7 +224,7 @@ void MethodsView::updateResults() {
     floatLabel_->position->setCoords(-0.55, f);
     floatLabel_->setText(QString("float %1").arg(metricText(c.float_metrics, 0)));
   }
-  plot_->yAxis->setRange(0, top * 1.12);
+  plot_->yAxis->setRange(0, top * 1.3);  // room for the float line's label
   plot_->replot(QCustomPlot::rpQueuedReplot);
   filling_ = false;
   if (!ownJob_) {
@@ -275,7 +286,8 @@ void MethodsView::onFinished(const QString& name, bool ok, const QString& error)
   if (ok)
     updateResults();
   else if (error == "cancelled")
-    state_->setText(QString("Cancelled: %1 of %2 methods finished (kept)").arg(c.rows.size()).arg(all_methods().size()));
+    state_->setText(
+        QString("Cancelled: %1 of %2 methods finished (kept)").arg(c.rows.size()).arg(all_methods().size()));
   else
     state_->setText("Failed: " + error);
 }

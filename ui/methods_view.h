@@ -76,8 +76,8 @@ class MethodsView : public QWidget {
   QCPBars* bars_;
   QCPItemStraightLine* floatLine_;
   QCPItemText* floatLabel_;
-  bool busy_ = false;    // a job runs (from the runner's started signal to its finished one)
-  bool ownJob_ = false;  // the running job is this view's comparison
+  bool busy_ = false;     // a job runs (from the runner's started signal to its finished one)
+  bool ownJob_ = false;   // the running job is this view's comparison
   bool filling_ = false;  // the table is being refilled (selection signals are not the user's)
   QString methodText_;    // "method 2/5 mlorq-rounded" while it runs
 };

@@ -424,5 +424,5 @@ void WorkbenchDocument::setShownMethod(int row) {
 
 const MethodRow* WorkbenchDocument::shownMethodRow() const {
   return shownMethod_ >= 0 && shownMethod_ < static_cast<int>(methods_.rows.size()) ? &methods_.rows[shownMethod_]
-                                                                                     : nullptr;
+                                                                                    : nullptr;
 }

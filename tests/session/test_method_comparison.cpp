@@ -113,7 +113,8 @@ TEST_F(MethodComparisonTest, PerLayerResultsAddUpToEachMethodsBytes) {
     EXPECT_EQ(l.option.bits, 3);
   }
   // Adaptive rounding changes codes, never the allocation.
-  for (size_t i = 0; i < layers.size(); ++i) EXPECT_EQ(c.rows[1].layers[i].option.label, c.rows[2].layers[i].option.label);
+  for (size_t i = 0; i < layers.size(); ++i)
+    EXPECT_EQ(c.rows[1].layers[i].option.label, c.rows[2].layers[i].option.label);
   // LRA-QViT: qkv, fc1 and fc2 factorized at r = k/2 with 4-bit factors, every other linear layer quantized.
   const api::MethodRow& lra = c.rows[3];
   EXPECT_EQ(layer_bytes(lra), lra.bytes);
@@ -194,7 +195,8 @@ TEST_F(MethodComparisonTest, JsonRoundTripKeepsEverything) {
   EXPECT_TRUE(api::MethodComparison::from_json("", "x.lorq").empty());
   EXPECT_EQ(api::MethodComparison().to_json(), "");
   // Malformed input names the file.
-  for (const std::string bad : {"[1,2]", "{\"rows\": 3}", "{not json", "{\"budget_bytes\": 1, \"compressible_params\": 2, "
+  for (const std::string bad : {"[1,2]", "{\"rows\": 3}", "{not json",
+                                "{\"budget_bytes\": 1, \"compressible_params\": 2, "
                                 "\"rows\": [{\"kind\": \"magic\", \"method\": \"m\"}]}"}) {
     try {
       api::MethodComparison::from_json(bad, "s.lorq");

@@ -4,7 +4,9 @@
 // in the session file and shown after reopening, and a cancelled run. Tests wait for signals, never for a time.
 #include <qcustomplot.h>
 
+#include <QApplication>
 #include <QComboBox>
+#include <QDockWidget>
 #include <QLabel>
 #include <QPushButton>
 #include <QSignalSpy>
@@ -42,6 +44,21 @@ class MethodsViewTest : public QObject {
     w->methodsView()->lraqvitStepsBox()->setValue(5);
     for (QSpinBox* b : w->compareView()->findChildren<QSpinBox*>())
       if (b->prefix().startsWith("limit")) b->setValue(64);
+  }
+
+  // With LORQ_SCREENSHOT_DIR set, the window at laptop size with the Methods dock and then the Allocation dock
+  // raised (methods.png, methods-allocation.png): the pictures of the closing note. Nothing is checked here.
+  void saveScreenshots() {
+    const QString dir = qEnvironmentVariable("LORQ_SCREENSHOT_DIR");
+    if (dir.isEmpty()) return;
+    w_->resize(1280, 760);
+    w_->show();
+    w_->methodsDock()->raise();
+    QApplication::processEvents();
+    w_->grab().save(QDir(dir).filePath("methods.png"));
+    w_->findChild<QDockWidget*>("allocationDock")->raise();
+    QApplication::processEvents();
+    w_->grab().save(QDir(dir).filePath("methods-allocation.png"));
   }
 
   QTemporaryDir tmp_;
@@ -106,7 +123,8 @@ class MethodsViewTest : public QObject {
       }
     }
     QCOMPARE(view->table()->item(1, 0)->text(), QString("uniform Q3 per row"));
-    QVERIFY(view->table()->item(tableRow(c, rowOf(c, MethodKind::MlorqLraQvitBlocks)), 7)
+    QVERIFY(view->table()
+                ->item(tableRow(c, rowOf(c, MethodKind::MlorqLraQvitBlocks)), 7)
                 ->text()
                 .contains("not available yet"));
     // One bar per method that ran, at its compressed top-1; the float model as a dashed reference line.
@@ -154,6 +172,7 @@ class MethodsViewTest : public QObject {
     QVERIFY(factorized > 0);
     QCOMPARE(alloc->lowRankBars()->dataCount(), factorized);
     QCOMPARE(alloc->quantBars()->dataCount() + factorized, static_cast<int>(doc->model().layers.size()));
+    saveScreenshots();
 
     // The float row and the unavailable row show nothing of their own: the live allocation is back.
     view->table()->selectRow(0);

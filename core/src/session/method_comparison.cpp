@@ -163,16 +163,16 @@ MethodComparison run_method_comparison(const MethodComparisonSettings& s, const 
   FinalSettings rounded = nearest;
   rounded.round = true;
   rounded.round_iterations = s.round_iterations;
-  const Constraints constraints =
-      s.mlorq_constraints_json.empty() ? Constraints{}
-                                       : session->parse_constraints(s.mlorq_constraints_json, "the MLoRQ constraints");
+  const Constraints constraints = s.mlorq_constraints_json.empty()
+                                      ? Constraints{}
+                                      : session->parse_constraints(s.mlorq_constraints_json, "the MLoRQ constraints");
   std::vector<std::string> seen;  // images the MLoRQ rows calibrated or rounded on (left out of LRA-QViT's set)
   int index = 0;
   for (MethodKind kind : methods) {
     job.check();
-    job.report({"methods", index, static_cast<int64_t>(methods.size()), 0,
-                "method " + std::to_string(index + 1) + "/" + std::to_string(methods.size()) + " " +
-                    method_kind_name(kind)});
+    job.report(
+        {"methods", index, static_cast<int64_t>(methods.size()), 0,
+         "method " + std::to_string(index + 1) + "/" + std::to_string(methods.size()) + " " + method_kind_name(kind)});
     ++index;
     MethodRow r;
     r.kind = kind;
@@ -287,21 +287,21 @@ std::string MethodComparison::table_text() const {
   text += line;
   const std::string m0 = float_metrics.empty() ? "metric" : float_metrics[0].name;
   const std::string m1 = float_metrics.size() > 1 ? float_metrics[1].name : "";
-  std::snprintf(line, sizeof line, "%-28s %12s %9s %9s %9s %7s %9s  %s\n", "method", "weight B", "avg bits",
-                m0.c_str(), m1.c_str(), "images", "time s", "note");
+  std::snprintf(line, sizeof line, "%-28s %12s %9s %9s %9s %7s %9s  %s\n", "method", "weight B", "avg bits", m0.c_str(),
+                m1.c_str(), "images", "time s", "note");
   text += line;
   std::snprintf(line, sizeof line, "%-28s %12lld %9.3f %9s %9s %7lld %9s\n", "float", (long long)(4 * params), 32.0,
-                metric_text(float_metrics, 0).c_str(), metric_text(float_metrics, 1).c_str(),
-                (long long)float_images, "-");
+                metric_text(float_metrics, 0).c_str(), metric_text(float_metrics, 1).c_str(), (long long)float_images,
+                "-");
   text += line;
   for (const MethodRow& r : rows) {
     if (!r.ran) {
       std::snprintf(line, sizeof line, "%-28s %12s %9s %9s %9s %7s %9s  ", r.method.c_str(), "-", "-", "-", "-", "-",
                     "-");
     } else {
-      std::snprintf(line, sizeof line, "%-28s %12lld %9.3f %9s %9s %7lld %9.1f  ", r.method.c_str(),
-                    (long long)r.bytes, r.avg_bits, metric_text(r.metrics, 0).c_str(),
-                    metric_text(r.metrics, 1).c_str(), (long long)r.images, r.seconds);
+      std::snprintf(line, sizeof line, "%-28s %12lld %9.3f %9s %9s %7lld %9.1f  ", r.method.c_str(), (long long)r.bytes,
+                    r.avg_bits, metric_text(r.metrics, 0).c_str(), metric_text(r.metrics, 1).c_str(),
+                    (long long)r.images, r.seconds);
     }
     text += line + r.note;
     while (!text.empty() && text.back() == ' ') text.pop_back();

@@ -34,12 +34,12 @@ struct MethodComparisonSettings {
   // The weight budget: bytes when > 0, else average bits over the compressible weights (spec §2.5).
   int64_t budget_bytes = 0;
   double avg_bits = 0;
-  int act_bits = 0;                  // 0: weights only; 4, 6 or 8 (MLoRQ: static per tensor; LRA-QViT: per token)
-  std::vector<MethodKind> methods;   // empty: all_methods()
+  int act_bits = 0;                    // 0: weights only; 4, 6 or 8 (MLoRQ: static per tensor; LRA-QViT: per token)
+  std::vector<MethodKind> methods;     // empty: all_methods()
   std::string mlorq_constraints_json;  // the MLoRQ rows' constraints (schema of `--constraints FILE`), "" for none
-  int round_iterations = 500;        // adaptive rounding's optimizer steps per layer
-  int lraqvit_steps = -1;            // LRA-QViT distillation steps (-1: its default, lorq/lraqvit/distill.h)
-  int lraqvit_wads_steps = -1;       // LRA-QViT WADS steps per point (-1: its default, lorq/lraqvit/wads.h)
+  int round_iterations = 500;          // adaptive rounding's optimizer steps per layer
+  int lraqvit_steps = -1;              // LRA-QViT distillation steps (-1: its default, lorq/lraqvit/distill.h)
+  int lraqvit_wads_steps = -1;         // LRA-QViT WADS steps per point (-1: its default, lorq/lraqvit/wads.h)
 };
 
 // One layer of a method's result, as the Allocation view draws it.
