@@ -9,6 +9,7 @@
 
 #include "args.h"
 #include "lorq/common/error.h"
+#include "lorq/common/file_util.h"
 #include "lorq/session/method_comparison.h"
 #include "progress_bar.h"
 
@@ -19,7 +20,8 @@ namespace {
 const char* kHelp =
     "usage: lorq compare-methods --model M --calib DIR --eval DIR [--labels CSV] (--avg-bits B | --budget-bytes N)\n"
     "                            [--act-bits A] [--images N] [--estimate] [--cache DIR] [--limit N]\n"
-    "                            [--lraqvit-steps N] [--lraqvit-wads-steps N] [--round-iters N]\n\n"
+    "                            [--lraqvit-steps N] [--lraqvit-wads-steps N] [--round-iters N] [--constraints "
+    "FILE]\n\n"
     "Compresses the model with every method at the same weight budget (average bits over the compressible layers, or\n"
     "bytes) and the same calibration images (--images, default 32), and prints one table: method, weight bytes,\n"
     "average bits, the task metric (float vs compressed, on --eval without the calibration/rounding images) and the\n"
@@ -27,14 +29,17 @@ const char* kHelp =
     "static per tensor; LRA-QViT: dynamic per token). Methods: uniform Q(b) per row (b the largest of 2,3,4,6,8\n"
     "within the budget), MLoRQ nearest rounding, MLoRQ + adaptive rounding, LRA-QViT (fixed ranks r = k/2 on qkv,\n"
     "fc1, fc2; its weight bits are the largest of 8,6,4,3,2 that fit, so it may use less than the budget).\n"
-    "'MLoRQ + LRA-QViT building blocks' is not available yet.";
+    "--constraints FILE: the MLoRQ rows' per-layer constraints and groups (the schema of `lorq compress\n"
+    "--constraints`; the workbench's Methods view passes the session's). 'MLoRQ + LRA-QViT building blocks' is not\n"
+    "available yet.";
 
 }  // namespace
 
 int cmd_compare_methods(int argc, char** argv) {
   Args a(argc, argv, 2,
          {"--model", "--calib", "--calib-labels", "--eval", "--labels", "--avg-bits", "--budget-bytes", "--act-bits",
-          "--images", "--cache", "--limit", "--lraqvit-steps", "--lraqvit-wads-steps", "--round-iters", "--seed"},
+          "--images", "--cache", "--limit", "--constraints", "--lraqvit-steps", "--lraqvit-wads-steps", "--round-iters",
+          "--seed"},
          {"--estimate"});
   if (a.help()) {
     std::puts(kHelp);
@@ -47,6 +52,10 @@ int cmd_compare_methods(int argc, char** argv) {
   s.eval_images = a.require("--eval");
   s.eval_labels = a.get("--labels");
   s.cache_dir = a.get("--cache");
+  if (a.has("--constraints")) {
+    s.mlorq_constraints_source = a.get("--constraints");
+    s.mlorq_constraints_json = read_text_file(s.mlorq_constraints_source);  // a missing file fails before the analysis
+  }
   if (a.has("--avg-bits") == a.has("--budget-bytes")) throw UsageError("give one of --avg-bits B or --budget-bytes N");
   s.avg_bits = a.get_double("--avg-bits", 0, 0.01, 32);
   s.budget_bytes = a.get_int("--budget-bytes", 0, 1, 1LL << 50);

@@ -266,3 +266,28 @@ TEST_F(MethodComparisonTest, ChosenMethodsOnlyAndBadSettingsRejected) {
   EXPECT_EQ(api::parse_method_kind("lraqvit"), api::MethodKind::LraQvit);
   EXPECT_THROW(api::parse_method_kind("gptq"), Error);
 }
+
+TEST_F(MethodComparisonTest, MlorqRowsFollowTheConstraints) {
+  api::MethodComparisonSettings s = settings();
+  s.methods = {api::MethodKind::MlorqNearest};
+  s.mlorq_constraints_json = R"({"layers": {"head": {"pin": "Q8"}}})";
+  const api::MethodComparison c = api::run_method_comparison(s, {});
+  ASSERT_EQ(c.rows.size(), 1u);
+  ASSERT_TRUE(c.rows[0].ran) << c.rows[0].note;
+  EXPECT_NE(c.rows[0].note.find("constraints"), std::string::npos);
+  bool found = false;
+  for (const auto& l : c.rows[0].layers)
+    if (l.layer == "head") {
+      found = true;
+      EXPECT_EQ(l.option.label, "Q8");
+    }
+  EXPECT_TRUE(found);
+  s.mlorq_constraints_json = R"({"layers": {"head": {"pin": "Q5"}}})";
+  s.mlorq_constraints_source = "c.json";
+  try {
+    api::run_method_comparison(s, {});
+    ADD_FAILURE() << "accepted a pin to a missing option";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("c.json"), std::string::npos) << e.what();
+  }
+}

@@ -144,6 +144,10 @@ MethodComparison run_method_comparison(const MethodComparisonSettings& s, const 
   auto t = std::chrono::steady_clock::now();
   session->analyze(job);
   const double analysis_s = seconds_since(t);
+  const Constraints constraints =
+      s.mlorq_constraints_json.empty()
+          ? Constraints{}
+          : session->parse_constraints(s.mlorq_constraints_json, s.mlorq_constraints_source);
 
   MethodComparison out;
   out.model_path = s.model_path;
@@ -163,9 +167,6 @@ MethodComparison run_method_comparison(const MethodComparisonSettings& s, const 
   FinalSettings rounded = nearest;
   rounded.round = true;
   rounded.round_iterations = s.round_iterations;
-  const Constraints constraints = s.mlorq_constraints_json.empty()
-                                      ? Constraints{}
-                                      : session->parse_constraints(s.mlorq_constraints_json, "the MLoRQ constraints");
   std::vector<std::string> seen;  // images the MLoRQ rows calibrated or rounded on (left out of LRA-QViT's set)
   int index = 0;
   for (MethodKind kind : methods) {

@@ -37,9 +37,10 @@ struct MethodComparisonSettings {
   int act_bits = 0;                    // 0: weights only; 4, 6 or 8 (MLoRQ: static per tensor; LRA-QViT: per token)
   std::vector<MethodKind> methods;     // empty: all_methods()
   std::string mlorq_constraints_json;  // the MLoRQ rows' constraints (schema of `--constraints FILE`), "" for none
-  int round_iterations = 500;          // adaptive rounding's optimizer steps per layer
-  int lraqvit_steps = -1;              // LRA-QViT distillation steps (-1: its default, lorq/lraqvit/distill.h)
-  int lraqvit_wads_steps = -1;         // LRA-QViT WADS steps per point (-1: its default, lorq/lraqvit/wads.h)
+  std::string mlorq_constraints_source = "the MLoRQ constraints";  // what their errors name (the file)
+  int round_iterations = 500;                                      // adaptive rounding's optimizer steps per layer
+  int lraqvit_steps = -1;       // LRA-QViT distillation steps (-1: its default, lorq/lraqvit/distill.h)
+  int lraqvit_wads_steps = -1;  // LRA-QViT WADS steps per point (-1: its default, lorq/lraqvit/wads.h)
 };
 
 // One layer of a method's result, as the Allocation view draws it.
