@@ -2,7 +2,10 @@
 
 #include <qcustomplot.h>
 
+#include <QHBoxLayout>
+#include <QLabel>
 #include <QMenu>
+#include <QPushButton>
 #include <QVBoxLayout>
 
 #include "commands.h"
@@ -75,8 +78,20 @@ AllocationView::AllocationView(WorkbenchDocument* state, EditActions* edit, QWid
   plot_->legend->setFillOrder(QCPLayoutGrid::foColumnsFirst);
   plot_->legend->setWrap(1);
   plot_->legend->setBorderPen(Qt::NoPen);
+  methodBar_ = new QWidget(this);
+  auto* methodLayout = new QHBoxLayout(methodBar_);
+  methodLayout->setContentsMargins(0, 0, 0, 0);
+  methodBanner_ = new QLabel(methodBar_);
+  methodBanner_->setObjectName("methodBanner");
+  backToLive_ = new QPushButton("Show the current allocation", methodBar_);
+  methodLayout->addWidget(methodBanner_, 1);
+  methodLayout->addWidget(backToLive_);
+  methodBar_->setVisible(false);
+  layout->addWidget(methodBar_);
   layout->addWidget(plot_);
+  connect(backToLive_, &QPushButton::clicked, this, [this] { state_->setShownMethod(-1); });
 
+  connect(state_, &WorkbenchDocument::shownMethodChanged, this, &AllocationView::updateBars);
   connect(state_, &WorkbenchDocument::modelChanged, this, &AllocationView::rebuildAxis);
   connect(state_, &WorkbenchDocument::sessionChanged, this, &AllocationView::rebuildAxis);
   connect(state_, &WorkbenchDocument::allocationChanged, this, &AllocationView::updateBars);
@@ -104,7 +119,14 @@ void AllocationView::updateBars() {
   floatLabels_.clear();
   double top = 8.5;
   std::vector<int> keptFloat;
-  if (state_->ready()) {
+  const MethodRow* method = state_->shownMethodRow();
+  methodBar_->setVisible(method != nullptr);
+  if (method) {
+    methodBanner_->setText(QString("Showing <b>%1</b> from the method comparison (%2 bits; read-only)")
+                               .arg(QString::fromStdString(method->method).toHtmlEscaped())
+                               .arg(method->avg_bits, 0, 'f', 2));
+    keptFloat = drawMethod(&top);
+  } else if (state_->ready()) {
     const auto& layers = state_->layers();
     for (int i = 0; i < static_cast<int>(layers.size()); ++i) {
       const LayerAnalysis& l = layers[i];
@@ -139,6 +161,28 @@ void AllocationView::updateBars() {
   updateSelection();
 }
 
+std::vector<int> AllocationView::drawMethod(double* top) {
+  std::vector<int> keptFloat;
+  const auto& layers = state_->model().layers;
+  for (const MethodLayerChoice& c : state_->shownMethodRow()->layers) {
+    const int i = state_->layerIndex(c.layer);
+    if (i < 0) continue;  // a layer the analysis does not count (LRA-QViT compresses every linear layer)
+    const LayerRow& l = layers[i];
+    if (c.kept_float) {
+      keptFloat.push_back(i);
+    } else if (c.option.kind == OptionKind::Quant) {
+      quant_->addData(i, c.option.bits);
+    } else {
+      const double bits = 8.0 * c.option.bytes / l.params;
+      lowRank_->addData(i, bits);
+      *top = std::max(*top, bits + 0.5);
+      const int64_t full = std::min(l.out_features, l.in_features);
+      rank_->addData(i, full > 0 ? static_cast<double>(c.option.rank) / full : 0);
+    }
+  }
+  return keptFloat;
+}
+
 QList<QCPLayerable*> AllocationView::highlights() const { return {selection_}; }
 
 double AllocationView::bitsAxisTop() const { return plot_->yAxis->range().upper; }
@@ -160,7 +204,7 @@ void AllocationView::onMousePress(QMouseEvent* event) {
   const int layer = layerAt(event->position().x());
   if (layer < 0) return;
   state_->setSelectedLayer(layer);
-  if (event->button() == Qt::RightButton) {
+  if (event->button() == Qt::RightButton && !state_->shownMethodRow()) {  // a method's result is read-only
     QMenu menu(this);
     addConstraintActions(&menu, edit_, layer);
     menu.addSeparator();

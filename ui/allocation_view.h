@@ -1,7 +1,9 @@
 #pragma once
 // The allocation in network order: one bar per layer with its bits per weight (quantization: b; low rank: the
 // factors' storage as bits per original weight; float: 32), the rank as a fraction of full rank for low-rank
-// layers, and a marker on constrained layers. Click a bar to select the layer, right-click to constrain it.
+// layers, and a marker on constrained layers. Click a bar to select the layer, right-click to constrain it. When the
+// document shows a method of the comparison (WorkbenchDocument::shownMethodRow), its per-layer result is drawn
+// instead, read-only, under a banner naming the method with a button back to the live allocation.
 #include <QWidget>
 #include <vector>
 
@@ -12,7 +14,9 @@ class QCPItemRect;
 class QCPItemText;
 class QCPLayerable;
 class QCustomPlot;
+class QLabel;
 class QMouseEvent;
+class QPushButton;
 class WorkbenchDocument;
 
 class AllocationView : public QWidget {
@@ -25,11 +29,18 @@ class AllocationView : public QWidget {
   QList<QCPLayerable*> highlights() const;
   // The top of the bits axis (a layer kept in float is capped there rather than drawn at 32).
   double bitsAxisTop() const;
+  QLabel* methodBanner() const { return methodBanner_; }  // visible while a method is shown
+  QPushButton* backToLiveButton() const { return backToLive_; }
+  // The bars drawn: quantized, low rank, kept in float.
+  QCPBars* quantBars() const { return quant_; }
+  QCPBars* lowRankBars() const { return lowRank_; }
 
  private:
   void rebuildAxis();
   void updateBars();
   void updateSelection();
+  // The shown method's layers (by name onto the model's layers): fills the bars, returns the float layers.
+  std::vector<int> drawMethod(double* top);
   void onMousePress(QMouseEvent* event);
 
   WorkbenchDocument* state_;
@@ -42,4 +53,7 @@ class AllocationView : public QWidget {
   QCPGraph* constrained_;
   QCPItemRect* selection_;
   std::vector<QCPItemText*> floatLabels_;
+  QWidget* methodBar_;
+  QLabel* methodBanner_;
+  QPushButton* backToLive_;
 };

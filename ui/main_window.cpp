@@ -41,6 +41,7 @@
 #include "lorq/session/image_check.h"
 #include "lorq/session/sweep.h"
 #include "loss_plot.h"
+#include "methods_view.h"
 #include "pareto_view.h"
 #include "session_panel.h"
 #include "workbench_document.h"
@@ -163,6 +164,7 @@ void MainWindow::buildDocks() {
   allocation_ = new AllocationView(state_, edit_, this);
   compare_ = new CompareView(this);
   jobPanel_ = new JobPanel(jobs_, this);
+  methods_ = new MethodsView(state_, jobs_, this);
 
   setDockOptions(QMainWindow::AnimatedDocks | QMainWindow::AllowTabbedDocks | QMainWindow::AllowNestedDocks);
   auto* sessionDock = dock(this, "Session", "sessionDock", sessionContent);
@@ -171,14 +173,17 @@ void MainWindow::buildDocks() {
   auto* allocationDock = dock(this, "Allocation", "allocationDock", allocation_);
   compareDock_ = dock(this, "Compare", "compareDock", compare_);
   jobsDock_ = dock(this, "Jobs", "jobsDock", jobPanel_);
+  methodsDock_ = dock(this, "Methods", "methodsDock", methods_);
   addDockWidget(Qt::LeftDockWidgetArea, sessionDock);
   addDockWidget(Qt::RightDockWidgetArea, paretoDock);
   addDockWidget(Qt::RightDockWidgetArea, budgetDock);
   addDockWidget(Qt::BottomDockWidgetArea, allocationDock);
   addDockWidget(Qt::BottomDockWidgetArea, compareDock_);
   addDockWidget(Qt::BottomDockWidgetArea, jobsDock_);
+  addDockWidget(Qt::BottomDockWidgetArea, methodsDock_);
   tabifyDockWidget(allocationDock, compareDock_);
   tabifyDockWidget(compareDock_, jobsDock_);
+  tabifyDockWidget(jobsDock_, methodsDock_);
   allocationDock->raise();
 
   connect(session_, &SessionPanel::openModelRequested, this, &MainWindow::onOpenModel);
@@ -201,8 +206,13 @@ void MainWindow::buildDocks() {
     startSweep(bits, compare_->limit());
   });
   connect(jobs_, &JobRunner::started, this, [this] {
-    if (!compareDock_->isVisible() || compareDock_->visibleRegion().isEmpty()) jobsDock_->raise();
+    if ((!compareDock_->isVisible() || compareDock_->visibleRegion().isEmpty()) &&
+        (!methodsDock_->isVisible() || methodsDock_->visibleRegion().isEmpty()))
+      jobsDock_->raise();
   });
+  connect(methods_, &MethodsView::runRequested, this, &MainWindow::startMethodComparison);
+  // A method's allocation is drawn in the Allocation view: bring it forward.
+  connect(methods_, &MethodsView::methodShown, allocationDock, &QDockWidget::raise);
 }
 
 void MainWindow::buildMenus() {
@@ -295,6 +305,10 @@ void MainWindow::buildMenus() {
     }
     jobsDock_->raise();
     startSweep(bits, compare_->limit());
+  });
+  analysis->addAction("Compare &methods at this budget", this, [this] {
+    methodsDock_->raise();
+    startMethodComparison();
   });
   analysis->addAction("&Cancel job", QKeySequence("Ctrl+."), jobs_, &JobRunner::cancel);
   analysis->addSeparator();
@@ -935,6 +949,11 @@ bool MainWindow::loadSession(const QString& path) {
     state_->setSweeps(SweepCache::from_json(f.sweeps_json, path.toStdString()));
   } catch (const std::exception& e) {
     jobPanel_->log("warning: " + QString::fromStdString(e.what()) + " (the sweep results are dropped)");
+  }
+  try {
+    state_->setMethods(MethodComparison::from_json(f.methods_json, path.toStdString()), false);
+  } catch (const std::exception& e) {
+    jobPanel_->log("warning: " + QString::fromStdString(e.what()) + " (the method comparison is dropped)");
   }
   if (!setImages(QString::fromStdString(f.images), QString::fromStdString(f.labels))) return false;
   setEvalImages(QString::fromStdString(f.eval_images), QString::fromStdString(f.eval_labels));

@@ -15,6 +15,7 @@ class EditActions;
 class JobPanel;
 class JobRunner;
 class LayersView;
+class MethodsView;
 class ParetoView;
 class QDockWidget;
 class QLabel;
@@ -74,6 +75,13 @@ class MainWindow : public QMainWindow {
   // plot draws the measured metric beside the predicted error. Emits sweepFinished.
   bool startSweep(std::vector<double> avg_bits = {}, int64_t limit = 0);
   JobPanel* jobPanel() const { return jobPanel_; }
+  // The method comparison (lorq/session/method_comparison.h) at the document's budget, with the Methods view's
+  // settings, evaluated on the evaluation images (Compare's limit); rows reach the view as each method finishes, the
+  // result is kept in the document (and the session file). Implemented in main_window_methods.cpp. Emits
+  // methodsFinished.
+  bool startMethodComparison();
+  MethodsView* methodsView() const { return methods_; }
+  QDockWidget* methodsDock() const { return methodsDock_; }
   // Both models on one image, every class: its KL, max |Δp| and Δp of each float class (`label`: its true class
   // when known, -1 otherwise). Emits predictionFinished.
   bool predictImage(const QString& path, int label = -1);
@@ -109,6 +117,7 @@ class MainWindow : public QMainWindow {
   void roundingFinished(bool ok);
   void predictionFinished(bool ok);
   void sweepFinished(bool ok);
+  void methodsFinished(bool ok);
 
  protected:
   void closeEvent(QCloseEvent* event) override;
@@ -148,6 +157,8 @@ class MainWindow : public QMainWindow {
   BudgetView* budget_;
   AllocationView* allocation_;
   CompareView* compare_;
+  MethodsView* methods_;
+  QDockWidget* methodsDock_;
   JobPanel* jobPanel_;
   QDockWidget* compareDock_;
   QDockWidget* jobsDock_;

@@ -65,6 +65,8 @@ bool sameSettings(const AnalysisSettings& a, const AnalysisSettings& b) {
 WorkbenchDocument::WorkbenchDocument(QObject* parent) : QObject(parent) {
   undo_ = new QUndoStack(this);
   connect(undo_, &QUndoStack::cleanChanged, this, [this] { emit modifiedChanged(isModified()); });
+  // A method's allocation is a look at a result: editing the live allocation shows the live one again.
+  connect(this, &WorkbenchDocument::allocationChanged, this, [this] { setShownMethod(-1); });
 }
 
 WorkbenchDocument::~WorkbenchDocument() {
@@ -86,6 +88,8 @@ void WorkbenchDocument::setModel(const QString& path, const ModelSummary& summar
   sessionPath_.clear();
   sourcesModified_ = false;
   sweeps_ = {};
+  methods_ = {};
+  shownMethod_ = -1;
   emit documentReset();
   emit modelChanged();
   emit sessionPathChanged();
@@ -151,6 +155,7 @@ SessionFile WorkbenchDocument::toSessionFile() const {
   f.settings = settings_;
   f.budget_bytes = ready() ? budget_ : 0;
   f.sweeps_json = sweeps_.to_json();
+  f.methods_json = methods_.to_json();
   f.global_errors = globalErrors();
   if (ready())
     f.constraints_json = session_->constraints_to_json(constraints_, groups_);
@@ -399,4 +404,25 @@ const SweepSeries* WorkbenchDocument::currentSweep() const {
   for (const SweepSeries& s : sweeps_.series())
     if (s.key == sweep_key(*session_, c, images, labels, s.limit)) return &s;
   return nullptr;
+}
+
+// ---- The method comparison
+
+void WorkbenchDocument::setMethods(const MethodComparison& methods, bool modified) {
+  setShownMethod(-1);
+  methods_ = methods;
+  if (modified) setSourcesModified(true);
+  emit methodsChanged();
+}
+
+void WorkbenchDocument::setShownMethod(int row) {
+  if (row >= 0 && (row >= static_cast<int>(methods_.rows.size()) || !methods_.rows[row].ran)) row = -1;
+  if (row == shownMethod_) return;
+  shownMethod_ = row;
+  emit shownMethodChanged();
+}
+
+const MethodRow* WorkbenchDocument::shownMethodRow() const {
+  return shownMethod_ >= 0 && shownMethod_ < static_cast<int>(methods_.rows.size()) ? &methods_.rows[shownMethod_]
+                                                                                    : nullptr;
 }

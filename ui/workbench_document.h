@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "lorq/session/api.h"
+#include "lorq/session/method_comparison.h"
 #include "lorq/session/sweep.h"
 
 class QUndoStack;
@@ -126,6 +127,16 @@ class WorkbenchDocument : public QObject {
   void mergeSweep(const lorq::api::SweepSeries& series);  // new points: the document is modified
   const lorq::api::SweepSeries* currentSweep() const;     // null when none matches
 
+  // ---- The method comparison (lorq/session/method_comparison.h): the latest one, saved in the session file.
+  const lorq::api::MethodComparison& methods() const { return methods_; }
+  // `modified`: new results to save (false for a reopened session's). A new comparison shows the live allocation.
+  void setMethods(const lorq::api::MethodComparison& methods, bool modified);
+  // The Allocation view shows one method's per-layer result instead of the live allocation (-1: the live one, also
+  // after any change to the live allocation). Only rows that ran can be shown.
+  void setShownMethod(int row);
+  int shownMethod() const { return shownMethod_; }
+  const lorq::api::MethodRow* shownMethodRow() const;
+
  signals:
   void documentReset();  // a new model: views drop what they showed (results, plots, axes)
   void modelChanged();
@@ -139,6 +150,8 @@ class WorkbenchDocument : public QObject {
   void selectedLayerChanged(int layer);
   void modifiedChanged(bool modified);
   void sweepsChanged();
+  void methodsChanged();
+  void shownMethodChanged();
   void sessionPathChanged();
 
  private:
@@ -167,6 +180,8 @@ class WorkbenchDocument : public QObject {
   int64_t budget_ = 0;
   int selected_ = -1;
   lorq::api::SweepCache sweeps_;
+  lorq::api::MethodComparison methods_;
+  int shownMethod_ = -1;
 };
 
 // Settings equality (AnalysisSettings has no operator==).

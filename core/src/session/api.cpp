@@ -212,6 +212,13 @@ void save_session_file(const std::string& path, const SessionFile& f) {
     }
   }
   // ---- end of sweep results
+  if (!f.methods_json.empty()) {
+    try {
+      doc["methods"] = json::parse(f.methods_json);
+    } catch (const json::exception& e) {
+      throw Error(path, std::string("cannot save: the method comparison is not valid JSON (") + e.what() + ")");
+    }
+  }
   write_text_atomically(path, doc.dump(2) + "\n");
 }
 
@@ -263,6 +270,8 @@ SessionFile load_session_file(const std::string& path) {
     // ---- sweep results (lorq/session/sweep.h): parsed by SweepCache::from_json.
     if (doc.contains("sweeps") && doc["sweeps"].is_object()) f.sweeps_json = doc["sweeps"].dump(1);
     // ---- end of sweep results
+    // The method comparison (lorq/session/method_comparison.h), parsed by MethodComparison::from_json.
+    if (doc.contains("methods") && doc["methods"].is_object()) f.methods_json = doc["methods"].dump(1);
   } catch (const json::exception& e) {
     throw Error(path, std::string("malformed session file: ") + e.what());
   }

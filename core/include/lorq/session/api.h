@@ -250,6 +250,9 @@ struct SessionFile {
   // ---- sweep results (lorq/session/sweep.h): SweepCache::to_json(), "" when none; saved under "sweeps".
   std::string sweeps_json;
   // ---- end of sweep results
+  // ---- method comparison (lorq/session/method_comparison.h): MethodComparison::to_json(), "" when none; saved
+  // under "methods".
+  std::string methods_json;
 };
 void save_session_file(const std::string& path, const SessionFile& session);  // atomic; throws lorq::Error
 SessionFile load_session_file(const std::string& path);                       // throws lorq::Error naming the file
