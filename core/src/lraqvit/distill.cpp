@@ -130,7 +130,8 @@ void check_inputs(const Model& model, const std::vector<RbLraLayer>& layers, con
                 " images");
   if (s.steps < 1 || s.batch < 1 || !(s.lr > 0) || s.weight_decay < 0 || s.checkpoint_every < 1)
     throw Error("distillation: steps, batch, checkpoint_every must be at least 1, lr > 0 and weight decay >= 0");
-  if (layers.empty()) throw Error("distillation: no RB-LRA layers to train");
+  // Without branches only the biases and norms can train (MLoRQ's recovery block, pipeline/lraqvit_blocks.h).
+  if (layers.empty() && !s.train_biases_norms) throw Error("distillation: no RB-LRA layers to train");
   for (const auto& l : layers) (void)model.layer(l.name);  // throws for a layer the model does not have
 }
 
