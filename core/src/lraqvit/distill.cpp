@@ -45,11 +45,16 @@ at::Tensor feature_mse(const Pass& student, const Pass& teacher) {
   int64_t terms = 0;
   for (size_t s = 0; s < student.features.size(); ++s) {
     at::Tensor stage;
+    int64_t tensors = 0;
     for (size_t k = 0; k < student.features[s].size(); ++k) {
+      // A stage's state may carry integer bookkeeping (YOLOS: the patch grid), which is no feature.
+      if (!at::isFloatingType(student.features[s][k].scalar_type())) continue;
       const at::Tensor d = at::mse_loss(student.features[s][k], teacher.features[s][k].detach());
       stage = stage.defined() ? stage + d : d;
+      ++tensors;
     }
-    stage = stage / double(student.features[s].size());
+    if (!tensors) continue;
+    stage = stage / double(tensors);
     total = total.defined() ? total + stage : stage;
     ++terms;
   }
