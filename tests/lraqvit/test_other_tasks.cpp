@@ -48,9 +48,12 @@ const std::vector<TaskModel>& task_models() {
   static const std::vector<TaskModel> m = {
       {"datasets/demo-yolos",
        {"attention.query", "attention.key", "attention.value", "intermediate.dense", "layer.*.output.dense"},
-       "vit.encoder.layer.0.attention.output.dense", 4},
-      {"datasets/demo-segformer", {"query", "key", "value", "dense1", "dense2"},
-       "segformer.encoder.block.0.0.attention.output.dense", 5},
+       "vit.encoder.layer.0.attention.output.dense",
+       4},
+      {"datasets/demo-segformer",
+       {"query", "key", "value", "dense1", "dense2"},
+       "segformer.encoder.block.0.0.attention.output.dense",
+       5},
   };
   return m;
 }

@@ -127,7 +127,8 @@ TEST_F(BlocksDemo, WadsKeepsTheFunctionAndRescalesTheLfh) {
   s.wads_weight_bits = 3;
   s.wads_act_bits = 8;
   const auto points = apply_wads_before_final_layers(*m, *calib_, s, &lfh);
-  // Every block's norm1, norm2 and proj input: 6 x 3 (the head reads the class token, not a LayerNorm output it could fold into).
+  // Every block's norm1, norm2 and proj input: 6 x 3 (the head reads the class token, not a LayerNorm output it could
+  // fold into).
   EXPECT_EQ(points.size(), 18u);
   double improved = 0;
   for (const auto& p : points) {
@@ -164,8 +165,10 @@ TEST_F(BlocksDemo, PerTokenQuantizersMatchAScalarReference) {
   }
   ASSERT_TRUE(low_rank && quant);
   std::map<std::string, std::pair<at::Tensor, at::Tensor>> seen;
-  f.model->set_observer({low_rank->layer, quant->layer}, [&](const std::string& l, const at::Tensor& x,
-                                                            const at::Tensor& y) { seen[l] = {x.clone(), y.clone()}; });
+  f.model->set_observer({low_rank->layer, quant->layer},
+                        [&](const std::string& l, const at::Tensor& x, const at::Tensor& y) {
+                          seen[l] = {x.clone(), y.clone()};
+                        });
   logits(*f.model, held_out_->slice(0, 0, 2));
   f.model->clear_observer();
   for (const CompressedLayer* c : {low_rank, quant}) {

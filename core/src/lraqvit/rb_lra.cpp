@@ -122,9 +122,9 @@ bool selected_layer(const LinearLayerInfo& info, const std::vector<std::string>&
 
 std::vector<std::string> layer_kinds_for(const Model& model, const RbLraSettings& s) {
   static const std::vector<std::vector<std::string>> defaults = {
-      {"qkv", "fc1", "fc2"},                                                                       // timm ViT
+      {"qkv", "fc1", "fc2"},  // timm ViT
       {"attention.query", "attention.key", "attention.value", "intermediate.dense", "layer.*.output.dense"},  // YOLOS
-      {"query", "key", "value", "dense1", "dense2"},                                                // SegFormer
+      {"query", "key", "value", "dense1", "dense2"},  // SegFormer
   };
   if (s.layer_kinds != defaults.front()) return s.layer_kinds;
   for (const auto& set : defaults) {
@@ -150,7 +150,8 @@ std::vector<RbLraLayer> truncate_layers(const Model& model, const RbLraSettings&
       throw Error("RB-LRA: no hidden layer of " + model.architecture() + " is named '*." + k + "'");
   std::vector<RbLraLayer> out;
   for (const auto& info : model.linear_layers())
-    if (selected_layer(info, s.layer_kinds)) out.push_back(truncate(info.name, model.weight(info.name).detach(), s, gen));
+    if (selected_layer(info, s.layer_kinds))
+      out.push_back(truncate(info.name, model.weight(info.name).detach(), s, gen));
   return out;
 }
 

@@ -90,12 +90,12 @@ void recover_biases_and_norms(Model& model, const std::vector<CompressedLayer>& 
   ds.lr = s.recovery_lr;
   ds.train_biases_norms = true;
   std::vector<lraqvit::RbLraLayer> no_branches;  // only the float biases and norms train (see the header)
-  const at::Tensor no_labels;  // the teacher's predictions are the targets
+  const at::Tensor no_labels;                    // the teacher's predictions are the targets
   LraQvitBlocksReport local;
   LraQvitBlocksReport& r = report ? *report : local;
-  r.recovery_loss_before =
-      lraqvit::distillation_loss(*student, *teacher_copy, no_branches, images, no_labels, ds).loss;
-  r.recovery = lraqvit::distill(*student, *teacher_copy, no_branches, images, no_labels, ds, job, s.recovery_checkpoint);
+  r.recovery_loss_before = lraqvit::distillation_loss(*student, *teacher_copy, no_branches, images, no_labels, ds).loss;
+  r.recovery =
+      lraqvit::distill(*student, *teacher_copy, no_branches, images, no_labels, ds, job, s.recovery_checkpoint);
   r.recovery_loss_after = lraqvit::distillation_loss(*student, *teacher_copy, no_branches, images, no_labels, ds).loss;
   c10::NoGradGuard no_grad;
   for (const auto& [key, t] : student->named_tensors())

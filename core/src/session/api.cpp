@@ -724,8 +724,8 @@ FinalSummary CompressionSession::finalize(const Allocation& allocation, const Fi
   fs.blocks.wads = o.wads;
   fs.blocks.wads_steps = o.wads_steps;
   fs.blocks.wads_act_bits = o.activation_bits > 0 ? o.activation_bits : 8;
-  fs.blocks.wads_weight_bits = static_cast<int>(std::lround(8.0 * allocation.bytes /
-                                                            std::max<int64_t>(1, impl_->analysis.compressible_params)));
+  fs.blocks.wads_weight_bits =
+      static_cast<int>(std::lround(8.0 * allocation.bytes / std::max<int64_t>(1, impl_->analysis.compressible_params)));
   fs.blocks.recovery_steps = o.recovery_steps;
   if (o.recovery_steps > 0 && !impl_->cache_dir.empty()) {
     // The distillation checkpoint identifies the teacher, images and settings, not the student: the file name
@@ -735,8 +735,8 @@ FinalSummary CompressionSession::finalize(const Allocation& allocation, const Fi
     key += ";" + std::to_string(o.activation_bits) + (o.per_token_activations ? "t" : "s") +
            (o.activation_mp ? "m" : "") + (o.ridge ? "r" : "") + (o.refit ? "f" : "") +
            (o.wads ? "w" + std::to_string(o.wads_steps) : "");
-    fs.blocks.recovery_checkpoint = impl_->cache_dir + "/recovery-" + fnv1a64_hex(key.data(), key.size()) +
-                                    ".safetensors";
+    fs.blocks.recovery_checkpoint =
+        impl_->cache_dir + "/recovery-" + fnv1a64_hex(key.data(), key.size()) + ".safetensors";
   }
   fs.activations.enabled = o.activation_bits > 0 && !o.per_token_activations;
   fs.activations.bits = o.activation_bits > 0 ? o.activation_bits : 8;

@@ -13,12 +13,12 @@
 #include <string>
 #include <vector>
 
-#include "lorq/quant/activation_quant.h"
-#include "lorq/quant/adaptive_rounding.h"
+#include "lorq/io/images.h"
 #include "lorq/pipeline/compress.h"
 #include "lorq/pipeline/lraqvit_blocks.h"
+#include "lorq/quant/activation_quant.h"
+#include "lorq/quant/adaptive_rounding.h"
 #include "lorq/quant/compressed_layer.h"
-#include "lorq/io/images.h"
 
 namespace lorq {
 

@@ -35,7 +35,7 @@ namespace lorq {
 struct LraQvitBlockSettings {
   int per_token_bits = 0;  // 0: off; 2..8: per-token activations (replaces the static ones)
   bool wads = false;
-  int wads_steps = 100;     // Adam steps per point (lraqvit/wads.h defaults otherwise)
+  int wads_steps = 100;      // Adam steps per point (lraqvit/wads.h defaults otherwise)
   int wads_weight_bits = 8;  // the weight width WADS's objective assumes (the allocation's average, rounded)
   int wads_act_bits = 8;     // the per-token width its objective assumes
   int recovery_steps = 0;    // 0: off

@@ -243,8 +243,8 @@ struct FinalSummary {
   int learned_layers = 0, compressed_layers = 0;
   double nearest_error = 0, learned_error = 0;  // summed layer reconstruction errors (rounding)
   std::vector<std::string> warnings;
-  int wads_points = 0;                                    // FinalSettings::wads: the points scaled
-  double wads_error_before = 0, wads_error_after = 0;     // their summed weight-aware errors (identity, folded)
+  int wads_points = 0;                                       // FinalSettings::wads: the points scaled
+  double wads_error_before = 0, wads_error_after = 0;        // their summed weight-aware errors (identity, folded)
   double recovery_loss_before = 0, recovery_loss_after = 0;  // FinalSettings::recovery_steps: the distillation loss
 };
 
