@@ -460,9 +460,11 @@ CompressRequest parse_compress(int argc_in, char** argv_in) {
           "--round-iters",
           "--round-images",
           "--round-checkpoint",
-          "--quantizer"},
+          "--quantizer",
+          "--wads-steps",
+          "--recover"},
          {"--uniform", "--baseline", "--estimate", "--lfh-as-coded", "--plain-svd", "--mse", "--swapped-size",
-          "--refit", "--round", "--act-mp", "--no-ridge"});
+          "--refit", "--round", "--act-mp", "--no-ridge", "--per-token", "--wads"});
   if (a.help()) throw HelpRequested();
   r.model = a.require("--model");
   r.calib = a.require("--calib");
@@ -508,6 +510,18 @@ CompressRequest parse_compress(int argc_in, char** argv_in) {
   f.round_iterations = static_cast<int>(a.get_int("--round-iters", f.round_iterations, 1, 1000000));
   f.round_images = static_cast<int>(a.get_int("--round-images", f.round_images, 1, 100000));
   f.round_checkpoint = a.get("--round-checkpoint");
+  // LRA-QViT's building blocks (issue 12).
+  f.per_token_activations = a.has("--per-token");
+  f.wads = a.has("--wads");
+  f.wads_steps = static_cast<int>(a.get_int("--wads-steps", f.wads_steps, 0, 100000));
+  f.recovery_steps = static_cast<int>(a.get_int("--recover", 0, 1, 1000000));
+  if (f.per_token_activations && f.activation_bits == 0)
+    throw UsageError("--per-token quantizes activations: give their bits with --act-bits 4|6|8");
+  if (f.per_token_activations && (f.activation_mp || !f.ridge))
+    throw UsageError("--act-mp and --no-ridge set static activation quantizers; --per-token has none");
+  if (f.wads && f.activation_bits == 0)
+    throw UsageError("--wads needs activation quantization (--act-bits 4|6|8): weights alone gain nothing from it");
+  if (a.has("--wads-steps") && !f.wads) throw UsageError("--wads-steps needs --wads");
   return r;
 }
 
@@ -520,7 +534,7 @@ const char* kCompressHelp =
     "                     [--baseline]\n"
     "                     [--act-bits 4|6|8 [--act-mp] [--no-ridge]] [--round [--round-iters N] [--round-images "
     "N]]\n"
-    "                     [--session FILE]\n\n"
+    "                     [--per-token] [--wads [--wads-steps N]] [--recover N] [--session FILE]\n\n"
     "Mixed low-rank + quantization under a budget of B average bits per compressed weight (spec §2.5).\n"
     "Prints per layer the chosen option, bytes and predicted error, and with --eval the task's metric\n"
     "of the float and compressed models (and, with --uniform, of uniform per-row Q(round(B))).\n"
@@ -546,6 +560,13 @@ const char* kCompressHelp =
     "--round: low-rank-aware adaptive rounding (§10; default 500 iterations per layer on 128 images, ~7 min for\n"
     "  DeiT-Tiny here); finished layers are checkpointed (--round-checkpoint, default CACHE/rounding.safetensors)\n"
     "  so an interrupted run resumes. Rounding images are left out of --eval like the calibration images.\n"
+    "LRA-QViT's building blocks, after the allocation and before --round (bytes and bits stay the allocation's):\n"
+    "--per-token: --act-bits as dynamic per-token quantizers (one scale per token row, also at every low-rank\n"
+    "  bottleneck) instead of the static per-tensor ones; the export carries them.\n"
+    "--wads: learned per-channel scales (weight-aware, default --wads-steps 100 Adam steps per point) folded into\n"
+    "  each LayerNorm and its consumer and into qkv's value rows and proj; the layers are then refitted.\n"
+    "--recover N: N distillation steps (8 images each) of the compressed model against the float one, training\n"
+    "  its float biases and LayerNorm affines (the codes stay); checkpointed in --cache DIR.\n"
     "--session: take the model, images, settings, budget and constraints of a workbench session file.\n"
     "Parity options (the reference implementation's behaviour): --lfh-as-coded (never-reset gradient\n"
     "accumulation), --swapped-size (swapped low-rank size in the filter and Pareto front); ablations:\n"
@@ -634,6 +655,11 @@ int cmd_compress(int argc, char** argv) {
   if (r.final.round)
     std::printf("adaptive rounding: %d layers, summed layer reconstruction error %.4g -> %.4g\n", fin.rounded_layers,
                 fin.nearest_error, fin.learned_error);
+  if (fin.wads_points > 0)
+    std::printf("WADS: %d points, summed weight-aware error %.4g -> %.4g\n", fin.wads_points, fin.wads_error_before,
+                fin.wads_error_after);
+  if (r.final.recovery_steps > 0)
+    std::printf("recovery: distillation loss %.4g -> %.4g\n", fin.recovery_loss_before, fin.recovery_loss_after);
   if (!r.out.empty()) {
     session->export_to(r.out, alloc);
     std::printf("exported to %s (lorq-config.json, compressed.safetensors, config.json)\n", r.out.c_str());
@@ -658,8 +684,12 @@ int cmd_compress(int argc, char** argv) {
     }
     print_eval("float", fr);
     if (r.final.round) print_eval("nearest rounding", nr);
-    print_eval(r.final.activation_bits > 0 ? "mixed W / A" + std::to_string(r.final.activation_bits) : "mixed (MLoRQ)",
-               cr);
+    std::string label =
+        r.final.activation_bits > 0 ? "mixed W / A" + std::to_string(r.final.activation_bits) : "mixed (MLoRQ)";
+    if (r.final.per_token_activations) label += " per-token";
+    if (r.final.wads) label += " +WADS";
+    if (r.final.recovery_steps > 0) label += " +recovery";
+    print_eval(label, cr);
     if (r.uniform) {
       const int bits = static_cast<int>(std::lround(8.0 * budget / params));
       const api::EvalSummary ur = session->evaluate_uniform(bits, r.eval, r.eval_labels, r.limit, job);

@@ -15,6 +15,10 @@ void export_timm_checkpoint(const std::string& export_dir, const std::string& ou
   std::unique_ptr<Model> model = load_model(export_dir);
   if (model->has_activation_hooks())
     throw Error(export_dir, "quantizes activations; a float timm checkpoint cannot reproduce it");
+  // Per-token activation quantization (LRA-QViT, MLoRQ --per-token) is installed as linear overrides, not hooks.
+  for (const auto& l : model->linear_layers())
+    if (model->has_linear_override(l.name))
+      throw Error(export_dir, "quantizes activations per token; a float timm checkpoint cannot reproduce it");
   std::error_code ec;
   std::filesystem::create_directories(out_dir, ec);
   if (ec) throw Error(out_dir, "cannot create the output folder (" + ec.message() + ")");

@@ -45,11 +45,16 @@ at::Tensor feature_mse(const Pass& student, const Pass& teacher) {
   int64_t terms = 0;
   for (size_t s = 0; s < student.features.size(); ++s) {
     at::Tensor stage;
+    int64_t tensors = 0;
     for (size_t k = 0; k < student.features[s].size(); ++k) {
+      // A stage's state may carry integer bookkeeping (YOLOS: the patch grid), which is no feature.
+      if (!at::isFloatingType(student.features[s][k].scalar_type())) continue;
       const at::Tensor d = at::mse_loss(student.features[s][k], teacher.features[s][k].detach());
       stage = stage.defined() ? stage + d : d;
+      ++tensors;
     }
-    stage = stage / double(student.features[s].size());
+    if (!tensors) continue;
+    stage = stage / double(tensors);
     total = total.defined() ? total + stage : stage;
     ++terms;
   }
@@ -130,7 +135,8 @@ void check_inputs(const Model& model, const std::vector<RbLraLayer>& layers, con
                 " images");
   if (s.steps < 1 || s.batch < 1 || !(s.lr > 0) || s.weight_decay < 0 || s.checkpoint_every < 1)
     throw Error("distillation: steps, batch, checkpoint_every must be at least 1, lr > 0 and weight decay >= 0");
-  if (layers.empty()) throw Error("distillation: no RB-LRA layers to train");
+  // Without branches only the biases and norms can train (MLoRQ's recovery block, pipeline/lraqvit_blocks.h).
+  if (layers.empty() && !s.train_biases_norms) throw Error("distillation: no RB-LRA layers to train");
   for (const auto& l : layers) (void)model.layer(l.name);  // throws for a layer the model does not have
 }
 

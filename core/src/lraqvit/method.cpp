@@ -52,12 +52,10 @@ CompressedLayer low_rank_layer(const MergedFactors& f, int bits) {
 }  // namespace
 
 int64_t lraqvit_weight_bytes(const Model& model, const RbLraSettings& lra, int bits) {
-  const std::set<std::string> kinds(lra.layer_kinds.begin(), lra.layer_kinds.end());
+  const std::vector<std::string> kinds = layer_kinds_for(model, lra);
   int64_t bytes = 0;
   for (const LinearLayerInfo& info : model.linear_layers()) {
-    const auto dot = info.name.rfind('.');
-    const std::string kind = dot == std::string::npos ? info.name : info.name.substr(dot + 1);
-    const bool factorized = info.role == LayerRole::Hidden && info.low_rank_allowed && kinds.count(kind);
+    const bool factorized = selected_layer(info, kinds);
     const int64_t m = info.out_features, n = info.in_features;
     bytes += (factorized ? rank_for(m, n, lra) * (m * bits + n * bits) : m * n * bits) / 8;
   }

@@ -58,11 +58,6 @@ int64_t rank_for(int64_t m, int64_t n, const RbLraSettings& s) {
 
 namespace {
 
-std::string last_component(const std::string& name) {
-  const auto dot = name.rfind('.');
-  return dot == std::string::npos ? name : name.substr(dot + 1);
-}
-
 RbLraLayer truncate(const std::string& name, const at::Tensor& w, const RbLraSettings& s, at::Generator& gen) {
   const int64_t m = w.size(0), n = w.size(1), k = std::min(m, n);
   const int64_t r = rank_for(m, n, s);
@@ -93,7 +88,56 @@ RbLraLayer truncate(const std::string& name, const at::Tensor& w, const RbLraSet
 
 }  // namespace
 
-std::vector<RbLraLayer> truncate_layers(const Model& model, const RbLraSettings& s) {
+namespace {
+std::vector<std::string> components(const std::string& s) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  for (size_t dot = s.find('.'); dot != std::string::npos; dot = s.find('.', start = dot + 1))
+    out.push_back(s.substr(start, dot - start));
+  out.push_back(s.substr(start));
+  return out;
+}
+
+bool any_hidden_layer_matches(const Model& model, const std::string& kind) {
+  for (const auto& info : model.linear_layers())
+    if (selected_layer(info, {kind})) return true;
+  return false;
+}
+}  // namespace
+
+bool layer_kind_matches(const std::string& name, const std::string& kind) {
+  const std::vector<std::string> n = components(name), k = components(kind);
+  if (kind.empty() || k.size() > n.size()) return false;
+  for (size_t i = 0; i < k.size(); ++i)
+    if (k[k.size() - 1 - i] != "*" && k[k.size() - 1 - i] != n[n.size() - 1 - i]) return false;
+  return true;
+}
+
+bool selected_layer(const LinearLayerInfo& info, const std::vector<std::string>& kinds) {
+  if (info.role != LayerRole::Hidden || !info.low_rank_allowed) return false;
+  for (const auto& k : kinds)
+    if (layer_kind_matches(info.name, k)) return true;
+  return false;
+}
+
+std::vector<std::string> layer_kinds_for(const Model& model, const RbLraSettings& s) {
+  static const std::vector<std::vector<std::string>> defaults = {
+      {"qkv", "fc1", "fc2"},  // timm ViT
+      {"attention.query", "attention.key", "attention.value", "intermediate.dense", "layer.*.output.dense"},  // YOLOS
+      {"query", "key", "value", "dense1", "dense2"},  // SegFormer
+  };
+  if (s.layer_kinds != defaults.front()) return s.layer_kinds;
+  for (const auto& set : defaults) {
+    bool all = true;
+    for (const auto& k : set) all = all && any_hidden_layer_matches(model, k);
+    if (all) return set;
+  }
+  return s.layer_kinds;  // truncate_layers names the first kind that matches nothing
+}
+
+std::vector<RbLraLayer> truncate_layers(const Model& model, const RbLraSettings& settings) {
+  RbLraSettings s = settings;
+  s.layer_kinds = layer_kinds_for(model, settings);
   if (s.layer_kinds.empty()) throw Error("RB-LRA: no layer kinds selected");
   if (s.param_ratio < 0 || s.param_ratio >= 1)
     throw Error("RB-LRA: param_ratio must be in (0, 1) (0: use rank_fraction), got " + std::to_string(s.param_ratio));
@@ -101,18 +145,13 @@ std::vector<RbLraLayer> truncate_layers(const Model& model, const RbLraSettings&
     throw Error("RB-LRA: rank_fraction must be in (0, 1], got " + std::to_string(s.rank_fraction));
   c10::NoGradGuard no_grad;
   at::Generator gen = at::detail::createCPUGenerator(s.seed);
-  const std::set<std::string> kinds(s.layer_kinds.begin(), s.layer_kinds.end());
-  std::set<std::string> matched;
-  std::vector<RbLraLayer> out;
-  for (const auto& info : model.linear_layers()) {
-    const std::string kind = last_component(info.name);
-    if (info.role != LayerRole::Hidden || !info.low_rank_allowed || !kinds.count(kind)) continue;
-    matched.insert(kind);
-    out.push_back(truncate(info.name, model.weight(info.name).detach(), s, gen));
-  }
-  for (const auto& k : kinds)
-    if (!matched.count(k))
+  for (const auto& k : s.layer_kinds)
+    if (!any_hidden_layer_matches(model, k))
       throw Error("RB-LRA: no hidden layer of " + model.architecture() + " is named '*." + k + "'");
+  std::vector<RbLraLayer> out;
+  for (const auto& info : model.linear_layers())
+    if (selected_layer(info, s.layer_kinds))
+      out.push_back(truncate(info.name, model.weight(info.name).detach(), s, gen));
   return out;
 }
 

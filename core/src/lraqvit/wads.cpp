@@ -42,11 +42,25 @@ std::vector<WadsPoint> wads_points(const Model& model, const FactorMap& factors)
   for (const ActivationPoint& p : model.activation_points()) {
     if (p.kind == ActivationKind::LayerNormOutput && !p.norm.empty() && !p.consumer.empty()) {
       by_consumer[p.consumer].push_back({p.norm, WadsPointKind::LayerNorm, p.norm, p.consumer});
-    } else if (ends_with(p.name, ".attn.proj.in") && !p.consumer.empty()) {
-      const std::string qkv = p.consumer.substr(0, p.consumer.size() - 4) + "qkv";  // "...attn.proj" -> "...attn.qkv"
-      bool exists = false;
-      for (const auto& l : model.linear_layers()) exists = exists || l.name == qkv;
-      if (exists) by_consumer[p.consumer].push_back({p.name, WadsPointKind::ValueToProj, qkv, p.consumer});
+    } else if (!p.consumer.empty()) {
+      // The attention output projection reads attention-weighted values: its producer is the value projection,
+      // timm's fused qkv ("...attn.proj" -> "...attn.qkv", the last third of its rows) or HF's separate value layer
+      // (YOLOS "...attention.output.dense" -> "...attention.attention.value", SegFormer -> "...attention.self.value").
+      std::vector<std::string> producers;
+      if (ends_with(p.consumer, ".attn.proj")) producers.push_back(p.consumer.substr(0, p.consumer.size() - 4) + "qkv");
+      const std::string hf = "attention.output.dense";
+      if (ends_with(p.consumer, "." + hf)) {
+        const std::string prefix = p.consumer.substr(0, p.consumer.size() - hf.size());
+        producers.push_back(prefix + "attention.attention.value");
+        producers.push_back(prefix + "attention.self.value");
+      }
+      for (const auto& v : producers) {
+        bool exists = false;
+        for (const auto& l : model.linear_layers()) exists = exists || l.name == v;
+        if (!exists) continue;
+        by_consumer[p.consumer].push_back({p.name, WadsPointKind::ValueToProj, v, p.consumer});
+        break;
+      }
     }
   }
   std::vector<WadsPoint> out;
@@ -82,10 +96,12 @@ void fold_scale(Model& model, FactorMap& factors, const WadsPoint& point, const 
       scale_input_columns(model, factors, point.consumer, s);
       break;
     case WadsPointKind::ValueToProj: {
-      // qkv's output is [q | k | v], C channels each: the v rows are the last C.
-      at::Tensor row_scale = at::ones({3 * channels});
-      row_scale.slice(0, 2 * channels).div_(s);
+      // qkv's output is [q | k | v], C channels each: the v rows are the last C (a separate value layer: all of
+      // its C rows).
       auto it = factors.find(point.producer);
+      const int64_t rows = it != factors.end() ? it->second.a.size(0) : model.weight(point.producer).size(0);
+      at::Tensor row_scale = at::ones({rows});
+      row_scale.slice(0, rows - channels).div_(s);
       if (it != factors.end()) {
         it->second.a = (it->second.a * row_scale.unsqueeze(1)).contiguous();
       } else {

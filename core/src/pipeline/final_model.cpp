@@ -66,6 +66,15 @@ FinalModel build_final_model(const Model& float_model, const CompressionAnalysis
   f.model = float_model.clone();  // a fresh float model; the caller's stays untouched
   Model& model = *f.model;
   auto t = std::chrono::steady_clock::now();
+  if (s.blocks.per_token_bits > 0 && s.activations.enabled)
+    throw Error("build_final_model: per-token and static activation quantization are exclusive");
+  f.blocks = s.blocks;
+  std::map<std::string, at::Tensor> lfh = a.lfh;  // WADS rescales it to the scaled weights
+  if (s.blocks.wads) {
+    f.blocks_report.wads = apply_wads_before_final_layers(model, images, s.blocks, &lfh, job);
+    f.stage_seconds.emplace_back("wads", since(t));
+    t = std::chrono::steady_clock::now();
+  }
   if (s.activations.enabled) {
     // §8 on the float model; the folded, corrected weights are what the layers compress from here on.
     f.activations = quantize_activations(model, images, s.activations, job);
@@ -85,14 +94,19 @@ FinalModel build_final_model(const Model& float_model, const CompressionAnalysis
       disable_activation_quantization(model);
     }
     f.layers = refit_layers(model, a, alloc, H, refit_settings(s), &moments);
-  } else if (s.refit) {
+  } else if (s.refit || s.blocks.wads) {  // WADS changed the weights: the analysis' codes are of the old ones
     std::map<std::string, at::Tensor> moments;
     if (s.quantizer == Quantizer::Gptq) moments = compensation_moments(model, images);
-    f.layers = refit_layers(model, a, alloc, a.lfh, refit_settings(s), &moments);
+    f.layers = refit_layers(model, a, alloc, lfh, refit_settings(s), &moments);
   } else {
     f.layers = compress_layers(model, a, alloc);
   }
   f.stage_seconds.emplace_back("final layers", since(t));
+  if (s.blocks.recovery_steps > 0) {
+    t = std::chrono::steady_clock::now();
+    recover_biases_and_norms(model, f.layers, float_model, images, s.blocks, &f.blocks_report, job);
+    f.stage_seconds.emplace_back("recovery", since(t));
+  }
   if (s.round) {
     t = std::chrono::steady_clock::now();
     RoundingCheckpoint ckpt{s.rounding_checkpoint};
@@ -113,6 +127,7 @@ FinalModel build_final_model(const Model& float_model, const CompressionAnalysis
   }
   apply_compressed_layers(model, f.layers);
   if (f.activations_quantized) enable_activation_quantization(model, f.activations);
+  install_per_token_activations(model, f.layers, s.blocks.per_token_bits);
   return f;
 }
 

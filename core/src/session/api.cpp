@@ -711,7 +711,8 @@ void CompressionSession::export_to(const std::string& out_dir, const AllocationR
   const FinalModel* f = impl_->final && impl_->final_choice == allocation.choice ? impl_->final.get() : nullptr;
   if (f)
     export_compressed(out_dir, *f->model, impl_->model_path, impl_->analysis, allocation, f->layers,
-                      f->activations_quantized ? &f->activations : nullptr, seen_images());
+                      f->activations_quantized ? &f->activations : nullptr, seen_images(),
+                      lraqvit_blocks_metadata(f->blocks));
   else
     export_compressed(out_dir, *impl_->model, impl_->model_path, impl_->analysis, allocation, {}, nullptr,
                       seen_images());
@@ -723,7 +724,30 @@ FinalSummary CompressionSession::finalize(const Allocation& allocation, const Fi
   FinalModelSettings fs;
   fs.refit = o.refit;
   fs.quantizer = parse_quantizer(impl_->settings.quantizer);
-  fs.activations.enabled = o.activation_bits > 0;
+  if (o.per_token_activations && o.activation_bits <= 0)
+    throw Error("per-token activation quantization needs activation bits (4, 6 or 8)");
+  if (o.wads && o.activation_bits <= 0)
+    throw Error("WADS needs activation quantization (activation bits 4, 6 or 8): weights alone gain nothing from it");
+  if (o.wads_steps < 0 || o.recovery_steps < 0) throw Error("WADS steps and recovery steps must be >= 0");
+  fs.blocks.per_token_bits = o.per_token_activations ? o.activation_bits : 0;
+  fs.blocks.wads = o.wads;
+  fs.blocks.wads_steps = o.wads_steps;
+  fs.blocks.wads_act_bits = o.activation_bits > 0 ? o.activation_bits : 8;
+  fs.blocks.wads_weight_bits =
+      static_cast<int>(std::lround(8.0 * allocation.bytes / std::max<int64_t>(1, impl_->analysis.compressible_params)));
+  fs.blocks.recovery_steps = o.recovery_steps;
+  if (o.recovery_steps > 0 && !impl_->cache_dir.empty()) {
+    // The distillation checkpoint identifies the teacher, images and settings, not the student: the file name
+    // carries what makes the student (the allocation and the final settings), so another allocation never resumes it.
+    std::string key = impl_->settings.quantizer;
+    for (int c : allocation.choice) key += "," + std::to_string(c);
+    key += ";" + std::to_string(o.activation_bits) + (o.per_token_activations ? "t" : "s") +
+           (o.activation_mp ? "m" : "") + (o.ridge ? "r" : "") + (o.refit ? "f" : "") +
+           (o.wads ? "w" + std::to_string(o.wads_steps) : "");
+    fs.blocks.recovery_checkpoint =
+        impl_->cache_dir + "/recovery-" + fnv1a64_hex(key.data(), key.size()) + ".safetensors";
+  }
+  fs.activations.enabled = o.activation_bits > 0 && !o.per_token_activations;
   fs.activations.bits = o.activation_bits > 0 ? o.activation_bits : 8;
   fs.activations.mixed_precision = o.activation_mp;
   fs.activations.ridge_regression = o.ridge;
@@ -759,6 +783,15 @@ FinalSummary CompressionSession::finalize(const Allocation& allocation, const Fi
     out.learned_error += l.learned_error;
   }
   out.warnings.insert(out.warnings.end(), final_model->rounding.warnings.begin(), final_model->rounding.warnings.end());
+  for (const auto& w : final_model->blocks_report.wads) {
+    ++out.wads_points;
+    out.wads_error_before += w.identity_error;
+    out.wads_error_after += w.final_error;
+  }
+  out.recovery_loss_before = final_model->blocks_report.recovery_loss_before;
+  out.recovery_loss_after = final_model->blocks_report.recovery_loss_after;
+  out.warnings.insert(out.warnings.end(), final_model->blocks_report.recovery.warnings.begin(),
+                      final_model->blocks_report.recovery.warnings.end());
   impl_->final = std::move(final_model);
   impl_->final_choice = allocation.choice;
   impl_->final_settings = o;

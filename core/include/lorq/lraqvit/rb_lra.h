@@ -24,7 +24,12 @@ std::string to_string(BranchInit init);
 BranchInit branch_init_from_string(const std::string& s);  // zero | wr_reported | random; throws lorq::Error
 
 struct RbLraSettings {
-  // Which layers: the last component of the layer name ("blocks.3.attn.qkv" is "qkv"), hidden layers only.
+  // Which layers (hidden layers only): each kind names the trailing components of a layer name, "*" standing for
+  // any one component ("qkv" matches "blocks.3.attn.qkv", "layer.*.output.dense" matches
+  // "vit.encoder.layer.3.output.dense" but not "...layer.3.attention.output.dense"). The default is timm ViT's
+  // naming; on a model without those layers, layer_kinds_for() takes the same block layers in HF naming instead
+  // (YOLOS: attention.query/key/value, intermediate.dense, layer.*.output.dense; SegFormer: query, key, value,
+  // dense1, dense2).
   std::vector<std::string> layer_kinds = {"qkv", "fc1", "fc2"};
   double rank_fraction = 0.5;  // r = floor(rank_fraction · min(m, n)) (spec rule (i): r = k/2)
   // When > 0, replaces rank_fraction: the factors keep this fraction of each layer's parameters,
@@ -52,6 +57,14 @@ struct RbLraLayer {
   at::Tensor forward_unfolded(const at::Tensor& x, const at::Tensor& bias) const;
   MergedFactors merge() const;  // detached copies
 };
+
+// Whether `kind` names the trailing components of `name` (see RbLraSettings::layer_kinds).
+bool layer_kind_matches(const std::string& name, const std::string& kind);
+// The kinds truncate_layers uses on `model`: settings.layer_kinds, or for the default set on a model without ViT's
+// names, the first architecture default of which every kind matches a hidden layer.
+std::vector<std::string> layer_kinds_for(const Model& model, const RbLraSettings& settings);
+// Whether `info` is one of the layers `kinds` selects (hidden, low-rank allowed, a kind matching).
+bool selected_layer(const LinearLayerInfo& info, const std::vector<std::string>& kinds);
 
 // The rank `settings` gives an m x n layer.
 int64_t rank_for(int64_t m, int64_t n, const RbLraSettings& settings);

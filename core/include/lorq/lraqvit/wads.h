@@ -10,7 +10,10 @@
 //   LayerNorm output (qkv and fc1 input): s⁻¹ into the LayerNorm's γ and β; s into the consumer's input columns
 //       (the B factor's columns when the consumer is factorized);
 //   proj input: s⁻¹ into the value rows of qkv (rows 2C..3C of its output side: A's rows and the bias); s into
-//       proj's input columns (attention is linear in V);
+//       proj's input columns (attention is linear in V); HF naming (YOLOS, SegFormer): all rows of the separate
+//       value layer, and attention.output.dense's columns;
+//   (YOLOS and SegFormer feed q, k and v from one LayerNorm through three layers: that LayerNorm has no single
+//   consumer and is not scaled; their second LayerNorm, read by the MLP's first layer, is);
 //   factor bottleneck z = Bx of every factorized layer: s⁻¹ into B's rows, s into A's columns;
 //   fc2 input (after GELU): NOT foldable; left unscaled (no runtime multiply is added).
 #include <ATen/core/Tensor.h>

@@ -13,11 +13,12 @@
 #include <string>
 #include <vector>
 
+#include "lorq/io/images.h"
+#include "lorq/pipeline/compress.h"
+#include "lorq/pipeline/lraqvit_blocks.h"
 #include "lorq/quant/activation_quant.h"
 #include "lorq/quant/adaptive_rounding.h"
-#include "lorq/pipeline/compress.h"
 #include "lorq/quant/compressed_layer.h"
-#include "lorq/io/images.h"
 
 namespace lorq {
 
@@ -44,6 +45,9 @@ struct FinalModelSettings {
   // still built from them, instead of throwing Cancelled: FinalModel::rounding_cancelled says it happened.
   bool keep_learned_on_cancel = false;
   RoundingStepFn on_rounding_step;  // every optimizer step (live loss curves)
+  // LRA-QViT's blocks (lraqvit_blocks.h): WADS before the final layers, recovery after them, both before rounding;
+  // per-token activations replace `activations` (which must then be disabled).
+  LraQvitBlockSettings blocks;
 };
 
 struct FinalModel {
@@ -56,6 +60,8 @@ struct FinalModel {
   int learned_layers = 0;           // layers whose codes come from adaptive rounding
   int compressed_layers = 0;        // layers not kept in float
   std::vector<std::pair<std::string, double>> stage_seconds;
+  LraQvitBlockSettings blocks;  // as built (per_token_bits > 0: per-token quantizers installed)
+  LraQvitBlocksReport blocks_report;
 };
 
 // `model_path`: the float model the analysis was made on. `images`: preprocessed calibration images [N, C, H, W]

@@ -228,6 +228,13 @@ struct FinalSettings {
   int round_images = 128;               // calibration images first, then more of the calibration set
   std::string round_checkpoint;         // finished layers' file ("" = <cache>/rounding.safetensors, none without cache)
   bool keep_learned_on_cancel = false;  // a cancelled rounding keeps the layers learned so far (see RoundingSummary)
+  // LRA-QViT's building blocks as MLoRQ options (issue 12; lorq/pipeline/lraqvit_blocks.h says what each changes),
+  // applied after the allocation and before rounding; bytes and bits stay the allocation's.
+  bool per_token_activations = false;  // activation_bits as dynamic per-token quantizers instead of static (§8) ones
+  bool wads = false;                   // learned per-channel scales folded into LayerNorms/value rows, then refit
+  int wads_steps = 100;                // Adam steps per WADS point
+  int recovery_steps = 0;              // 0: off; distillation against the float model of the float biases and norms
+                                       // (codes stay: a float delta on them would round back to the same codes)
 };
 struct FinalSummary {
   std::vector<std::pair<std::string, double>> stage_seconds;
@@ -236,6 +243,9 @@ struct FinalSummary {
   int learned_layers = 0, compressed_layers = 0;
   double nearest_error = 0, learned_error = 0;  // summed layer reconstruction errors (rounding)
   std::vector<std::string> warnings;
+  int wads_points = 0;                                       // FinalSettings::wads: the points scaled
+  double wads_error_before = 0, wads_error_after = 0;        // their summed weight-aware errors (identity, folded)
+  double recovery_loss_before = 0, recovery_loss_after = 0;  // FinalSettings::recovery_steps: the distillation loss
 };
 
 // What a session file holds (JSON): reopening it with the same engine cache folder is instant. Its constraints use
