@@ -30,8 +30,9 @@ const char* kHelp =
     "within the budget), MLoRQ nearest rounding, MLoRQ + adaptive rounding, LRA-QViT (fixed ranks r = k/2 on qkv,\n"
     "fc1, fc2; its weight bits are the largest of 8,6,4,3,2 that fit, so it may use less than the budget).\n"
     "--constraints FILE: the MLoRQ rows' per-layer constraints and groups (the schema of `lorq compress\n"
-    "--constraints`; the workbench's Methods view passes the session's). 'MLoRQ + LRA-QViT building blocks' is not\n"
-    "available yet.";
+    "--constraints`; the workbench's Methods view passes the session's). 'MLoRQ + LRA-QViT blocks' is MLoRQ's\n"
+    "allocation finalized with the LRA-QViT building blocks (per-token activations and WADS with --act-bits, and\n"
+    "recovery of the float biases and norms by distillation), nearest rounding.";
 
 }  // namespace
 

@@ -11,6 +11,7 @@
 
 #include "lorq/common/error.h"
 #include "lorq/session/api.h"
+#include "lorq/session/lraqvit_blocks_row.h"
 #include "lorq/session/method_comparison.h"
 
 using namespace lorq;
@@ -154,12 +155,20 @@ TEST_F(MethodComparisonTest, UniformRowMatchesADirectEvaluation) {
   for (size_t i = 0; i < f.metrics.size(); ++i) EXPECT_DOUBLE_EQ(result_->float_metrics[i].value, f.metrics[i].value);
 }
 
-TEST_F(MethodComparisonTest, BuildingBlocksRowSaysNotAvailableYet) {
+TEST_F(MethodComparisonTest, BuildingBlocksRowIsMlorqsAllocationWithTheBlocks) {
+  // The same allocation as MLoRQ (nearest), finalized with the blocks that apply to weights only: the recovery.
+  const api::MethodRow& nearest = result_->rows[1];
   const api::MethodRow& r = result_->rows[4];
   EXPECT_EQ(r.kind, api::MethodKind::MlorqLraQvitBlocks);
-  EXPECT_FALSE(r.ran);
-  EXPECT_NE(r.note.find("not available yet"), std::string::npos);
-  EXPECT_TRUE(r.layers.empty());
+  ASSERT_TRUE(r.ran) << r.note;
+  EXPECT_EQ(r.bytes, nearest.bytes);
+  ASSERT_EQ(r.layers.size(), nearest.layers.size());
+  for (size_t i = 0; i < r.layers.size(); ++i) EXPECT_EQ(r.layers[i].option.label, nearest.layers[i].option.label);
+  EXPECT_NE(r.note.find("recovery " + std::to_string(api::kLraQvitBlocksRecoverySteps) + " steps"), std::string::npos)
+      << r.note;
+  EXPECT_EQ(r.note.find("per-token"), std::string::npos) << r.note;  // weights only: no activations to quantize
+  ASSERT_FALSE(r.metrics.empty());
+  EXPECT_GT(r.images, 0);
 }
 
 TEST_F(MethodComparisonTest, TableIsTheCommandLinesTable) {
@@ -168,7 +177,7 @@ TEST_F(MethodComparisonTest, TableIsTheCommandLinesTable) {
   EXPECT_NE(t.find("(3.000 average bits over"), std::string::npos) << t;
   EXPECT_NE(t.find("\nfloat "), std::string::npos) << t;
   for (const api::MethodRow& r : result_->rows) EXPECT_NE(t.find("\n" + r.method + " "), std::string::npos) << t;
-  EXPECT_NE(t.find("not available yet"), std::string::npos);
+  EXPECT_NE(t.find("recovery"), std::string::npos) << t;  // the blocks row says what it switched on
 }
 
 TEST_F(MethodComparisonTest, JsonRoundTripKeepsEverything) {

@@ -126,9 +126,9 @@ class MethodsViewTest : public QObject {
     QVERIFY(view->table()
                 ->item(tableRow(c, rowOf(c, MethodKind::MlorqLraQvitBlocks)), 7)
                 ->text()
-                .contains("not available yet"));
+                .contains("recovery"));
     // One bar per method that ran, at its compressed top-1; the float model as a dashed reference line.
-    QCOMPARE(view->bars()->dataCount(), 4);
+    QCOMPARE(view->bars()->dataCount(), 5);
     QCOMPARE(view->bars()->data()->at(0)->value, c.rows[0].metrics[0].value);
     QVERIFY(view->floatLine()->visible());
     QCOMPARE(view->floatLine()->point1->coords().y(), c.float_metrics[0].value);
@@ -174,12 +174,15 @@ class MethodsViewTest : public QObject {
     QCOMPARE(alloc->quantBars()->dataCount() + factorized, static_cast<int>(doc->model().layers.size()));
     saveScreenshots();
 
-    // The float row and the unavailable row show nothing of their own: the live allocation is back.
+    // The blocks row has MLoRQ's allocation; the float row shows nothing of its own: the live allocation is back.
+    const int blocks = rowOf(c, MethodKind::MlorqLraQvitBlocks);
+    QVERIFY(c.rows[blocks].ran);
+    view->table()->selectRow(tableRow(c, blocks));
+    QCOMPARE(doc->shownMethod(), blocks);
+    QVERIFY(alloc->methodBanner()->text().contains("LRA-QViT blocks"));
     view->table()->selectRow(0);
     QCOMPARE(doc->shownMethod(), -1);
     QVERIFY(!alloc->methodBanner()->isVisibleTo(alloc));
-    view->table()->selectRow(tableRow(c, rowOf(c, MethodKind::MlorqLraQvitBlocks)));
-    QCOMPARE(doc->shownMethod(), -1);
 
     // Leaving by the banner's button, and by editing the live allocation.
     view->table()->selectRow(tableRow(c, lra));
@@ -212,7 +215,7 @@ class MethodsViewTest : public QObject {
     const MethodComparison& c = reopened.state()->methods();
     QCOMPARE(c.to_json(), saved);
     QCOMPARE(reopened.methodsView()->table()->rowCount(), static_cast<int>(c.rows.size()) + 1);
-    QCOMPARE(reopened.methodsView()->bars()->dataCount(), 4);
+    QCOMPARE(reopened.methodsView()->bars()->dataCount(), 5);
     // A restored method's allocation shows without running anything.
     const int lra = rowOf(c, MethodKind::LraQvit);
     reopened.methodsView()->table()->selectRow(tableRow(c, lra));

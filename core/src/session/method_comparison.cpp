@@ -18,6 +18,7 @@
 #include "lorq/io/images.h"
 #include "lorq/lraqvit/method.h"
 #include "lorq/models/model.h"
+#include "lorq/session/lraqvit_blocks_row.h"
 #include "lorq/tasks/evaluate.h"
 
 namespace lorq::api {
@@ -80,17 +81,13 @@ std::vector<MethodLayerChoice> layers_of(const std::vector<CompressedLayer>& com
   return out;
 }
 
-// ==== MLoRQ + LRA-QViT building blocks: the one place the lead wires the blocks pipeline at merge. ====
-// Until then the row says it is not available; nothing is computed.
-MethodRow run_mlorq_lraqvit_blocks_row(CompressionSession& /*session*/, const MethodComparisonSettings& /*settings*/,
-                                       int64_t /*budget*/, const JobControl& /*job*/) {
-  MethodRow r;
-  r.kind = MethodKind::MlorqLraQvitBlocks;
-  r.method = "MLoRQ + LRA-QViT blocks";
-  r.note = "not available yet (WADS/per-token/recovery inside MLoRQ)";
-  return r;
+// What the blocks row switched on (lorq/session/lraqvit_blocks_row.h): per-token activations and WADS only exist
+// with activation quantization, recovery of the float biases and norms always.
+std::string blocks_note(const FinalSettings& f) {
+  std::string n = f.per_token_activations ? "per-token A" + std::to_string(f.activation_bits) + ", " : "";
+  if (f.wads) n += "WADS, ";
+  return n + "recovery " + std::to_string(f.recovery_steps) + " steps; nearest rounding";
 }
-// ==== end of the MLoRQ + LRA-QViT building blocks row ====
 
 json metrics_json(const std::vector<MetricValue>& metrics) {
   json a = json::array();
@@ -198,10 +195,13 @@ MethodComparison run_method_comparison(const MethodComparisonSettings& s, const 
         r.images = e.images;
         r.layers = layers_of(*session, alloc);
       }
-    } else if (kind == MethodKind::MlorqNearest || kind == MethodKind::MlorqRounded) {
-      // At the exact budget; a budget outside the allocator's range is the row's note.
-      const FinalSettings& f = kind == MethodKind::MlorqRounded ? rounded : nearest;
-      r.method = f.round ? "MLoRQ + adaptive rounding" : "MLoRQ (nearest)";
+    } else if (kind == MethodKind::MlorqNearest || kind == MethodKind::MlorqRounded ||
+               kind == MethodKind::MlorqLraQvitBlocks) {
+      // At the exact budget; a budget outside the allocator's range is the row's note. The blocks row is MLoRQ's
+      // nearest allocation finalized with the LRA-QViT building blocks, so it shows what they add to that row.
+      const bool blocks = kind == MethodKind::MlorqLraQvitBlocks;
+      const FinalSettings f = blocks ? with_lraqvit_blocks(nearest) : kind == MethodKind::MlorqRounded ? rounded : nearest;
+      r.method = blocks ? "MLoRQ + LRA-QViT blocks" : f.round ? "MLoRQ + adaptive rounding" : "MLoRQ (nearest)";
       try {
         const Allocation alloc = session->make_allocator(constraints)->solve_checked(budget);
         t = std::chrono::steady_clock::now();
@@ -214,7 +214,8 @@ MethodComparison run_method_comparison(const MethodComparisonSettings& s, const 
         r.images = e.images;
         r.layers = layers_of(*session, alloc);
         for (const auto& p : session->seen_images()) seen.push_back(p);
-        if (!constraints.empty()) r.note = "under the session's constraints";
+        if (blocks) r.note = blocks_note(f);
+        if (!constraints.empty()) r.note += std::string(r.note.empty() ? "" : "; ") + "under the session's constraints";
       } catch (const Cancelled&) {
         throw;
       } catch (const Error& e) {
@@ -264,8 +265,6 @@ MethodComparison run_method_comparison(const MethodComparisonSettings& s, const 
           r.note = "uses " + std::to_string(int(std::lround(100.0 * res.weight_bytes / budget))) +
                    "% of the budget (the next width up does not fit)";
       }
-    } else {
-      r = run_mlorq_lraqvit_blocks_row(*session, s, budget, job);
     }
     if (r.ran) r.avg_bits = bits_of(r.bytes, params);
     out.rows.push_back(std::move(r));
