@@ -1,8 +1,9 @@
 #pragma once
 // Small helpers shared by the benchmarks: a wall clock and the process's peak resident memory.
 #include <chrono>
-#include <fstream>
 #include <string>
+
+#include "lorq/common/memory_info.h"
 
 namespace lorq::bench {
 
@@ -11,12 +12,6 @@ inline double now() {
 }
 
 // VmHWM of /proc/self/status in MB (0 where it is not available).
-inline double peak_rss_mb() {
-  std::ifstream in("/proc/self/status");
-  std::string line;
-  while (std::getline(in, line))
-    if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;
-  return 0;
-}
+inline double peak_rss_mb() { return double(peak_resident_bytes()) / (1024.0 * 1024.0); }
 
 }  // namespace lorq::bench

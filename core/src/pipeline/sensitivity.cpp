@@ -3,10 +3,12 @@
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 
 #include "lorq/common/error.h"
+#include "lorq/common/memory_info.h"
 #include "lorq/common/parallel_ops.h"
 #include "lorq/tasks/task.h"
 
@@ -113,6 +115,13 @@ std::map<std::string, at::Tensor> label_free_hessian(Model& model, const at::Ten
   const int64_t K = images.size(0);
   const std::vector<ProjectionShape> shapes = lfh_projection_shapes(model, images);
   std::map<std::string, at::Tensor> total, running;
+  // Each projection of a chunk back-propagates its own copy of the image. At a detector's input size one copy
+  // holds GBs (YOLOS-tiny at 800x1066: ~3,400 tokens and quadratic attention), so the configured chunk would end in
+  // the kernel's OOM killer: the first image runs one projection alone to measure a copy's peak, and the chunk is
+  // cut to what the budget holds. Where /proc cannot tell, the configured chunk stays.
+  int64_t chunk = std::max(1, o.projection_batch);
+  const int64_t budget = o.memory_budget_bytes > 0 ? o.memory_budget_bytes : available_memory_bytes() / 2;
+  bool probing = budget > 0 && chunk > 1 && o.projections > 1;
   for (int64_t k = 0; k < K; ++k) {
     job.check();
     // One projection per output value, drawn output after output (a single [P, classes] draw for classifiers).
@@ -124,11 +133,19 @@ std::map<std::string, at::Tensor> label_free_hessian(Model& model, const at::Ten
       V.push_back(ps.scale == 1.0 ? v : v * ps.scale);
     }
     // Chunks in projection order: the as-coded running sums carry over from one chunk to the next unchanged.
-    const int64_t chunk = std::max(1, o.projection_batch);
-    for (int64_t p0 = 0; p0 < o.projections; p0 += chunk) {
+    for (int64_t p0 = 0; p0 < o.projections;) {
+      const int64_t n = std::min<int64_t>(probing ? 1 : chunk, o.projections - p0);
       std::vector<at::Tensor> Vc;
-      for (const at::Tensor& v : V) Vc.push_back(v.slice(0, p0, std::min<int64_t>(o.projections, p0 + chunk)));
+      for (const at::Tensor& v : V) Vc.push_back(v.slice(0, p0, p0 + n));
+      const int64_t resident_before = probing ? resident_bytes() : 0;
+      if (probing) probing = reset_peak_resident();
       auto sq = lfh_squared_gradients(model, images[k], Vc, o.as_coded_accumulation ? &running : nullptr);
+      if (probing) {
+        const int64_t per_copy = std::max<int64_t>(1, peak_resident_bytes() - resident_before);
+        chunk = std::clamp<int64_t>(budget / per_copy, 1, chunk);
+        probing = false;
+      }
+      p0 += n;
       for (auto& [name, t] : sq) {
         if (total.count(name)) {
           total[name] += t;

@@ -24,8 +24,10 @@ struct LfhOptions {
   bool as_coded_accumulation = false;
   uint64_t seed = 0;
   // Projections back-propagated together (the image replicated this many times). Peak memory grows linearly with
-  // it (DeiT-Tiny: 2.9 GB at 32); lower it for large models. The estimate does not depend on it.
+  // it (DeiT-Tiny: 2.9 GB at 32); the stage lowers it to what memory_budget_bytes holds (label_free_hessian says
+  // how). The estimate does not depend on it.
   int projection_batch = 32;
+  int64_t memory_budget_bytes = 0;  // for the replicated copies; 0: half the memory available when the stage starts
 };
 
 // The LFH of every compressible layer, [out, in] float32, averaged over the images ([K, C, H, W]) and
