@@ -462,7 +462,9 @@ CompressRequest parse_compress(int argc_in, char** argv_in) {
           "--round-checkpoint",
           "--quantizer",
           "--wads-steps",
-          "--recover"},
+          "--recover",
+          "--recover-lr",
+          "--recover-images"},
          {"--uniform", "--baseline", "--estimate", "--lfh-as-coded", "--plain-svd", "--mse", "--swapped-size",
           "--refit", "--round", "--act-mp", "--no-ridge", "--per-token", "--wads"});
   if (a.help()) throw HelpRequested();
@@ -515,6 +517,10 @@ CompressRequest parse_compress(int argc_in, char** argv_in) {
   f.wads = a.has("--wads");
   f.wads_steps = static_cast<int>(a.get_int("--wads-steps", f.wads_steps, 0, 100000));
   f.recovery_steps = static_cast<int>(a.get_int("--recover", 0, 1, 1000000));
+  f.recovery_lr = a.get_double("--recover-lr", f.recovery_lr, 1e-7, 1.0);
+  f.recovery_images = static_cast<int>(a.get_int("--recover-images", f.recovery_images, 1, 100000));
+  if ((a.has("--recover-lr") || a.has("--recover-images")) && f.recovery_steps == 0)
+    throw UsageError("--recover-lr and --recover-images need --recover N");
   if (f.per_token_activations && f.activation_bits == 0)
     throw UsageError("--per-token quantizes activations: give their bits with --act-bits 4|6|8");
   if (f.per_token_activations && (f.activation_mp || !f.ridge))
@@ -534,7 +540,8 @@ const char* kCompressHelp =
     "                     [--baseline]\n"
     "                     [--act-bits 4|6|8 [--act-mp] [--no-ridge]] [--round [--round-iters N] [--round-images "
     "N]]\n"
-    "                     [--per-token] [--wads [--wads-steps N]] [--recover N] [--session FILE]\n\n"
+    "                     [--per-token] [--wads [--wads-steps N]] [--recover N [--recover-lr LR] [--recover-images N]]\n"
+    "                     [--session FILE]\n\n"
     "Mixed low-rank + quantization under a budget of B average bits per compressed weight (spec §2.5).\n"
     "Prints per layer the chosen option, bytes and predicted error, and with --eval the task's metric\n"
     "of the float and compressed models (and, with --uniform, of uniform per-row Q(round(B))).\n"
@@ -566,7 +573,9 @@ const char* kCompressHelp =
     "--wads: learned per-channel scales (weight-aware, default --wads-steps 100 Adam steps per point) folded into\n"
     "  each LayerNorm and its consumer and into qkv's value rows and proj; the layers are then refitted.\n"
     "--recover N: N distillation steps (8 images each) of the compressed model against the float one, training\n"
-    "  its float biases and LayerNorm affines (the codes stay); checkpointed in --cache DIR.\n"
+    "  its float biases and LayerNorm affines (the codes stay); --recover-lr: its peak learning rate (default\n"
+    "  1e-4); --recover-images: the images it trains on (default 128: the calibration images, then more of the\n"
+    "  --calib set; left out of --eval like rounding's). Checkpointed in --cache DIR.\n"
     "--session: take the model, images, settings, budget and constraints of a workbench session file.\n"
     "Parity options (the reference implementation's behaviour): --lfh-as-coded (never-reset gradient\n"
     "accumulation), --swapped-size (swapped low-rank size in the filter and Pareto front); ablations:\n"

@@ -261,6 +261,7 @@ TEST(BlocksSession, OptionsAndTheComparisonRow) {
   fs.activation_bits = 8;
   fs.wads_steps = 5;
   fs.recovery_steps = 3;
+  fs.recovery_images = 40;  // more than the analysis' 16: the others come from the calibration set
   const api::FinalSettings row = api::with_lraqvit_blocks(fs);
   EXPECT_TRUE(row.per_token_activations && row.wads);
   EXPECT_EQ(row.recovery_steps, 3);
@@ -269,6 +270,7 @@ TEST(BlocksSession, OptionsAndTheComparisonRow) {
   EXPECT_EQ(sum.wads_points, 18);
   EXPECT_LE(sum.wads_error_after, sum.wads_error_before);
   EXPECT_GT(sum.recovery_loss_before, 0);
+  EXPECT_EQ(session->seen_images().size(), 40u);  // the recovery's images are left out of evaluations
   const api::EvalSummary e = session->evaluate_compressed(a, demo.images_dir, demo.labels_csv, 64, {});
   EXPECT_GT(e.top1_pct, 50);
 }

@@ -104,7 +104,8 @@ FinalModel build_final_model(const Model& float_model, const CompressionAnalysis
   f.stage_seconds.emplace_back("final layers", since(t));
   if (s.blocks.recovery_steps > 0) {
     t = std::chrono::steady_clock::now();
-    recover_biases_and_norms(model, f.layers, float_model, images, s.blocks, &f.blocks_report, job);
+    recover_biases_and_norms(model, f.layers, float_model, s.recovery_images.defined() ? s.recovery_images : images,
+                             s.blocks, &f.blocks_report, job);
     f.stage_seconds.emplace_back("recovery", since(t));
   }
   if (s.round) {

@@ -728,7 +728,8 @@ FinalSummary CompressionSession::finalize(const Allocation& allocation, const Fi
     throw Error("per-token activation quantization needs activation bits (4, 6 or 8)");
   if (o.wads && o.activation_bits <= 0)
     throw Error("WADS needs activation quantization (activation bits 4, 6 or 8): weights alone gain nothing from it");
-  if (o.wads_steps < 0 || o.recovery_steps < 0) throw Error("WADS steps and recovery steps must be >= 0");
+  if (o.wads_steps < 0 || o.recovery_steps < 0 || !(o.recovery_lr > 0))
+    throw Error("WADS steps and recovery steps must be >= 0 and the recovery learning rate > 0");
   fs.blocks.per_token_bits = o.per_token_activations ? o.activation_bits : 0;
   fs.blocks.wads = o.wads;
   fs.blocks.wads_steps = o.wads_steps;
@@ -736,6 +737,7 @@ FinalSummary CompressionSession::finalize(const Allocation& allocation, const Fi
   fs.blocks.wads_weight_bits =
       static_cast<int>(std::lround(8.0 * allocation.bytes / std::max<int64_t>(1, impl_->analysis.compressible_params)));
   fs.blocks.recovery_steps = o.recovery_steps;
+  fs.blocks.recovery_lr = o.recovery_lr;
   if (o.recovery_steps > 0 && !impl_->cache_dir.empty()) {
     // The distillation checkpoint identifies the teacher, images and settings, not the student: the file name
     // carries what makes the student (the allocation and the final settings), so another allocation never resumes it.
@@ -743,7 +745,8 @@ FinalSummary CompressionSession::finalize(const Allocation& allocation, const Fi
     for (int c : allocation.choice) key += "," + std::to_string(c);
     key += ";" + std::to_string(o.activation_bits) + (o.per_token_activations ? "t" : "s") +
            (o.activation_mp ? "m" : "") + (o.ridge ? "r" : "") + (o.refit ? "f" : "") +
-           (o.wads ? "w" + std::to_string(o.wads_steps) : "");
+           (o.wads ? "w" + std::to_string(o.wads_steps) : "") + ";" + std::to_string(o.recovery_lr) +
+           ";" + std::to_string(o.recovery_images);
     fs.blocks.recovery_checkpoint =
         impl_->cache_dir + "/recovery-" + fnv1a64_hex(key.data(), key.size()) + ".safetensors";
   }
@@ -771,6 +774,16 @@ FinalSummary CompressionSession::finalize(const Allocation& allocation, const Fi
   FinalSummary out;
   for (const auto& failed : images.failed) out.warnings.push_back("skipped " + failed);
   if (o.round) fs.rounding.images = static_cast<int>(images.images.size(0));
+  ImageSet recovery_set;
+  if (o.recovery_steps > 0) {
+    if (o.recovery_images < 1) throw Error("recovery images must be >= 1");
+    recovery_set = split_final_images(impl_->calibration, impl_->analysis.calibration_files,
+                                      static_cast<size_t>(o.recovery_images))
+                       .train;
+    const ImageBatch r = load_batch(recovery_set, 0, recovery_set.size(), model.preprocessing(), 2);
+    for (const auto& failed : r.failed) out.warnings.push_back("skipped " + failed);
+    fs.recovery_images = r.images;
+  }
   auto final_model =
       std::make_unique<FinalModel>(build_final_model(model, impl_->analysis, allocation, images.images, fs, job));
   out.stage_seconds = final_model->stage_seconds;
@@ -797,6 +810,9 @@ FinalSummary CompressionSession::finalize(const Allocation& allocation, const Fi
   impl_->final_settings = o;
   impl_->final_images.clear();
   for (const ImageItem& i : set.items) impl_->final_images.push_back(i.path);
+  for (const ImageItem& i : recovery_set.items)
+    if (std::find(impl_->final_images.begin(), impl_->final_images.end(), i.path) == impl_->final_images.end())
+      impl_->final_images.push_back(i.path);
   return out;
 }
 

@@ -48,6 +48,7 @@ struct FinalModelSettings {
   // LRA-QViT's blocks (lraqvit_blocks.h): WADS before the final layers, recovery after them, both before rounding;
   // per-token activations replace `activations` (which must then be disabled).
   LraQvitBlockSettings blocks;
+  at::Tensor recovery_images;  // the recovery's images [N, C, H, W] (undefined: `images`)
 };
 
 struct FinalModel {

@@ -235,6 +235,10 @@ struct FinalSettings {
   int wads_steps = 100;                // Adam steps per WADS point
   int recovery_steps = 0;              // 0: off; distillation against the float model of the float biases and norms
                                        // (codes stay: a float delta on them would round back to the same codes)
+  double recovery_lr = 1e-4;           // its AdamW peak learning rate (warm-up, cosine decay)
+  // Its images: the analysis' calibration images first, then more of the calibration set; like rounding's, they are
+  // left out of every evaluation. The other final stages keep theirs (a 32-image calibration overfits the recovery).
+  int recovery_images = 128;
 };
 struct FinalSummary {
   std::vector<std::pair<std::string, double>> stage_seconds;
