@@ -5,8 +5,8 @@
 #include <gtest/gtest.h>
 
 #include "lorq/common/error.h"
-#include "lorq/pipeline/sensitivity.h"
 #include "lorq/models/vit.h"
+#include "lorq/pipeline/sensitivity.h"
 #include "lorq/quant/weighted_svd.h"
 
 using namespace lorq;
@@ -105,7 +105,8 @@ TEST(Sensitivity, EstimatorConvergesToDiagonalOfJtJ) {
   at::Tensor images = at::randn({2, 3, 16, 16});
   std::map<std::string, at::Tensor> exact;
   for (int64_t k = 0; k < 2; ++k)
-    for (auto& [n, t] : lfh_squared_gradients(*m, images[k], {at::eye(7)})) exact[n] = exact.count(n) ? exact[n] + t : t;
+    for (auto& [n, t] : lfh_squared_gradients(*m, images[k], {at::eye(7)}))
+      exact[n] = exact.count(n) ? exact[n] + t : t;
   LfhOptions o;
   o.projections = 2000;
   o.seed = 5;

@@ -123,10 +123,7 @@ class MethodsViewTest : public QObject {
       }
     }
     QCOMPARE(view->table()->item(1, 0)->text(), QString("uniform Q3 per row"));
-    QVERIFY(view->table()
-                ->item(tableRow(c, rowOf(c, MethodKind::MlorqLraQvitBlocks)), 7)
-                ->text()
-                .contains("recovery"));
+    QVERIFY(view->table()->item(tableRow(c, rowOf(c, MethodKind::MlorqLraQvitBlocks)), 7)->text().contains("recovery"));
     // One bar per method that ran, at its compressed top-1; the float model as a dashed reference line.
     QCOMPARE(view->bars()->dataCount(), 5);
     QCOMPARE(view->bars()->data()->at(0)->value, c.rows[0].metrics[0].value);

@@ -6,10 +6,6 @@
 // wait for signals or states, and timeouts only bound a hang.
 #include <qcustomplot.h>
 
-#include <condition_variable>
-#include <memory>
-#include <mutex>
-
 #include <QApplication>
 #include <QDockWidget>
 #include <QDoubleSpinBox>
@@ -34,8 +30,11 @@
 #include <QtTest>
 #include <algorithm>
 #include <atomic>
-#include <cmath>
 #include <chrono>
+#include <cmath>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
 #include <thread>
 
 #include "allocation_view.h"

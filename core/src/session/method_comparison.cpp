@@ -20,6 +20,7 @@
 #include "lorq/models/model.h"
 #include "lorq/session/lraqvit_blocks_row.h"
 #include "lorq/tasks/evaluate.h"
+#include "metrics_json.h"
 
 namespace lorq::api {
 
@@ -87,19 +88,6 @@ std::string blocks_note(const FinalSettings& f) {
   std::string n = f.per_token_activations ? "per-token A" + std::to_string(f.activation_bits) + ", " : "";
   if (f.wads) n += "WADS, ";
   return n + "recovery " + std::to_string(f.recovery_steps) + " steps; nearest rounding";
-}
-
-json metrics_json(const std::vector<MetricValue>& metrics) {
-  json a = json::array();
-  for (const MetricValue& m : metrics) a.push_back({{"name", m.name}, {"value", m.value}, {"percent", m.percent}});
-  return a;
-}
-
-std::vector<MetricValue> metrics_from(const json& a) {
-  std::vector<MetricValue> out;
-  for (const json& m : a)
-    out.push_back({m.at("name").get<std::string>(), m.at("value").get<double>(), m.value("percent", true)});
-  return out;
 }
 
 std::string metric_text(const std::vector<MetricValue>& ms, size_t i) {
@@ -200,7 +188,9 @@ MethodComparison run_method_comparison(const MethodComparisonSettings& s, const 
       // At the exact budget; a budget outside the allocator's range is the row's note. The blocks row is MLoRQ's
       // nearest allocation finalized with the LRA-QViT building blocks, so it shows what they add to that row.
       const bool blocks = kind == MethodKind::MlorqLraQvitBlocks;
-      const FinalSettings f = blocks ? with_lraqvit_blocks(nearest) : kind == MethodKind::MlorqRounded ? rounded : nearest;
+      const FinalSettings f = blocks                             ? with_lraqvit_blocks(nearest)
+                              : kind == MethodKind::MlorqRounded ? rounded
+                                                                 : nearest;
       r.method = blocks ? "MLoRQ + LRA-QViT blocks" : f.round ? "MLoRQ + adaptive rounding" : "MLoRQ (nearest)";
       try {
         const Allocation alloc = session->make_allocator(constraints)->solve_checked(budget);

@@ -10,6 +10,7 @@
 
 #include "lorq/common/error.h"
 #include "lorq/common/file_util.h"
+#include "metrics_json.h"
 
 namespace lorq::api {
 
@@ -37,19 +38,6 @@ std::vector<std::string> split(const std::string& s, char sep) {
 }
 
 constexpr size_t kMaxBudgets = 1000;
-
-json metrics_json(const std::vector<MetricValue>& metrics) {
-  json a = json::array();
-  for (const MetricValue& m : metrics) a.push_back({{"name", m.name}, {"value", m.value}, {"percent", m.percent}});
-  return a;
-}
-
-std::vector<MetricValue> metrics_from(const json& a) {
-  std::vector<MetricValue> out;
-  for (const json& m : a)
-    out.push_back({m.at("name").get<std::string>(), m.at("value").get<double>(), m.value("percent", true)});
-  return out;
-}
 
 }  // namespace
 

@@ -12,8 +12,8 @@
 #include <string>
 #include <vector>
 
-#include "lorq/models/model.h"
 #include "lorq/common/progress.h"
+#include "lorq/models/model.h"
 
 namespace lorq {
 
