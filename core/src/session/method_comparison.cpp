@@ -153,6 +153,18 @@ MethodComparison run_method_comparison(const MethodComparisonSettings& s, const 
   rounded.round = true;
   rounded.round_iterations = s.round_iterations;
   std::vector<std::string> seen;  // images the MLoRQ rows calibrated or rounded on (left out of LRA-QViT's set)
+  // An allocation of the session finalized and evaluated: the uniform and every MLoRQ row.
+  const auto finalize_and_evaluate = [&](const Allocation& alloc, const FinalSettings& f, MethodRow& r) {
+    const auto start = std::chrono::steady_clock::now();
+    session->finalize(alloc, f, job);
+    r.seconds = seconds_since(start);
+    const EvalSummary e = session->evaluate_compressed(alloc, s.eval_images, s.eval_labels, s.limit, job);
+    r.ran = true;
+    r.bytes = alloc.bytes;
+    r.metrics = e.metrics;
+    r.images = e.images;
+    r.layers = layers_of(*session, alloc);
+  };
   int index = 0;
   for (MethodKind kind : methods) {
     job.check();
@@ -172,16 +184,7 @@ MethodComparison run_method_comparison(const MethodComparisonSettings& s, const 
         r.method = "uniform per row";
         r.note = "cannot reach the budget (Q2 is larger)";
       } else {
-        const Allocation alloc = session->uniform_allocation(bits);
-        t = std::chrono::steady_clock::now();
-        session->finalize(alloc, nearest, job);
-        r.seconds = seconds_since(t);
-        const EvalSummary e = session->evaluate_compressed(alloc, s.eval_images, s.eval_labels, s.limit, job);
-        r.ran = true;
-        r.bytes = alloc.bytes;
-        r.metrics = e.metrics;
-        r.images = e.images;
-        r.layers = layers_of(*session, alloc);
+        finalize_and_evaluate(session->uniform_allocation(bits), nearest, r);
       }
     } else if (kind == MethodKind::MlorqNearest || kind == MethodKind::MlorqRounded ||
                kind == MethodKind::MlorqLraQvitBlocks) {
@@ -193,16 +196,8 @@ MethodComparison run_method_comparison(const MethodComparisonSettings& s, const 
                                                                  : nearest;
       r.method = blocks ? "MLoRQ + LRA-QViT blocks" : f.round ? "MLoRQ + adaptive rounding" : "MLoRQ (nearest)";
       try {
-        const Allocation alloc = session->make_allocator(constraints)->solve_checked(budget);
-        t = std::chrono::steady_clock::now();
-        session->finalize(alloc, f, job);
-        r.seconds = analysis_s + seconds_since(t);
-        const EvalSummary e = session->evaluate_compressed(alloc, s.eval_images, s.eval_labels, s.limit, job);
-        r.ran = true;
-        r.bytes = alloc.bytes;
-        r.metrics = e.metrics;
-        r.images = e.images;
-        r.layers = layers_of(*session, alloc);
+        finalize_and_evaluate(session->make_allocator(constraints)->solve_checked(budget), f, r);
+        r.seconds += analysis_s;
         for (const auto& p : session->seen_images()) seen.push_back(p);
         if (blocks) r.note = blocks_note(f);
         if (!constraints.empty()) r.note += std::string(r.note.empty() ? "" : "; ") + "under the session's constraints";
