@@ -432,6 +432,7 @@ CompressRequest parse_compress(int argc_in, char** argv_in) {
       flag(!s.hessian_weighted, "--mse");
       flag(s.swapped_lr_size, "--swapped-size");
       add("--quantizer", s.quantizer);
+      if (s.gptq_images > 0) add("--gptq-images", std::to_string(s.gptq_images));
       if (!given.count("--avg-bits") && !given.count("--ratio")) add("--budget-bytes", std::to_string(sf.budget_bytes));
     }
   std::vector<char*> argv;
@@ -461,6 +462,7 @@ CompressRequest parse_compress(int argc_in, char** argv_in) {
           "--round-images",
           "--round-checkpoint",
           "--quantizer",
+          "--gptq-images",
           "--wads-steps",
           "--recover",
           "--recover-lr",
@@ -493,6 +495,8 @@ CompressRequest parse_compress(int argc_in, char** argv_in) {
   s.quantizer = a.get("--quantizer", s.quantizer);
   if (s.quantizer != "nearest" && s.quantizer != "gptq")
     throw UsageError("--quantizer must be nearest or gptq, not '" + s.quantizer + "'");
+  s.gptq_images = static_cast<int>(a.get_int("--gptq-images", s.gptq_images, 0, 100000));
+  if (s.gptq_images > 0 && s.quantizer != "gptq") throw UsageError("--gptq-images needs --quantizer gptq");
   const int budget_flags = a.has("--avg-bits") + a.has("--budget-bytes") + a.has("--ratio");
   if (budget_flags != 1) throw UsageError("give the budget once: --avg-bits, --budget-bytes or --ratio");
   if (a.has("--avg-bits")) r.avg_bits = a.get_double("--avg-bits", 0, 0.01, 32);
@@ -555,6 +559,8 @@ const char* kCompressHelp =
     "--quantizer nearest|gptq: nearest rounding (the default), or error-compensating rounding (GPTQ) through each\n"
     "  layer's input moment XᵀX on the calibration images; the export, rounding and the workbench use its codes.\n"
     "  Its global errors are cross-fitted (compensated on one half of the calibration images, measured on the other).\n"
+    "--gptq-images N: gptq's moments from N images, the calibration images then more of the set (its errors are\n"
+    "  still measured on the calibration images alone); they are left out of evaluation like the calibration images.\n"
     "--baseline: one table of the uniform per-row baseline Q(round(B)), MLoRQ with nearest rounding and MLoRQ\n"
     "  with error compensation (gptq) at the same budget (both quantizers analysed; with --cache each has its own\n"
     "  entry in DIR), with --eval each model's metric on the same held-out images.\n"

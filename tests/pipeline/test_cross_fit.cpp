@@ -136,3 +136,39 @@ TEST(CrossFit, CalibrationFoldChecksItsRange) {
   EXPECT_THROW(calibration_fold(c, -1, 2), Error);
   EXPECT_THROW(calibration_fold(c, 0, 5), Error);
 }
+
+TEST(CrossFit, SharedImagesFitBothFoldsButJudgeNeither) {
+  // Moments of images no fold is measured on (CandidateSettings::gptq_images) join both folds' fits; each fold is
+  // still judged on the other fold's own inputs alone.
+  for (auto [m, n, rows, seed] :
+       {std::tuple<int64_t, int64_t, int64_t, uint64_t>{11, 29, 25, 21}, {6, 17, 300, 22}}) {
+    at::Generator g = at::detail::createCPUGenerator(seed);
+    const at::Tensor W = at::randn({m, n}, g, at::kFloat) * 0.1;
+    const at::Tensor mixing = at::randn({n, n}, g, at::kFloat) / std::sqrt(double(n)) + at::eye(n);
+    const at::Tensor own[2] = {moment(inputs(rows, n, mixing, g)), moment(inputs(rows, n, mixing, g))};
+    const at::Tensor shared = moment(inputs(3 * rows, n, mixing, g));
+    const at::Tensor fit[2] = {own[0] + shared, own[1] + shared};
+    const at::Tensor full = own[0] + own[1] + shared;
+    CandidateSettings s;
+    s.quantizer = Quantizer::Gptq;
+    s.bits = {2, 3, 4};
+    s.factor_bits = {4};
+    const LayerCandidates before = build_layer_candidates("layer", W, {}, true, s, full);
+    LayerCandidates after = before, folds[2];
+    cross_fit_layer(after, folds, W, fit, full, s.gptq, own);
+    int kept = 0;
+    for (const auto& [b, value] : before.weight_values) {
+      const RowQuantParams& p = before.weight_params.at(b);
+      at::Tensor V[2];
+      for (int k = 0; k < 2; ++k) V[k] = gptq_values(W, p, gptq_factorize(fit[k]));
+      const at::Tensor near[2] = {W, W};
+      const bool keep = !at::equal(value, W) && out_of_fold(W, V, p, own) <= out_of_fold(W, near, p, own);
+      EXPECT_EQ(after.weight_values.count(b) == 1, keep) << m << "x" << n << " Q" << b;
+      if (keep) {
+        ++kept;
+        for (int k = 0; k < 2; ++k) EXPECT_TRUE(at::equal(folds[k].weight_values.at(b), V[k])) << "fold " << k;
+      }
+    }
+    if (rows > n * 4) EXPECT_GT(kept, 0);  // many rows per feature: compensation generalises
+  }
+}

@@ -8,6 +8,7 @@
 
 #include "lorq/common/error.h"
 #include "lorq/pipeline/cross_fit.h"
+#include "lorq/pipeline/final_model.h"
 #include "lorq/pipeline/input_moments.h"
 #include "lorq/pipeline/progressive_errors.h"
 #include "lorq/pipeline/session_cache.h"
@@ -52,13 +53,26 @@ CompressionAnalysis analyze_model(Model& model, const ImageSet& images, const Co
   stages.emplace_back("sensitivity", since(t));
 
   t = std::chrono::steady_clock::now();
+  const bool gptq = s.candidates.quantizer == Quantizer::Gptq;
+  // Moments of more images than the calibration ones (CandidateSettings::gptq_images), shared by the candidates'
+  // fit and both folds of the cross-fitted global errors.
+  std::map<std::string, InputMoment> more_moments;
+  std::vector<std::string> moment_files;
+  if (gptq && s.candidates.gptq_images > static_cast<int>(calib.files.size())) {
+    ImageSet more = split_final_images(images, calib.files, static_cast<size_t>(s.candidates.gptq_images)).train;
+    more.items.erase(more.items.begin(), more.items.begin() + static_cast<std::ptrdiff_t>(calib.files.size()));
+    c10::NoGradGuard no_grad;
+    more_moments = image_set_moments(model, more, s.calibration.batch, &moment_files, &warnings, job);
+  }
   if (!cache || !cache->load_analysis(false, &a, &warnings)) {
     a = CompressionAnalysis();
     c10::NoGradGuard no_grad;
     // Error-compensating quantization needs every layer's input moment XᵀX on the calibration images.
     std::map<std::string, InputMoment> moments;
-    if (s.candidates.quantizer == Quantizer::Gptq)
+    if (gptq) {
       moments = layer_input_moments(model, calib.images, s.calibration.batch, job);
+      add_moments(moments, more_moments);
+    }
     const auto& layers = model.linear_layers();
     for (size_t i = 0; i < layers.size(); ++i) {
       job.check();
@@ -75,12 +89,12 @@ CompressionAnalysis analyze_model(Model& model, const ImageSet& images, const Co
   stages.emplace_back("candidates", since(t));
 
   a.calibration_files = calib.files;
+  a.moment_files = moment_files;
   a.warnings = warnings;
   a.cached_stages = cached;
   if (cache) a.cache_dir = cache->dir();
   // Compensated (gptq) options are measured cross-fitted (pipeline/cross_fit.h), which the two-pass refinement does
   // not do: a gptq analysis publishes its final revision only.
-  const bool gptq = s.candidates.quantizer == Quantizer::Gptq;
   if (on_revision && !s.global_error.estimate && !gptq) {
     // Every revision is a whole analysis: the LFH and the stage times so far travel with it.
     a.lfh = H;
@@ -89,7 +103,8 @@ CompressionAnalysis analyze_model(Model& model, const ImageSet& images, const Co
   } else {
     t = std::chrono::steady_clock::now();
     if (gptq)  // compensated options: measured on images they were not fitted to
-      measure_cross_fitted_global_errors(model, calib, a.layers, s.candidates.gptq, s.global_error, job, &H);
+      measure_cross_fitted_global_errors(model, calib, a.layers, s.candidates.gptq, s.global_error, job, &H,
+                                         more_moments.empty() ? nullptr : &more_moments);
     else
       measure_global_errors(model, calib, a.layers, s.global_error, job, &H);
     stages.emplace_back("global error", since(t));

@@ -34,15 +34,16 @@ struct FoldValues {
   bool keep = false;
 };
 
-FoldValues fit_on_folds(const at::Tensor& W, const RowQuantParams& p, const GptqFactor f[2], const at::Tensor H[2],
+// J[k]: fold k's own inputs, on which the other fold's fit is judged.
+FoldValues fit_on_folds(const at::Tensor& W, const RowQuantParams& p, const GptqFactor f[2], const at::Tensor J[2],
                         const GptqSettings& s) {
   FoldValues out;
   double compensated = 0, nearest = 0;
   const at::Tensor Wn = fake_quantize_rows(W, p);
   for (int k = 0; k < 2; ++k) {
     out.value[k] = gptq_values(W, p, f[k], s);
-    compensated += output_error(W, fake_quantize_rows(out.value[k], p), H[1 - k]);
-    nearest += output_error(W, Wn, H[1 - k]);
+    compensated += output_error(W, fake_quantize_rows(out.value[k], p), J[1 - k]);
+    nearest += output_error(W, Wn, J[1 - k]);
   }
   out.keep = compensated <= nearest;
   return out;
@@ -56,7 +57,8 @@ bool compensated(const at::Tensor& values, const at::Tensor& source) {
 }  // namespace
 
 void cross_fit_layer(LayerCandidates& c, LayerCandidates folds[2], const at::Tensor& W_in,
-                     const at::Tensor fit_moments[2], const at::Tensor& full_moment, const GptqSettings& settings) {
+                     const at::Tensor fit_moments[2], const at::Tensor& full_moment, const GptqSettings& settings,
+                     const at::Tensor* judge_moments) {
   c10::NoGradGuard no_grad;
   for (int k = 0; k < 2; ++k) {
     folds[k] = c;
@@ -76,11 +78,13 @@ void cross_fit_layer(LayerCandidates& c, LayerCandidates folds[2], const at::Ten
   s.dtype = at::kFloat;
   const at::Tensor W = W_in.to(at::kFloat).reshape({c.out_features, c.in_features}).contiguous();
   const at::Tensor H[2] = {fit_moments[0].to(at::kDouble), fit_moments[1].to(at::kDouble)};
+  const at::Tensor J[2] = {judge_moments ? judge_moments[0].to(at::kDouble) : H[0],
+                           judge_moments ? judge_moments[1].to(at::kDouble) : H[1]};
   const GptqFactor f[2] = {gptq_factorize(H[0], s), gptq_factorize(H[1], s)};
 
   for (auto it = c.weight_values.begin(); it != c.weight_values.end();) {
     const FoldValues v =
-        compensated(it->second, W) ? fit_on_folds(W, c.weight_params.at(it->first), f, H, s) : FoldValues();
+        compensated(it->second, W) ? fit_on_folds(W, c.weight_params.at(it->first), f, J, s) : FoldValues();
     if (!v.keep) {
       it = c.weight_values.erase(it);
       continue;
@@ -93,7 +97,7 @@ void cross_fit_layer(LayerCandidates& c, LayerCandidates folds[2], const at::Ten
   std::vector<int> refit_a;  // b_B whose first factor lost its compensation: Ã must be re-fitted to nearest B̃
   for (auto it = c.b_values.begin(); it != c.b_values.end();) {
     const bool was_compensated = compensated(it->second, c.factors.B);
-    const FoldValues v = was_compensated ? fit_on_folds(c.factors.B, c.b_params.at(it->first), f, H, s) : FoldValues();
+    const FoldValues v = was_compensated ? fit_on_folds(c.factors.B, c.b_params.at(it->first), f, J, s) : FoldValues();
     if (!v.keep) {
       if (was_compensated) refit_a.push_back(it->first);
       it = c.b_values.erase(it);
@@ -122,7 +126,7 @@ void cross_fit_layer(LayerCandidates& c, LayerCandidates folds[2], const at::Ten
     for (int k = 0; k < 2; ++k) {
       const at::Tensor Bt = fake_quantize_rows(factor_b_source(folds[k], bb), pb).to(at::kDouble);
       const at::Tensor fit = at::mm(at::mm(Bt, H[k]), Bt.t());
-      const at::Tensor judge = at::mm(at::mm(Bt, H[1 - k]), Bt.t());
+      const at::Tensor judge = at::mm(at::mm(Bt, J[1 - k]), Bt.t());
       value[k] = gptq_values(c.factors.A, pa, gptq_factorize(fit, rank_order), rank_order);
       comp += output_error(c.factors.A, fake_quantize_rows(value[k], pa), judge);
       nearest += output_error(c.factors.A, An, judge);
@@ -143,7 +147,8 @@ void cross_fit_layer(LayerCandidates& c, LayerCandidates folds[2], const at::Ten
 
 void measure_cross_fitted_global_errors(Model& model, const Calibration& calib, std::vector<LayerCandidates>& layers,
                                         const GptqSettings& gptq, const GlobalErrorSettings& settings,
-                                        const JobControl& job, const std::map<std::string, at::Tensor>* lfh) {
+                                        const JobControl& job, const std::map<std::string, at::Tensor>* lfh,
+                                        const std::map<std::string, InputMoment>* shared_moments) {
   const int64_t N = calib.images.size(0);
   if (N < 2) {
     measure_global_errors(model, calib, layers, settings, job, lfh);
@@ -161,10 +166,30 @@ void measure_cross_fitted_global_errors(Model& model, const Calibration& calib, 
   for (size_t i = 0; i < layers.size(); ++i) {
     job.check();
     LayerCandidates& l = layers[i];
-    const at::Tensor fit[2] = {compensation_moment(moments[0], l.layer), compensation_moment(moments[1], l.layer)};
-    const at::Tensor full = fit[0].defined() && fit[1].defined() ? fit[0] + fit[1] : at::Tensor();
     LayerCandidates f[2];
-    cross_fit_layer(l, f, model.weight(l.layer), fit, full, gptq);
+    if (!shared_moments) {
+      const at::Tensor fit[2] = {compensation_moment(moments[0], l.layer), compensation_moment(moments[1], l.layer)};
+      const at::Tensor full = fit[0].defined() && fit[1].defined() ? fit[0] + fit[1] : at::Tensor();
+      cross_fit_layer(l, f, model.weight(l.layer), fit, full, gptq);
+    } else {
+      // Each fold fits on its images plus the shared ones and is judged on the other fold's images alone.
+      const auto shared = shared_moments->find(l.layer);
+      at::Tensor fit[2], judge[2];
+      for (int k = 0; k < 2; ++k) {
+        const InputMoment& own = moments[k].at(l.layer);
+        InputMoment with_shared = own;
+        if (shared != shared_moments->end()) {
+          with_shared.xtx = own.xtx + shared->second.xtx;  // a new tensor: the fold's own moment stays as it is
+          with_shared.rows += shared->second.rows;
+        }
+        fit[k] = compensation_moment({{l.layer, with_shared}}, l.layer);
+        judge[k] = own.xtx;
+      }
+      at::Tensor full;
+      if (fit[0].defined() && fit[1].defined())
+        full = shared != shared_moments->end() ? judge[0] + judge[1] + shared->second.xtx : judge[0] + judge[1];
+      cross_fit_layer(l, f, model.weight(l.layer), fit, full, gptq, judge);
+    }
     folds[0][i] = std::move(f[0]);
     folds[1][i] = std::move(f[1]);
   }

@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
 
+#include <algorithm>
 #include <chrono>
 #include <vector>
 
@@ -44,6 +45,36 @@ std::map<std::string, InputMoment> layer_input_moments(Model& model, const at::T
   }
   model.clear_observer();
   return out;
+}
+
+std::map<std::string, InputMoment> image_set_moments(Model& model, const ImageSet& set, int batch,
+                                                     std::vector<std::string>* used, std::vector<std::string>* warnings,
+                                                     const JobControl& job) {
+  if (batch < 1) throw Error("image_set_moments: the batch must hold at least one image");
+  std::map<std::string, InputMoment> out;
+  for (size_t begin = 0; begin < set.size(); begin += static_cast<size_t>(batch)) {
+    job.check();
+    const ImageBatch b = load_batch(set, begin, std::min(set.size(), begin + batch), model.preprocessing(), 2);
+    if (warnings)
+      for (const auto& f : b.failed) warnings->push_back("skipped: " + f);
+    if (used)
+      for (size_t i : b.indices) used->push_back(set.items[i].path);
+    if (b.images.size(0) > 0) add_moments(out, layer_input_moments(model, b.images, batch, job));
+  }
+  return out;
+}
+
+void add_moments(std::map<std::string, InputMoment>& into, const std::map<std::string, InputMoment>& more) {
+  for (const auto& [layer, m] : more) {
+    InputMoment& d = into[layer];
+    if (!d.xtx.defined()) {
+      d.xtx = m.xtx.clone();
+      d.rows = m.rows;
+      continue;
+    }
+    if (m.xtx.defined()) d.xtx = d.xtx + m.xtx;  // not in place: `into` may share its tensors with another map
+    d.rows += m.rows;
+  }
 }
 
 at::Tensor compensation_moment(const std::map<std::string, InputMoment>& moments, const std::string& layer) {

@@ -26,6 +26,9 @@ json settings_json(const CompressSettings& s) {
   json quantizer = {quantizer_name(c.quantizer), c.gptq.damping, c.gptq.block, c.gptq.act_order};
   // Compensated analyses made before the cross-fitted global errors (pipeline/cross_fit.h) must not be reused.
   if (c.quantizer == Quantizer::Gptq) quantizer.push_back("cross-fit");
+  // Only where it changes the moments, so that earlier gptq analyses keep their keys.
+  if (c.quantizer == Quantizer::Gptq && c.gptq_images > s.calibration.images)
+    quantizer.push_back({"moment_images", c.gptq_images});
   return {{"calibration", {s.calibration.images, s.calibration.seed, s.calibration.batch}},
           {"lfh", {s.lfh_images, s.lfh.projections, s.lfh.as_coded_accumulation, s.lfh.seed}},
           {"candidates", {c.bits, c.factor_bits, c.hessian_weighted, c.weighted_svd, c.swapped_lr_size}},
@@ -67,16 +70,30 @@ SessionCache::SessionCache(std::string dir, const std::string& model_path, const
                     {"images", fnv_hex(files.dump())},
                     {"settings", settings_json(s)}};
   key_ = fnv_hex(key.dump());
+  // The sensitivity depends on the model, the images and the calibration and LFH settings only: analyses that differ
+  // in their candidates, quantizer or global errors (--baseline's second quantizer, --gptq-images) share it.
+  const json settings = settings_json(s);
+  const json lfh_key = {{"version", kCacheVersion},
+                        {"model", key["model"]},
+                        {"images", key["images"]},
+                        {"calibration", settings["calibration"]},
+                        {"lfh", settings["lfh"]}};
+  lfh_key_ = fnv_hex(lfh_key.dump());
 }
 
 std::string SessionCache::path(const std::string& artifact) const { return dir_ + "/" + key_ + "." + artifact; }
 
 bool SessionCache::load_lfh(std::map<std::string, at::Tensor>* lfh, std::vector<std::string>* warnings) const {
-  const std::string p = path("lfh.safetensors");
+  std::string p = dir_ + "/" + lfh_key_ + ".lfh.safetensors", expected = lfh_key_;
+  // Caches written before the sensitivity had its own key keep it under the analysis' key.
+  if (!fs::exists(p)) {
+    p = path("lfh.safetensors");
+    expected = key_;
+  }
   if (!fs::exists(p)) return false;
   try {
     SafetensorsFile f = SafetensorsFile::open(p);
-    if (f.metadata().count("lorq_cache_key") == 0 || f.metadata().at("lorq_cache_key") != key_)
+    if (f.metadata().count("lorq_cache_key") == 0 || f.metadata().at("lorq_cache_key") != expected)
       throw Error(p, "stale cache (key mismatch)");
     *lfh = read_all_tensors(f, true);
     return true;
@@ -88,7 +105,7 @@ bool SessionCache::load_lfh(std::map<std::string, at::Tensor>* lfh, std::vector<
 
 void SessionCache::save_lfh(const std::map<std::string, at::Tensor>& lfh) const {
   std::vector<std::pair<std::string, at::Tensor>> t(lfh.begin(), lfh.end());
-  write_tensors(path("lfh.safetensors"), t, {{"lorq_cache_key", key_}});
+  write_tensors(dir_ + "/" + lfh_key_ + ".lfh.safetensors", t, {{"lorq_cache_key", lfh_key_}});
 }
 
 void SessionCache::save_analysis(const CompressionAnalysis& a, bool with_errors) const {
@@ -131,7 +148,8 @@ void SessionCache::save_analysis(const CompressionAnalysis& a, bool with_errors)
   const json doc = {{"layers", layers},
                     {"params", a.compressible_params},
                     {"stages", stages},
-                    {"calibration_files", a.calibration_files}};
+                    {"calibration_files", a.calibration_files},
+                    {"moment_files", a.moment_files}};
   write_tensors(path(with_errors ? "analysis.safetensors" : "candidates.safetensors"), t,
                 {{"lorq_cache_key", key_}, {"analysis", doc.dump()}});
 }
@@ -150,6 +168,7 @@ bool SessionCache::load_analysis(bool with_errors, CompressionAnalysis* a, std::
     CompressionAnalysis out;
     out.compressible_params = doc.at("params").get<int64_t>();
     out.calibration_files = doc.at("calibration_files").get<std::vector<std::string>>();
+    if (doc.contains("moment_files")) out.moment_files = doc.at("moment_files").get<std::vector<std::string>>();
     for (const json& s : doc.at("stages")) out.stage_seconds.emplace_back(s[0].get<std::string>(), s[1].get<double>());
     for (const json& j : doc.at("layers")) {
       LayerCandidates l;

@@ -198,7 +198,8 @@ void save_session_file(const std::string& path, const SessionFile& f) {
                 {"weighted_svd", s.weighted_svd},
                 {"hessian_weighted", s.hessian_weighted},
                 {"swapped_lr_size", s.swapped_lr_size},
-                {"quantizer", s.quantizer}}},
+                {"quantizer", s.quantizer},
+                {"gptq_images", s.gptq_images}}},
               {"budget_bytes", f.budget_bytes},
               {"constraints", constraints}};
   if (f.global_errors.layers > 0)
@@ -258,6 +259,7 @@ SessionFile load_session_file(const std::string& path) {
       a.hessian_weighted = s.value("hessian_weighted", a.hessian_weighted);
       a.swapped_lr_size = s.value("swapped_lr_size", a.swapped_lr_size);
       a.quantizer = s.value("quantizer", a.quantizer);
+      a.gptq_images = s.value("gptq_images", a.gptq_images);
     }
     if (doc.contains("constraints") && !doc["constraints"].is_null()) {
       const json& c = doc["constraints"];
@@ -377,6 +379,7 @@ struct CompressionSession::Impl {
     s.candidates.hessian_weighted = settings.hessian_weighted;
     s.candidates.swapped_lr_size = settings.swapped_lr_size;
     s.candidates.quantizer = parse_quantizer(settings.quantizer);
+    s.candidates.gptq_images = settings.gptq_images;
     s.global_error.anchors = settings.anchors;
     s.global_error.estimate = settings.estimate;
     return s;
@@ -403,6 +406,7 @@ struct CompressionSession::Impl {
   ImageSet held_out(const std::string& images, const std::string& labels, int64_t* left_out) const {
     ImageSet set = open_image_set(images, labels, model->label_names(), model->task());
     std::set<std::string> seen(analysis.calibration_files.begin(), analysis.calibration_files.end());
+    seen.insert(analysis.moment_files.begin(), analysis.moment_files.end());
     seen.insert(final_images.begin(), final_images.end());
     const size_t before = set.items.size();
     set.items.erase(
@@ -818,6 +822,8 @@ FinalSummary CompressionSession::finalize(const Allocation& allocation, const Fi
 
 std::vector<std::string> CompressionSession::seen_images() const {
   std::vector<std::string> out = impl_->analysis.calibration_files;
+  for (const auto& f : impl_->analysis.moment_files)
+    if (std::find(out.begin(), out.end(), f) == out.end()) out.push_back(f);
   for (const auto& f : impl_->final_images)
     if (std::find(out.begin(), out.end(), f) == out.end()) out.push_back(f);
   return out;

@@ -37,6 +37,11 @@ struct CandidateSettings {
   // without one a layer is rounded to nearest whatever this says.
   Quantizer quantizer = Quantizer::Nearest;
   GptqSettings gptq;
+  // Images whose layer inputs make the moments XᵀX: the calibration images, then more of the set (in its order, as
+  // the final stages take theirs) up to this count. 32 images give DeiT-Tiny's fc2 (768 inputs) about 8 token rows
+  // per input, few enough that the compensation fits those images' noise. Only the fit uses the extra images: the
+  // global errors stay measured on the calibration images, each fold's compensation still judged on the other fold.
+  int gptq_images = 0;
 };
 
 struct LayerCandidates {

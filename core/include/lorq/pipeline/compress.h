@@ -29,6 +29,7 @@ struct CompressionAnalysis {
   std::map<std::string, at::Tensor> lfh;  // every layer's label-free Hessian (for the final refit, spec §9)
   int64_t compressible_params = 0;
   std::vector<std::string> calibration_files;  // the images the analysis saw (evaluate on others)
+  std::vector<std::string> moment_files;       // more images whose inputs made the GPTQ moments (evaluate on others)
   std::vector<std::string> warnings;
   std::vector<std::pair<std::string, double>> stage_seconds;  // stage name, wall time (stages run by this call)
   std::vector<std::string> cached_stages;  // stages loaded from the session cache instead of computed

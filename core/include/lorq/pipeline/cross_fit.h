@@ -20,6 +20,7 @@
 #include "lorq/models/model.h"
 #include "lorq/pipeline/calibration.h"
 #include "lorq/pipeline/candidates.h"
+#include "lorq/pipeline/input_moments.h"
 
 namespace lorq {
 
@@ -30,15 +31,20 @@ Calibration calibration_fold(const Calibration& calib, int64_t begin, int64_t en
 // saw too few rows). On return `layer` keeps only the compensated tensors that pass the out-of-fold test (a
 // second factor whose first factor lost its compensation is re-fitted through full_moment, the moment of all
 // images), and folds[f] is `layer` with the values fitted on fold f instead. W: the layer's weight [m, n].
+// judge_moments[f] (optional): fold f's own XᵀX when fit_moments[f] also holds images no fold is measured on
+// (CandidateSettings::gptq_images); without it each fold is judged on the other's fit moment.
 void cross_fit_layer(LayerCandidates& layer, LayerCandidates folds[2], const at::Tensor& W,
-                     const at::Tensor fit_moments[2], const at::Tensor& full_moment, const GptqSettings& settings);
+                     const at::Tensor fit_moments[2], const at::Tensor& full_moment, const GptqSettings& settings,
+                     const at::Tensor* judge_moments = nullptr);
 
 // Fills every option's global error as measure_global_errors does, cross-fitted as above for the layers with
 // compensated values (and applies cross_fit_layer's decisions to `layers`). With fewer than two calibration images
-// it is measure_global_errors. Progress: "global error", both folds' layers counted.
+// it is measure_global_errors. Progress: "global error", both folds' layers counted. `shared_moments`: the moments
+// of images beyond the calibration ones, added to both folds' fits (never measured on, so both folds may use them).
 void measure_cross_fitted_global_errors(Model& model, const Calibration& calib, std::vector<LayerCandidates>& layers,
                                         const GptqSettings& gptq, const GlobalErrorSettings& settings,
                                         const JobControl& job = {},
-                                        const std::map<std::string, at::Tensor>* lfh = nullptr);
+                                        const std::map<std::string, at::Tensor>* lfh = nullptr,
+                                        const std::map<std::string, InputMoment>* shared_moments = nullptr);
 
 }  // namespace lorq

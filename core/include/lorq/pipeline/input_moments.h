@@ -8,6 +8,7 @@
 #include <string>
 
 #include "lorq/common/progress.h"
+#include "lorq/io/images.h"
 #include "lorq/models/model.h"
 
 namespace lorq {
@@ -20,6 +21,15 @@ struct InputMoment {
 // One float forward pass of `images` [N, C, H, W] in batches, watching every compressible layer.
 std::map<std::string, InputMoment> layer_input_moments(Model& model, const at::Tensor& images, int batch = 32,
                                                        const JobControl& job = {});
+
+// The moments of the images of `set`, loaded `batch` at a time (any input sizes; images that fail to decode are
+// skipped and named in `warnings`). `used`: the files whose inputs were summed, in order.
+std::map<std::string, InputMoment> image_set_moments(Model& model, const ImageSet& set, int batch,
+                                                     std::vector<std::string>* used, std::vector<std::string>* warnings,
+                                                     const JobControl& job = {});
+
+// Moments of disjoint image sets add: XᵀX and the row counts, layer by layer (a layer missing in `into` is copied).
+void add_moments(std::map<std::string, InputMoment>& into, const std::map<std::string, InputMoment>& more);
 
 // The layer's XᵀX for compensation, or an undefined tensor where compensation should not run: the layer is absent,
 // or fewer rows than input features were seen (e.g. the classifier's one pooled row per image): such an XᵀX is

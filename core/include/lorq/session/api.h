@@ -92,6 +92,9 @@ struct AnalysisSettings {
   // moment on the calibration images, lorq/quant/gptq.h, errors cross-fitted). Nearest stays the default: on DeiT-Tiny
   // gptq's mixed allocation only ties (4 bits) or loses to (3 bits) uniform gptq (see the closing notes of issue 13).
   std::string quantizer = "nearest";
+  // gptq: images whose layer inputs make the moments XᵀX, the calibration images first, then more of the set
+  // (lorq/pipeline/candidates.h, CandidateSettings::gptq_images); they are left out of evaluation too.
+  int gptq_images = 0;
   // The settings of the demo tests: a whole analysis of the demo in seconds.
   static AnalysisSettings fast() { return {16, 4, 16, 3, false, 0}; }
 };
@@ -340,7 +343,8 @@ class CompressionSession {
   // Builds the final model of `allocation` (activation quantization, refit, adaptive rounding as asked); until
   // another allocation or other settings are used, predict(), compare(), evaluate() and export_to() use it.
   FinalSummary finalize(const Allocation& allocation, const FinalSettings& settings, const JobControl& job);
-  // The images the final model was built from (calibration and rounding images), left out of every evaluation.
+  // The images the analysis and the final model saw (calibration, GPTQ moment and rounding images), left out of
+  // every evaluation.
   std::vector<std::string> seen_images() const;
   // The float model, the compressed model of `allocation` (the finalized one when it matches) or uniform Q(bits)
   // on an image set, with the session's calibration/rounding images left out. Throws Cancelled.
