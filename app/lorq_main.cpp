@@ -684,7 +684,7 @@ int cmd_compress(int argc, char** argv) {
     const api::EvalSummary fr = session->evaluate_float(r.eval, r.eval_labels, r.limit, job);
     progress.bar.finish();
     if (fr.left_out > 0)
-      std::printf("evaluating on %lld images (%lld calibration/rounding images left out)\n",
+      std::printf("evaluating on %lld images (%lld calibration/moment/rounding images left out)\n",
                   (long long)(fr.images + fr.failed.size()), (long long)fr.left_out);
     const api::EvalSummary cr = session->evaluate_compressed(alloc, r.eval, r.eval_labels, r.limit, job);
     progress.bar.finish();
