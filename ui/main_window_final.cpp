@@ -1,6 +1,7 @@
 // MainWindow's final model (Analysis › Final model…, F7): the dialog, the finalize job and what the status says
 // about the model evaluation and export use (kept apart from main_window.cpp, which wires the rest).
 #include <QDockWidget>
+#include <QRegularExpression>
 #include <QStatusBar>
 #include <memory>
 
@@ -11,6 +12,30 @@
 #include "workbench_document.h"
 
 using namespace lorq::api;
+
+namespace {
+
+// finalize()'s rounding reports "layer 3/26 NAME it 41/500 rec X reg Y" every 10 steps; the Jobs panel draws a loss
+// curve (and logs one line per layer) from "layer 3/26 NAME loss X", as round() reports. The rounding's steps are
+// counted over all layers and after the recovery's (a curve of its own before them), so the x axis only grows.
+lorq::JobControl withRoundingLoss(const lorq::JobControl& job) {
+  auto recoverySteps = std::make_shared<int64_t>(0);
+  return {[job, recoverySteps](const lorq::Progress& p) {
+            if (p.stage == "distillation") *recoverySteps = p.done;
+            if (p.stage != "rounding") return job.report(p);
+            static const QRegularExpression re(R"(^(layer (\d+)/(\d+) \S+) it (\d+)/(\d+) rec (\S+) reg (\S+)$)");
+            const QRegularExpressionMatch m = re.match(QString::fromStdString(p.detail));
+            if (!m.hasMatch()) return;  // its per-layer reports count layers, not steps
+            const int64_t layer = m.captured(2).toLongLong() - 1, layers = m.captured(3).toLongLong();
+            const int64_t step = m.captured(4).toLongLong(), steps = m.captured(5).toLongLong();
+            const double loss = m.captured(6).toDouble() + m.captured(7).toDouble();
+            job.report({"rounding", *recoverySteps + layer * steps + step, *recoverySteps + layers * steps, p.elapsed_s,
+                        QString("%1 loss %2").arg(m.captured(1)).arg(loss, 0, 'g', 6).toStdString()});
+          },
+          job.cancel};
+}
+
+}  // namespace
 
 void MainWindow::openFinalDialog(bool rounding) {
   if (!state_->ready()) {
@@ -43,7 +68,8 @@ bool MainWindow::startFinalize(const FinalSettings& settings) {
   const AllocationResult alloc = state_->allocation();
   auto summary = std::make_shared<FinalSummary>();
   const bool started = runJob(
-      "Final model", [=](const lorq::JobControl& job) { *summary = session->finalize(alloc, settings, job); },
+      "Final model",
+      [=](const lorq::JobControl& job) { *summary = session->finalize(alloc, settings, withRoundingLoss(job)); },
       [this, session, alloc, settings, summary] {
         if (state_->session() != session) return;  // another analysis meanwhile: its session has no final model
         state_->setFinalBuilt(settings, alloc.choice);

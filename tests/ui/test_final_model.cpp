@@ -26,6 +26,7 @@
 #include "job_panel.h"
 #include "job_runner.h"
 #include "lorq/session/api.h"
+#include "loss_plot.h"
 #include "main_window.h"
 #include "session_panel.h"
 #include "workbench_document.h"
@@ -295,6 +296,28 @@ class FinalModelTest : public QObject {
     QVERIFY(sameFinalSettings(*doc->builtFinalSettings(), blocks()));
     QVERIFY(sameFinalSettings(*doc->finalSettings(), endless));
     QVERIFY(w_->sessionPanel()->finalModelLine()->text().contains("were not built"));
+  }
+
+  // F7's path: adaptive rounding through the dialog's finalize draws the per-layer loss curve round() draws.
+  void roundingThroughFinalizeDrawsItsLossCurve() {
+    FinalSettings rounding;
+    rounding.round = true;
+    rounding.round_iterations = 20;
+    rounding.keep_learned_on_cancel = true;
+    QSignalSpy done(w_.get(), &MainWindow::finalizeFinished);
+    QVERIFY(w_->startFinalize(rounding));
+    QVERIFY(done.wait(600000));
+    QCOMPARE(done.takeFirst().at(0).toBool(), true);
+    int rounded = 0;
+    for (int c : w_->state()->allocation().choice) rounded += c != kKeepFloat;
+    const auto& segments = w_->jobPanel()->lossPlot()->segments();
+    QCOMPARE(static_cast<int>(segments.size()), rounded);
+    QCOMPARE(segments.back().lastStep, qint64(rounded) * 20);
+    const QString log = w_->jobPanel()->logText();
+    QVERIFY(log.contains(QString("adaptive rounding: %1 layers, summed reconstruction error").arg(rounded)));
+    QVERIFY(log.contains(QRegularExpression(R"(layer \d+/\d+ \S+: loss \S+ at its first step → \S+ at its last)")));
+    QVERIFY(w_->state()->session()->rounded(w_->state()->allocation()));
+    QVERIFY(w_->sessionPanel()->finalModelLine()->text().contains("adaptive rounding 20 steps/layer"));
   }
 
   void withoutAnAnalysisTheBuildIsRefused() {
