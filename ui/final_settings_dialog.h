@@ -28,6 +28,9 @@ QStringList describeFinalSummary(const lorq::api::FinalSummary& summary);
 // per-token A8, WADS 100 steps, nearest rounding — not built yet (Analysis › Final model…)").
 QString describeFinalModel(const WorkbenchDocument& document);
 bool sameFinalSettings(const lorq::api::FinalSettings& a, const lorq::api::FinalSettings& b);
+// "" or why finalize() (or a session file) would refuse the settings: per-token or WADS without activation bits,
+// bits other than 0/4/6/8, negative steps, no images, a learning rate <= 0.
+QString finalSettingsProblem(const lorq::api::FinalSettings& settings);
 
 class FinalSettingsDialog : public QDialog {
   Q_OBJECT

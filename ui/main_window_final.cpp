@@ -64,6 +64,11 @@ bool MainWindow::startFinalize(const FinalSettings& settings) {
     emit finalizeFinished(false);
     return false;
   }
+  if (const QString problem = finalSettingsProblem(settings); !problem.isEmpty()) {
+    report("Cannot build the final model", problem);  // and the document keeps its settings
+    emit finalizeFinished(false);
+    return false;
+  }
   auto session = state_->session();
   const AllocationResult alloc = state_->allocation();
   auto summary = std::make_shared<FinalSummary>();

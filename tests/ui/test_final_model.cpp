@@ -146,6 +146,13 @@ class FinalModelTest : public QObject {
     QVERIFY(sameFinalSettings(d.settings(), s));
     QVERIFY(d.wadsBox()->isChecked());
     QCOMPARE(d.recoveryLrBox()->value(), 1e-3);
+    // With LORQ_SCREENSHOT_DIR set, the dialog as the closing note shows it (final-dialog.png). Nothing checked.
+    if (const QString dir = qEnvironmentVariable("LORQ_SCREENSHOT_DIR"); !dir.isEmpty()) {
+      d.setSettings(blocks());
+      d.show();
+      QApplication::processEvents();
+      d.grab().save(QDir(dir).filePath("final-dialog.png"));
+    }
   }
 
   void finalizeBuildsTheModelEvaluationAndExportUse() {
@@ -328,6 +335,21 @@ class FinalModelTest : public QObject {
     QVERIFY(!w.startFinalize(blocks()));
     QCOMPARE(done.count(), 1);
     QVERIFY(w.lastError().contains("analysis"));
+  }
+
+  // Settings finalize() would refuse are refused before the job, and never become the document's (a session file
+  // holding them would not load).
+  void impossibleSettingsAreRefused() {
+    const auto before = w_->state()->finalSettings();
+    FinalSettings perTokenWithoutBits;
+    perTokenWithoutBits.per_token_activations = true;
+    QSignalSpy done(w_.get(), &MainWindow::finalizeFinished);
+    QVERIFY(!w_->startFinalize(perTokenWithoutBits));
+    QCOMPARE(done.count(), 1);
+    QCOMPARE(done.takeFirst().at(0).toBool(), false);
+    QVERIFY(!w_->jobRunning());
+    QVERIFY(w_->lastError().contains("need activation bits"));
+    QVERIFY(before && sameFinalSettings(*w_->state()->finalSettings(), *before));
   }
 };
 
