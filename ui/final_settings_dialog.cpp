@@ -109,8 +109,8 @@ QString describeFinalModel(const WorkbenchDocument& document) {
       break;
   }
   return "final model: " + describeFinalSettings(*built) +
-         " — built for another allocation (the budget or the constraints moved): evaluation and export use nearest "
-         "rounding, weights only; Analysis › Final model… rebuilds it";
+         " — built for another allocation (the budget, a constraint or the refined analysis changed it): evaluation "
+         "and export use nearest rounding, weights only; Analysis › Final model… rebuilds it";
 }
 
 namespace {
