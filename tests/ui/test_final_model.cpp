@@ -221,6 +221,10 @@ class FinalModelTest : public QObject {
     QVERIFY(config.open(QIODevice::ReadOnly));
     const QString text = QString::fromUtf8(config.readAll());
     QVERIFY2(text.contains("per-token,wads,recovery=3"), qPrintable(text.left(2000)));
+    QFile report(path("export/report.md"));
+    QVERIFY(report.open(QIODevice::ReadOnly));
+    QVERIFY(
+        QString::fromUtf8(report.readAll()).contains("- Final model: per-token A8, WADS 3 steps, recovery 3 steps"));
   }
 
   void movingTheBudgetLeavesTheFinalModelBehind() {
