@@ -9,6 +9,7 @@
 #include "allocation_view.h"
 #include "budget_view.h"
 #include "compare_view.h"
+#include "final_settings_dialog.h"
 #include "format.h"
 #include "lorq/io/export_size.h"
 #include "task_canvas.h"
@@ -72,6 +73,10 @@ QString exportReport(const WorkbenchDocument& state, const ComparisonResult* com
              .arg(s.anchors)
              .arg(s.estimate ? ", LFH-estimated errors" : "");
   }
+  // What the export holds after the allocation (Analysis › Final model…; final_settings_dialog.h).
+  const bool final = state.finalState() == WorkbenchDocument::FinalState::Current;
+  r += "- Final model: " +
+       (final ? describeFinalSettings(*state.builtFinalSettings()) : QString("nearest rounding, weights only")) + "\n";
   if (comparison) {
     auto line = [](const char* name, const EvalSummary& e) {
       return e.labeled ? QString("- %1 (%2 images)\n").arg(CompareView::metricsText(name, e, false)).arg(e.labeled)

@@ -30,6 +30,7 @@
 #include "commands.h"
 #include "compare_view.h"
 #include "export_report.h"
+#include "final_settings_dialog.h"
 #include "format.h"
 #include "job_panel.h"
 #include "job_runner.h"
@@ -95,6 +96,9 @@ MainWindow::MainWindow(QWidget* parent) : QMainWindow(parent) {
 
   connect(edit_, &EditActions::problem, this, [this](const QString& m) { report("Cannot apply the constraint", m); });
   connect(state_, &WorkbenchDocument::allocationChanged, this, &MainWindow::updateStatus);
+  connect(state_, &WorkbenchDocument::finalChanged, this, &MainWindow::updateStatus);
+  connect(state_, &WorkbenchDocument::allocationChanged, this, &MainWindow::onFinalStateChanged);
+  connect(state_, &WorkbenchDocument::finalChanged, this, &MainWindow::onFinalStateChanged);
   connect(state_, &WorkbenchDocument::allocationChanged, compare_, &CompareView::markStale);
   connect(state_, &WorkbenchDocument::modifiedChanged, this, &MainWindow::updateTitle);
   connect(state_, &WorkbenchDocument::sessionPathChanged, this, &MainWindow::updateTitle);
@@ -267,20 +271,9 @@ void MainWindow::buildMenus() {
     startAnalysis();
   });
   analysis->addAction("&Evaluate float vs compressed", QKeySequence("F6"), this, &MainWindow::startEvaluation);
-  analysis->addAction("Adaptive &rounding…", QKeySequence("F7"), this, [this] {
-    bool ok = false;
-    const int iterations = QInputDialog::getInt(this, "Adaptive rounding",
-                                                "Optimizer steps per layer (the spec uses 20000; 500 takes about\n"
-                                                "7 minutes for DeiT-Tiny on 2 cores):",
-                                                500, 10, 100000, 100, &ok);
-    if (!ok) return;
-    const QStringList bits{"weights only", "activations at 8 bits", "activations at 6 bits", "activations at 4 bits"};
-    const QString choice =
-        QInputDialog::getItem(this, "Adaptive rounding", "Activation quantization:", bits, 0, false, &ok);
-    if (!ok) return;
-    const int index = bits.indexOf(choice);
-    startRounding(iterations, index == 0 ? 0 : index == 1 ? 8 : index == 2 ? 6 : 4);
-  });
+  analysis->addAction("&Final model…", this, [this] { openFinalDialog(); });
+  // F7: the same dialog with adaptive rounding on.
+  analysis->addAction("Adaptive &rounding…", QKeySequence("F7"), this, [this] { openFinalDialog(true); });
   analysis->addAction("&Sweep budgets (measured accuracy)…", QKeySequence("F8"), this, [this] {
     if (!state_->ready()) {
       startSweep();  // says what is missing
@@ -602,9 +595,15 @@ bool MainWindow::startRounding(int iterations, int activation_bits) {
   options.iterations = iterations;
   options.activation_bits = activation_bits;
   auto result = std::make_shared<RoundingSummary>();
+  FinalSettings settings;  // what round() finalizes with
+  settings.round = true;
+  settings.round_iterations = options.iterations;
+  settings.round_images = options.images;
+  settings.activation_bits = options.activation_bits;
+  settings.keep_learned_on_cancel = true;
   return runJob(
       "Adaptive rounding", [=](const lorq::JobControl& job) { *result = session->round(alloc, options, job); },
-      [this, result] {
+      [this, result, session, alloc, settings] {
         for (const std::string& w : result->warnings) jobPanel_->log("warning: " + QString::fromStdString(w));
         // A cancelled rounding keeps the layers it finished: say how many, and that the rest stay nearest.
         const QString text =
@@ -620,6 +619,7 @@ bool MainWindow::startRounding(int iterations, int activation_bits) {
                       .arg(result->seconds, 0, 'f', 1);
         jobPanel_->log(text);
         statusBar()->showMessage(text, 10000);
+        if (state_->session() == session) state_->setFinalBuilt(settings, alloc.choice);
       },
       &MainWindow::roundingFinished);
 }
@@ -959,6 +959,10 @@ bool MainWindow::loadSession(const QString& path) {
   setEvalImages(QString::fromStdString(f.eval_images), QString::fromStdString(f.eval_labels));
   setSettings(f.settings);
   if (!f.cache_dir.empty()) state_->setCacheDir(QString::fromStdString(f.cache_dir));
+  state_->setFinalSettings(f.final_settings, false);  // the settings only: Analysis › Final model… builds it
+  if (f.final_settings)
+    jobPanel_->log("Session: final model " + describeFinalSettings(*f.final_settings) +
+                   " — not built yet (Analysis › Final model…)");
   pendingConstraints_ = f.constraints_json;
   state_->setPendingConstraints(f.constraints_json);  // saved as they are until the analysis resolves them
   pendingBudget_ = f.budget_bytes;
@@ -980,7 +984,8 @@ void MainWindow::updateStatus() {
                                  .arg(4.0 * state_->params() / std::max<int64_t>(1, a.bytes), 0, 'f', 1)
                                  .arg(a.predicted_error, 0, 'g', 3)
                                  .arg(state_->constraints().size()) +
-                             " · global errors: " + QString::fromStdString(state_->globalErrors().text()));
+                             " · global errors: " + QString::fromStdString(state_->globalErrors().text()) +
+                             finalStatusText());
 }
 
 void MainWindow::updateTitle() {

@@ -82,6 +82,9 @@ class MainWindow : public QMainWindow {
   bool startMethodComparison();
   MethodsView* methodsView() const { return methods_; }
   QDockWidget* methodsDock() const { return methodsDock_; }
+  // Analysis › Final model…: the dialog preset to the document's final settings (`rounding`: adaptive rounding on,
+  // as F7 opens it); Build runs startFinalize. Implemented in main_window_final.cpp.
+  void openFinalDialog(bool rounding = false);
   // Both models on one image, every class: its KL, max |Δp| and Δp of each float class (`label`: its true class
   // when known, -1 otherwise). Emits predictionFinished.
   bool predictImage(const QString& path, int label = -1);
@@ -110,6 +113,13 @@ class MainWindow : public QMainWindow {
   QDockWidget* compareDock() const { return compareDock_; }
   QString lastError() const { return lastError_; }
 
+ public slots:
+  // The final model of the current allocation (FinalSettings: activations, per-token, WADS, recovery, refit,
+  // adaptive rounding) as a background job; the settings become the document's (saved in the session file), the Jobs
+  // log says what each stage did, and evaluation and export use the model while the allocation stays. Emits
+  // finalizeFinished. Implemented in main_window_final.cpp.
+  bool startFinalize(const lorq::api::FinalSettings& settings);
+
  signals:
   void analysisFinished(bool ok);
   void evaluationFinished(bool ok);
@@ -118,6 +128,7 @@ class MainWindow : public QMainWindow {
   void predictionFinished(bool ok);
   void sweepFinished(bool ok);
   void methodsFinished(bool ok);
+  void finalizeFinished(bool ok);
 
  protected:
   void closeEvent(QCloseEvent* event) override;
@@ -146,6 +157,9 @@ class MainWindow : public QMainWindow {
   bool loadSession(const QString& path);
   void onExport();
   void onExportOnnx();
+  // The final model's line in the status bar, and a message when moving the allocation leaves it behind.
+  QString finalStatusText() const;
+  void onFinalStateChanged();
 
   WorkbenchDocument* state_;
   QUndoStack* undo_;
@@ -174,4 +188,5 @@ class MainWindow : public QMainWindow {
   std::string pendingConstraints_;  // a session file's constraints JSON, resolved once its analysis is ready
   int64_t pendingBudget_ = 0;
   int analysisGeneration_ = 0;  // the analysis whose revisions the document takes (see onAnalysisRevision)
+  int finalState_ = 0;          // the document's FinalState when last shown (see onFinalStateChanged)
 };

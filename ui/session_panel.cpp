@@ -18,6 +18,7 @@
 #include <QVBoxLayout>
 #include <QWheelEvent>
 
+#include "final_settings_dialog.h"
 #include "workbench_document.h"
 
 using namespace lorq::api;
@@ -115,8 +116,13 @@ SessionPanel::SessionPanel(WorkbenchDocument* document, QWidget* parent) : QWidg
   analyze_->setObjectName("analyzeButton");
   analysis_ = new QLabel(analyzeBar_);
   analysis_->setWordWrap(true);
+  final_ = new QLabel(analyzeBar_);
+  final_->setObjectName("finalModelLine");
+  final_->setWordWrap(true);
+  final_->setToolTip("The model evaluation and export use after the allocation (Analysis › Final model…)");
   bar->addWidget(analyze_);
   bar->addWidget(analysis_);
+  bar->addWidget(final_);
   analyzeBar_->setParent(nullptr);  // the window places it
 
   connect(openModel, &QPushButton::clicked, this, &SessionPanel::openModelRequested);
@@ -135,6 +141,10 @@ SessionPanel::SessionPanel(WorkbenchDocument* document, QWidget* parent) : QWidg
   connect(document_, &WorkbenchDocument::sourcesChanged, this, &SessionPanel::onSources);
   connect(document_, &WorkbenchDocument::sessionChanged, this, &SessionPanel::onSession);
   connect(document_, &WorkbenchDocument::analysisRefined, this, &SessionPanel::onSession);
+  for (auto signal :
+       {&WorkbenchDocument::finalChanged, &WorkbenchDocument::allocationChanged, &WorkbenchDocument::modelChanged})
+    connect(document_, signal, this, &SessionPanel::showFinalModel);
+  showFinalModel();
   onModel();
   onSources();
   onSession();
@@ -208,6 +218,10 @@ void SessionPanel::onSession() {
   text += QString("<br>global errors: %1").arg(QString::fromStdString(s->global_errors().text()));
   if (!s->warnings().empty()) text += QString("<br>%1 warnings (see Jobs)").arg(s->warnings().size());
   analysis_->setText(text);
+}
+
+void SessionPanel::showFinalModel() {
+  final_->setText(document_->hasModel() ? describeFinalModel(*document_) : QString());
 }
 
 void SessionPanel::showCalibrationProblem(const QString& problem) {

@@ -29,6 +29,8 @@ class SessionPanel : public QWidget {
   QLabel* calibrationInfo() const { return calibInfo_; }
   // "" or why the analysis will get fewer calibration images than asked (the folder is too small).
   QLabel* calibrationWarning() const { return calibWarning_; }
+  // One line: the final model's settings and whether evaluation and export use it (final_settings_dialog.h).
+  QLabel* finalModelLine() const { return final_; }
 
  signals:
   void openModelRequested();
@@ -45,6 +47,7 @@ class SessionPanel : public QWidget {
   void onSources();
   void onSession();
   void showCalibration();
+  void showFinalModel();
   void commitSettings();
   void commitEval();
 
@@ -64,4 +67,5 @@ class SessionPanel : public QWidget {
   QWidget* analyzeBar_;
   QPushButton* analyze_;
   QLabel* analysis_;
+  QLabel* final_;
 };

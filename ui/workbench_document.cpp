@@ -90,6 +90,7 @@ void WorkbenchDocument::setModel(const QString& path, const ModelSummary& summar
   sweeps_ = {};
   methods_ = {};
   shownMethod_ = -1;
+  finalSettings_.reset();
   emit documentReset();
   emit modelChanged();
   emit sessionPathChanged();
@@ -156,6 +157,7 @@ SessionFile WorkbenchDocument::toSessionFile() const {
   f.budget_bytes = ready() ? budget_ : 0;
   f.sweeps_json = sweeps_.to_json();
   f.methods_json = methods_.to_json();
+  f.final_settings = finalSettings_;
   f.global_errors = globalErrors();
   if (ready())
     f.constraints_json = session_->constraints_to_json(constraints_, groups_);
@@ -192,6 +194,7 @@ QString WorkbenchDocument::setSession(std::shared_ptr<CompressionSession> sessio
   // Edits refer to the previous analysis' options, so the history goes; unsaved edits stay unsaved.
   if (!undo_->isClean()) sourcesModified_ = true;
   undo_->clear();
+  if (session != session_) forgetFinalModel();
   session_ = std::move(session);
   model_ = session_->model();
   QString problem;
@@ -218,6 +221,7 @@ QString WorkbenchDocument::setSession(std::shared_ptr<CompressionSession> sessio
 
 void WorkbenchDocument::clearSession() {
   cancelCurve();
+  forgetFinalModel();
   session_.reset();
   allocator_.reset();
   constraints_.clear();
@@ -425,4 +429,30 @@ void WorkbenchDocument::setShownMethod(int row) {
 const MethodRow* WorkbenchDocument::shownMethodRow() const {
   return shownMethod_ >= 0 && shownMethod_ < static_cast<int>(methods_.rows.size()) ? &methods_.rows[shownMethod_]
                                                                                     : nullptr;
+}
+
+// ---- The final model
+
+void WorkbenchDocument::setFinalSettings(const std::optional<FinalSettings>& settings, bool modified) {
+  finalSettings_ = settings;
+  if (modified) setSourcesModified(true);
+  emit finalChanged();
+}
+
+void WorkbenchDocument::setFinalBuilt(const FinalSettings& settings, const std::vector<int>& choice) {
+  builtFinal_ = settings;
+  builtFinalChoice_ = choice;
+  emit finalChanged();
+}
+
+void WorkbenchDocument::forgetFinalModel() {
+  if (!builtFinal_) return;
+  builtFinal_.reset();
+  builtFinalChoice_.clear();
+  emit finalChanged();
+}
+
+WorkbenchDocument::FinalState WorkbenchDocument::finalState() const {
+  if (!builtFinal_ || !ready()) return FinalState::NotBuilt;
+  return allocation_.choice == builtFinalChoice_ ? FinalState::Current : FinalState::Stale;
 }

@@ -9,6 +9,7 @@
 #include <QStringList>
 #include <atomic>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "lorq/session/api.h"
@@ -137,6 +138,19 @@ class WorkbenchDocument : public QObject {
   int shownMethod() const { return shownMethod_; }
   const lorq::api::MethodRow* shownMethodRow() const;
 
+  // ---- The final model (Analysis › Final model…): the settings last applied, saved in the session file (a reopened
+  // session restores them, not the model), and the allocation the session's final model was built for.
+  const std::optional<lorq::api::FinalSettings>& finalSettings() const { return finalSettings_; }
+  // `modified`: the user applied them (false for a reopened session's). Emits finalChanged.
+  void setFinalSettings(const std::optional<lorq::api::FinalSettings>& settings, bool modified);
+  // The session built its final model of `choice` (finalize() or round()): evaluation and export use it while the
+  // allocation's choice is `choice`. A new analysis forgets it (its session has none). Emits finalChanged.
+  void setFinalBuilt(const lorq::api::FinalSettings& settings, const std::vector<int>& choice);
+  enum class FinalState { NotBuilt, Current, Stale };  // Stale: built for another allocation
+  FinalState finalState() const;
+  // The settings the session's final model was built with (null when none was built).
+  const lorq::api::FinalSettings* builtFinalSettings() const { return builtFinal_ ? &*builtFinal_ : nullptr; }
+
  signals:
   void documentReset();  // a new model: views drop what they showed (results, plots, axes)
   void modelChanged();
@@ -153,11 +167,13 @@ class WorkbenchDocument : public QObject {
   void methodsChanged();
   void shownMethodChanged();
   void sessionPathChanged();
+  void finalChanged();  // the final settings or the built final model (allocation moves: see allocationChanged)
 
  private:
   void resolve();
   void computeCurve();
   void setSourcesModified(bool modified);
+  void forgetFinalModel();  // the session that built it is gone
 
   QString modelPath_, calibImages_, calibLabels_, evalImages_, evalLabels_, cacheDir_, sessionPath_;
   lorq::api::ImageSetInfo calibInfo_;
@@ -182,6 +198,8 @@ class WorkbenchDocument : public QObject {
   lorq::api::SweepCache sweeps_;
   lorq::api::MethodComparison methods_;
   int shownMethod_ = -1;
+  std::optional<lorq::api::FinalSettings> finalSettings_, builtFinal_;
+  std::vector<int> builtFinalChoice_;
 };
 
 // Settings equality (AnalysisSettings has no operator==).

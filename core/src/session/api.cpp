@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "final_settings_json.h"
 #include "lorq/alloc/constraints_io.h"
 #include "lorq/common/error.h"
 #include "lorq/common/file_util.h"
@@ -220,6 +221,7 @@ void save_session_file(const std::string& path, const SessionFile& f) {
       throw Error(path, std::string("cannot save: the method comparison is not valid JSON (") + e.what() + ")");
     }
   }
+  if (f.final_settings) doc["final"] = final_settings_to_json(*f.final_settings);
   write_text_atomically(path, doc.dump(2) + "\n");
 }
 
@@ -274,6 +276,8 @@ SessionFile load_session_file(const std::string& path) {
     // ---- end of sweep results
     // The method comparison (lorq/session/method_comparison.h), parsed by MethodComparison::from_json.
     if (doc.contains("methods") && doc["methods"].is_object()) f.methods_json = doc["methods"].dump(1);
+    if (doc.contains("final") && !doc["final"].is_null())
+      f.final_settings = final_settings_from_json(doc["final"], path);
   } catch (const json::exception& e) {
     throw Error(path, std::string("malformed session file: ") + e.what());
   }

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -270,6 +271,9 @@ struct SessionFile {
   // ---- method comparison (lorq/session/method_comparison.h): MethodComparison::to_json(), "" when none; saved
   // under "methods".
   std::string methods_json;
+  // The final-model settings the user last applied (the workbench's Analysis › Final model…), saved under "final";
+  // none in files that never had them. Reopening restores the settings, not the model: finalize() builds it again.
+  std::optional<FinalSettings> final_settings;
 };
 void save_session_file(const std::string& path, const SessionFile& session);  // atomic; throws lorq::Error
 SessionFile load_session_file(const std::string& path);                       // throws lorq::Error naming the file
