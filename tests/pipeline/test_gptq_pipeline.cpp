@@ -146,6 +146,8 @@ TEST_F(GptqDemo, CrossFittedErrorsAreAboveTheInSampleOnes) {
     }
   ASSERT_GT(options, 0);
   EXPECT_GT(cross, same);
+  // Cross-fitted errors are measured ones, and the analysis says so (the workbench's "global errors: measured").
+  EXPECT_EQ(gptq_->layers_measured(), static_cast<int>(gptq_->layers.size()));
   // The folds are the calibration images' two halves, with the float reference of exactly those images.
   const Calibration fold = calibration_fold(calib, 3, 9);
   ASSERT_EQ(fold.images.size(0), 6);

@@ -218,6 +218,7 @@ void measure_cross_fitted_global_errors(Model& model, const Calibration& calib, 
         error[i][j] += weight * folds[k][i].options[j].error;
         layers[i].options[j].measured = folds[k][i].options[j].measured;
       }
+      layers[i].errors_measured = folds[k][i].errors_measured;  // the same on both folds
     }
     folds[k].clear();  // the fold's compensated values are no longer needed
   }
