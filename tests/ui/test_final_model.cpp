@@ -27,6 +27,7 @@
 #include "job_runner.h"
 #include "lorq/session/api.h"
 #include "loss_plot.h"
+#include "analysed_demo.h"
 #include "main_window.h"
 #include "session_panel.h"
 #include "workbench_document.h"
@@ -76,18 +77,8 @@ class FinalModelTest : public QObject {
     QStandardPaths::setTestModeEnabled(true);
     init_engine();
     QVERIFY(tmp_.isValid());
-    w_ = std::make_unique<MainWindow>();
-    w_->setQuiet(true);
-    w_->setCacheDir(path("cache"));
-    QVERIFY(w_->openDemo());
-    AnalysisSettings s = AnalysisSettings::fast();
-    s.estimate = true;
-    w_->setSettings(s);
-    QSignalSpy done(w_.get(), &MainWindow::analysisFinished);
-    QVERIFY(w_->startAnalysis());
-    QVERIFY(done.wait(600000));  // bounds a hang only
-    QCOMPARE(done.takeFirst().at(0).toBool(), true);
-    QVERIFY(w_->state()->ready());
+    w_ = analysedDemoWindow(path("cache"));
+    QVERIFY(w_);
     for (QSpinBox* b : w_->compareView()->findChildren<QSpinBox*>())
       if (b->prefix().startsWith("limit")) b->setValue(64);
   }

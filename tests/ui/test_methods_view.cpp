@@ -22,6 +22,7 @@
 #include "job_runner.h"
 #include "lorq/session/api.h"
 #include "lorq/session/method_comparison.h"
+#include "analysed_demo.h"
 #include "main_window.h"
 #include "methods_view.h"
 #include "workbench_document.h"
@@ -69,18 +70,8 @@ class MethodsViewTest : public QObject {
     QStandardPaths::setTestModeEnabled(true);
     init_engine();
     QVERIFY(tmp_.isValid());
-    w_ = std::make_unique<MainWindow>();
-    w_->setQuiet(true);
-    w_->setCacheDir(path("cache"));
-    QVERIFY(w_->openDemo());
-    AnalysisSettings s = AnalysisSettings::fast();
-    s.estimate = true;
-    w_->setSettings(s);
-    QSignalSpy done(w_.get(), &MainWindow::analysisFinished);
-    QVERIFY(w_->startAnalysis());
-    QVERIFY(done.wait(600000));  // bounds a hang only
-    QCOMPARE(done.takeFirst().at(0).toBool(), true);
-    QVERIFY(w_->state()->ready());
+    w_ = analysedDemoWindow(path("cache"));
+    QVERIFY(w_);
   }
 
   void cleanupTestCase() { w_.reset(); }
