@@ -1,5 +1,6 @@
 #include "cmd_baseline.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <memory>
@@ -58,14 +59,23 @@ void print_baseline(api::CompressionSession& session, const Allocation& allocati
   rows[1] = {"MLoRQ, nearest", nearest_alloc.bytes, nearest_alloc.predicted_error, {}};
   rows[2] = {q + ", gptq", ug.bytes, ug.predicted_error, {}};
   rows[3] = {"MLoRQ, gptq", gptq_alloc.bytes, gptq_alloc.predicted_error, {}};
+  // Every row scores the images neither session saw: gptq's moment images (--gptq-images) are seen by its session
+  // only. The run's own evaluations are reused only where its held-out images stay the same.
+  const std::vector<std::string> seen_here = session.seen_images(), seen_other = other->seen_images();
+  const bool same_images = std::all_of(seen_other.begin(), seen_other.end(), [&](const std::string& f) {
+    return std::find(seen_here.begin(), seen_here.end(), f) != seen_here.end();
+  });
+  session.leave_out(seen_other);
+  other->leave_out(seen_here);
   api::EvalSummary float_eval;
   if (!r.eval.empty()) {
     ProgressBar bar;
     JobControl eval_job = job;
     eval_job.progress = [&bar](const Progress& p) { bar.update(p); };
-    float_eval = r.float_eval ? *r.float_eval : session.evaluate_float(r.eval, r.eval_labels, r.limit, eval_job);
+    float_eval = r.float_eval && same_images ? *r.float_eval
+                                             : session.evaluate_float(r.eval, r.eval_labels, r.limit, eval_job);
     auto mixed = [&](api::CompressionSession& s, const Allocation& a) {
-      return &s == &session && r.compressed_eval ? *r.compressed_eval
+      return &s == &session && r.compressed_eval && same_images ? *r.compressed_eval
                                                  : s.evaluate_compressed(a, r.eval, r.eval_labels, r.limit, eval_job);
     };
     rows[0].eval = nearest.evaluate_uniform(bits, r.eval, r.eval_labels, r.limit, eval_job);
@@ -88,7 +98,8 @@ void print_baseline(api::CompressionSession& session, const Allocation& allocati
     std::printf("\n");
   }
   if (!r.eval.empty())
-    std::printf("(%lld held-out images; calibration images left out)\n", static_cast<long long>(float_eval.labeled));
+    std::printf("(%lld held-out images; the %lld images either analysis saw left out)\n",
+                static_cast<long long>(float_eval.labeled), static_cast<long long>(float_eval.left_out));
 }
 
 }  // namespace lorq::cli

@@ -432,7 +432,7 @@ CompressRequest parse_compress(int argc_in, char** argv_in) {
       flag(!s.hessian_weighted, "--mse");
       flag(s.swapped_lr_size, "--swapped-size");
       add("--quantizer", s.quantizer);
-      if (s.gptq_images > 0) add("--gptq-images", std::to_string(s.gptq_images));
+      if (s.quantizer == "gptq" && s.gptq_images > 0) add("--gptq-images", std::to_string(s.gptq_images));
       if (!given.count("--avg-bits") && !given.count("--ratio")) add("--budget-bytes", std::to_string(sf.budget_bytes));
     }
   std::vector<char*> argv;
@@ -496,7 +496,9 @@ CompressRequest parse_compress(int argc_in, char** argv_in) {
   if (s.quantizer != "nearest" && s.quantizer != "gptq")
     throw UsageError("--quantizer must be nearest or gptq, not '" + s.quantizer + "'");
   s.gptq_images = static_cast<int>(a.get_int("--gptq-images", s.gptq_images, 0, 100000));
-  if (s.gptq_images > 0 && s.quantizer != "gptq") throw UsageError("--gptq-images needs --quantizer gptq");
+  // --baseline analyses gptq too, so the moment images apply there.
+  if (a.has("--gptq-images") && s.quantizer != "gptq" && !r.baseline)
+    throw UsageError("--gptq-images needs --quantizer gptq (or --baseline)");
   const int budget_flags = a.has("--avg-bits") + a.has("--budget-bytes") + a.has("--ratio");
   if (budget_flags != 1) throw UsageError("give the budget once: --avg-bits, --budget-bytes or --ratio");
   if (a.has("--avg-bits")) r.avg_bits = a.get_double("--avg-bits", 0, 0.01, 32);
@@ -560,7 +562,8 @@ const char* kCompressHelp =
     "  layer's input moment XᵀX on the calibration images; the export, rounding and the workbench use its codes.\n"
     "  Its global errors are cross-fitted (compensated on one half of the calibration images, measured on the other).\n"
     "--gptq-images N: gptq's moments from N images, the calibration images then more of the set (its errors are\n"
-    "  still measured on the calibration images alone); they are left out of evaluation like the calibration images.\n"
+    "  still measured on the calibration images alone); they are left out of evaluation like the calibration images\n"
+    "  (with --baseline, out of every row's).\n"
     "--baseline: one table of the uniform per-row baseline Q(round(B)), MLoRQ with nearest rounding and MLoRQ\n"
     "  with error compensation (gptq) at the same budget (both quantizers analysed; with --cache each has its own\n"
     "  entry in DIR), with --eval each model's metric on the same held-out images.\n"

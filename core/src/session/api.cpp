@@ -360,6 +360,7 @@ struct CompressionSession::Impl {
   std::vector<int> final_choice;
   FinalSettings final_settings;
   std::vector<std::string> final_images;  // the images the final model was built from
+  std::vector<std::string> extra_left_out;  // leave_out(): more images no evaluation scores on
   RoundingStepFn on_rounding_step;        // round(): every optimizer step, for live loss curves
   // ---- revisions (analyze with revisions, adopt)
   int runs = 0;                            // analyze() calls so far (the analyzing thread only)
@@ -412,6 +413,7 @@ struct CompressionSession::Impl {
     std::set<std::string> seen(analysis.calibration_files.begin(), analysis.calibration_files.end());
     seen.insert(analysis.moment_files.begin(), analysis.moment_files.end());
     seen.insert(final_images.begin(), final_images.end());
+    seen.insert(extra_left_out.begin(), extra_left_out.end());
     const size_t before = set.items.size();
     set.items.erase(
         std::remove_if(set.items.begin(), set.items.end(), [&](const ImageItem& i) { return seen.count(i.path) > 0; }),
@@ -822,6 +824,10 @@ FinalSummary CompressionSession::finalize(const Allocation& allocation, const Fi
     if (std::find(impl_->final_images.begin(), impl_->final_images.end(), i.path) == impl_->final_images.end())
       impl_->final_images.push_back(i.path);
   return out;
+}
+
+void CompressionSession::leave_out(const std::vector<std::string>& files) {
+  impl_->extra_left_out.insert(impl_->extra_left_out.end(), files.begin(), files.end());
 }
 
 std::vector<std::string> CompressionSession::seen_images() const {

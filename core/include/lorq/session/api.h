@@ -350,6 +350,9 @@ class CompressionSession {
   // The images the analysis and the final model saw (calibration, GPTQ moment and rounding images), left out of
   // every evaluation.
   std::vector<std::string> seen_images() const;
+  // More images every later evaluation leaves out (not recorded as seen): what another session compared with this
+  // one saw, so that both score the same images.
+  void leave_out(const std::vector<std::string>& files);
   // The float model, the compressed model of `allocation` (the finalized one when it matches) or uniform Q(bits)
   // on an image set, with the session's calibration/rounding images left out. Throws Cancelled.
   EvalSummary evaluate_float(const std::string& images, const std::string& labels, int64_t limit,
