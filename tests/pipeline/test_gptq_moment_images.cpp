@@ -186,12 +186,14 @@ TEST_F(MomentImages, SessionLeavesThemOutOfEvaluation) {
   EXPECT_EQ(e.left_out, kMomentImages);
   EXPECT_EQ(e.images, static_cast<int64_t>(set_->size()) - kMomentImages);
 
-  // The setting travels in session files.
+  // The settings travel in session files.
   const std::string path = (std::filesystem::temp_directory_path() / "lorq-test-moment-images.lorq").string();
   api::SessionFile f;
   f.model_path = demo_->model_dir;
   f.settings = s;
+  f.settings.calibrated_errors = true;
   api::save_session_file(path, f);
   EXPECT_EQ(api::load_session_file(path).settings.gptq_images, kMomentImages);
+  EXPECT_TRUE(api::load_session_file(path).settings.calibrated_errors);
   std::filesystem::remove(path);
 }

@@ -225,6 +225,71 @@ double estimated_nsr(const at::Tensor& W, const at::Tensor& W_tilde, const at::T
   return signal > 0 ? weight * noise / (elements * signal) : 0.0;
 }
 
+namespace {
+
+// GlobalErrorSettings::calibrated: which of a layer's anchored options (indices into lc.options) are measured, and
+// for each of the others the measured one whose ratio scales its estimate.
+std::vector<int> calibration_sources(const LayerCandidates& lc, const std::vector<size_t>& anchored,
+                                     const GlobalErrorSettings& s) {
+  std::vector<int> source(anchored.size(), -1);  // -1: measured
+  int widest_q = -1;                             // the widest measured Q option (position in `anchored`)
+  std::map<std::pair<int, int>, std::vector<int>> pairs;
+  for (size_t j = 0; j < anchored.size(); ++j) {
+    const LayerOption& o = lc.options[anchored[j]];
+    if (o.kind == OptionKind::Quant) {
+      if (o.bits <= s.calibrate_above_bits && (widest_q < 0 || o.bits > lc.options[anchored[widest_q]].bits))
+        widest_q = static_cast<int>(j);
+    } else {
+      pairs[{o.bits_a, o.bits_b}].push_back(static_cast<int>(j));
+    }
+  }
+  for (size_t j = 0; j < anchored.size(); ++j) {
+    const LayerOption& o = lc.options[anchored[j]];
+    if (o.kind == OptionKind::Quant && o.bits > s.calibrate_above_bits && widest_q >= 0) source[j] = widest_q;
+  }
+  for (auto& [pair, js] : pairs) {
+    std::sort(js.begin(), js.end(),
+              [&](int a, int b) { return lc.options[anchored[a]].rank < lc.options[anchored[b]].rank; });
+    const int middle = js[js.size() / 2];
+    for (int j : js)
+      if (j != middle) source[j] = middle;
+  }
+  return source;
+}
+
+bool measured_in_calibration(const LayerCandidates& lc, const std::vector<size_t>& anchored, size_t j,
+                             const GlobalErrorSettings& s) {
+  return calibration_sources(lc, anchored, s)[j] < 0;
+}
+
+// The measured options' errors, and for the others their LFH estimate scaled by their source's measured/estimated
+// ratio (1 where the source's estimate is 0).
+std::vector<double> calibrated_errors(Model& model, const Calibration& calib, const LayerCandidates& lc,
+                                      const std::vector<size_t>& anchored, const std::vector<at::Tensor>& Wts,
+                                      const GlobalErrorSettings& s, const at::Tensor& lfh) {
+  const at::Tensor W = model.weight(lc.layer);
+  const std::vector<int> source = calibration_sources(lc, anchored, s);
+  std::vector<at::Tensor> measured_weights;
+  std::vector<size_t> measured_at;
+  for (size_t j = 0; j < anchored.size(); ++j)
+    if (source[j] < 0) {
+      measured_weights.push_back(Wts[j]);
+      measured_at.push_back(j);
+    }
+  const std::vector<double> measured = output_nsrs(model, calib, lc.layer, measured_weights, s.batch, s.max_pass_bytes);
+  std::vector<double> errors(anchored.size(), 0.0), estimate(anchored.size(), 0.0);
+  for (size_t j = 0; j < anchored.size(); ++j) estimate[j] = estimated_nsr(W, Wts[j], lfh, calib, task_of(model));
+  for (size_t k = 0; k < measured_at.size(); ++k) errors[measured_at[k]] = measured[k];
+  for (size_t j = 0; j < anchored.size(); ++j) {
+    if (source[j] < 0) continue;
+    const double e = estimate[source[j]];
+    errors[j] = estimate[j] * (e > 0 ? errors[source[j]] / e : 1.0);
+  }
+  return errors;
+}
+
+}  // namespace
+
 std::string measure_layer_global_errors(Model& model, const Calibration& calib, LayerCandidates& lc,
                                         const GlobalErrorSettings& s, bool estimate,
                                         const std::map<std::string, at::Tensor>* lfh) {
@@ -250,14 +315,18 @@ std::string measure_layer_global_errors(Model& model, const Calibration& calib, 
   std::vector<at::Tensor> Wts;
   for (size_t i : anchored) Wts.push_back(compressed_weight(lc, lc.options[i], W));
   std::vector<double> errors;
+  // As with estimate: a layer without a real LFH (the patch-embedding conv) is measured whole.
+  const bool calibrated = s.calibrated && !estimate && lc.low_rank_allowed && lfh && lfh->count(lc.layer);
   if (estimate) {
     for (const at::Tensor& Wt : Wts) errors.push_back(estimated_nsr(W, Wt, lfh->at(lc.layer), calib, task_of(model)));
+  } else if (calibrated) {
+    errors = calibrated_errors(model, calib, lc, anchored, Wts, s, lfh->at(lc.layer));
   } else {
     errors = output_nsrs(model, calib, lc.layer, Wts, s.batch, s.max_pass_bytes);
   }
   for (size_t j = 0; j < anchored.size(); ++j) {
     lc.options[anchored[j]].error = errors[j];
-    lc.options[anchored[j]].measured = true;
+    lc.options[anchored[j]].measured = !calibrated || measured_in_calibration(lc, anchored, j, s);
   }
   size_t pair_index = 0;
   for (auto& [pair, idx] : groups) {

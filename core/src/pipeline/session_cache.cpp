@@ -29,11 +29,13 @@ json settings_json(const CompressSettings& s) {
   // Only where it changes the moments, so that earlier gptq analyses keep their keys.
   if (c.quantizer == Quantizer::Gptq && c.gptq_images > s.calibration.images)
     quantizer.push_back({"moment_images", c.gptq_images});
+  json global_error = {s.global_error.anchors, s.global_error.batch, s.global_error.estimate};
+  if (s.global_error.calibrated) global_error.push_back({"calibrated", s.global_error.calibrate_above_bits});
   return {{"calibration", {s.calibration.images, s.calibration.seed, s.calibration.batch}},
           {"lfh", {s.lfh_images, s.lfh.projections, s.lfh.as_coded_accumulation, s.lfh.seed}},
           {"candidates", {c.bits, c.factor_bits, c.hessian_weighted, c.weighted_svd, c.swapped_lr_size}},
           {"quantizer", quantizer},
-          {"global_error", {s.global_error.anchors, s.global_error.batch, s.global_error.estimate}}};
+          {"global_error", global_error}};
 }
 
 void put_params(std::vector<std::pair<std::string, at::Tensor>>& out, const std::string& prefix,

@@ -200,7 +200,8 @@ void save_session_file(const std::string& path, const SessionFile& f) {
                 {"hessian_weighted", s.hessian_weighted},
                 {"swapped_lr_size", s.swapped_lr_size},
                 {"quantizer", s.quantizer},
-                {"gptq_images", s.gptq_images}}},
+                {"gptq_images", s.gptq_images},
+                {"calibrated_errors", s.calibrated_errors}}},
               {"budget_bytes", f.budget_bytes},
               {"constraints", constraints}};
   if (f.global_errors.layers > 0)
@@ -262,6 +263,7 @@ SessionFile load_session_file(const std::string& path) {
       a.swapped_lr_size = s.value("swapped_lr_size", a.swapped_lr_size);
       a.quantizer = s.value("quantizer", a.quantizer);
       a.gptq_images = s.value("gptq_images", a.gptq_images);
+      a.calibrated_errors = s.value("calibrated_errors", a.calibrated_errors);
     }
     if (doc.contains("constraints") && !doc["constraints"].is_null()) {
       const json& c = doc["constraints"];
@@ -387,6 +389,7 @@ struct CompressionSession::Impl {
     s.candidates.gptq_images = settings.gptq_images;
     s.global_error.anchors = settings.anchors;
     s.global_error.estimate = settings.estimate;
+    s.global_error.calibrated = settings.calibrated_errors;
     return s;
   }
 

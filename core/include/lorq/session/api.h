@@ -96,6 +96,9 @@ struct AnalysisSettings {
   // gptq: images whose layer inputs make the moments XᵀX, the calibration images first, then more of the set
   // (lorq/pipeline/candidates.h, CandidateSettings::gptq_images); they are left out of evaluation too.
   int gptq_images = 0;
+  // Measure fewer options and scale the others' LFH estimates by a measured neighbour's ratio
+  // (lorq/pipeline/calibration.h, GlobalErrorSettings::calibrated).
+  bool calibrated_errors = false;
   // The settings of the demo tests: a whole analysis of the demo in seconds.
   static AnalysisSettings fast() { return {16, 4, 16, 3, false, 0}; }
 };
