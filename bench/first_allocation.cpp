@@ -4,6 +4,7 @@
 // stage's time, and where the measured global error stage spends its time: per block the layers' measurement time
 // (a layer's measurement re-runs the network from its block on) and the time spent building the options' weights.
 // Usage: bench_first_allocation [--model DIR] [--calib DIR] [--quantizer nearest|gptq] [--avg-bits B]
+//                               [--calibrated-errors 0|1]
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
@@ -28,12 +29,13 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--calib")) calib_dir = argv[i + 1];
     if (!std::strcmp(argv[i], "--quantizer")) s.candidates.quantizer = parse_quantizer(argv[i + 1]);
     if (!std::strcmp(argv[i], "--avg-bits")) avg_bits = std::stod(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--calibrated-errors")) s.global_error.calibrated = std::strcmp(argv[i + 1], "0") != 0;
   }
   init_threads();
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
-  std::printf("threads %d; calibration %d images, LFH %d images x %d projections, %d anchors, quantizer %s\n",
+  std::printf("threads %d; calibration %d images, LFH %d images x %d projections, %d anchors, quantizer %s%s\n",
               at::get_num_threads(), s.calibration.images, s.lfh_images, s.lfh.projections, s.global_error.anchors,
-              quantizer_name(s.candidates.quantizer));
+              quantizer_name(s.candidates.quantizer), s.global_error.calibrated ? ", calibrated errors" : "");
   try {
     auto model = load_model(model_path);
     const ImageSet set = open_image_set(calib_dir, "", model->label_names(), model->task());

@@ -86,6 +86,17 @@ TEST(CalibratedErrors, MeasuredWhereItMeasuresAndScaledEstimatesElsewhere) {
       EXPECT_NEAR(o.error, find(e, o)->error * ratio, 1e-9 * std::max(1e-12, o.error)) << c.layer << " " << o.label();
     }
   }
+  // The progressive analysis (the workbench's and the CLI's: estimates first, then each layer measured) calibrates
+  // the same way.
+  int revisions = 0;
+  const CompressionAnalysis progressive =
+      analyze_model(*model, set, settings(true, false), {}, nullptr, [&](const CompressionAnalysis&) { ++revisions; });
+  EXPECT_GT(revisions, 1);
+  for (size_t i = 0; i < cal.layers.size(); ++i)
+    for (size_t j = 0; j < cal.layers[i].options.size(); ++j) {
+      EXPECT_EQ(progressive.layers[i].options[j].error, cal.layers[i].options[j].error) << cal.layers[i].layer;
+      EXPECT_EQ(progressive.layers[i].options[j].measured, cal.layers[i].options[j].measured);
+    }
   EXPECT_GT(scaled_q, 0);
   EXPECT_GT(scaled_lr, 0);
   EXPECT_LT(measured_cal, measured_all * 3 / 4) << measured_cal << " of " << measured_all;

@@ -42,7 +42,7 @@ void estimate_then_measure_global_errors(Model& model, const Calibration& calib,
     LayerCandidates& lc = a.layers[estimated[k]];
     // Measured on a copy: a cancelled measurement leaves the layer's estimates whole.
     LayerCandidates measured = lc;
-    const std::string errors = measure_layer_global_errors(model, calib, measured, s, false);
+    const std::string errors = measure_layer_global_errors(model, calib, measured, s, false, &lfh);
     lc = std::move(measured);
     job.report({"global error", k + 1, total, since(t), layer_line(k + 1, total, lc.layer, errors)});
     if (publish && k + 1 < total) publish(a);
