@@ -71,7 +71,9 @@ QString exportReport(const WorkbenchDocument& state, const ComparisonResult* com
              .arg(s.lfh_images)
              .arg(s.projections)
              .arg(s.anchors)
-             .arg(s.estimate ? ", LFH-estimated errors" : "");
+             .arg(s.estimate            ? ", LFH-estimated errors"
+                  : s.calibrated_errors ? ", calibrated errors (Q2–Q4 and one rank per pair measured)"
+                                        : ", every anchor measured");
   }
   // What the export holds after the allocation (Analysis › Final model…; final_settings_dialog.h).
   const bool final = state.finalState() == WorkbenchDocument::FinalState::Current;

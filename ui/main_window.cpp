@@ -65,7 +65,7 @@ QString analysisCostKey(const std::string& model, const AnalysisSettings& s) {
   const std::string text = QFileInfo(QString::fromStdString(model)).absoluteFilePath().toStdString() + "|" +
                            std::to_string(s.calibration_images) + "|" + std::to_string(s.lfh_images) + "|" +
                            std::to_string(s.projections) + "|" + std::to_string(s.anchors) + "|" +
-                           std::to_string(s.estimate) + "|" + s.quantizer;
+                           std::to_string(s.estimate) + "|" + s.quantizer + (s.calibrated_errors ? "|c" : "");
   return "analysisCost/" + QString::fromStdString(lorq::fnv1a64_hex(text.data(), text.size()));
 }
 

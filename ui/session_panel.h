@@ -64,6 +64,7 @@ class SessionPanel : public QWidget {
   QSpinBox* projections_;
   QSpinBox* anchors_;
   QCheckBox* estimate_;
+  QCheckBox* calibrated_;
   QWidget* analyzeBar_;
   QPushButton* analyze_;
   QLabel* analysis_;

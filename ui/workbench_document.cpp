@@ -59,7 +59,8 @@ QStringList readClassNames(const QString& modelPath) {
 
 bool sameSettings(const AnalysisSettings& a, const AnalysisSettings& b) {
   return a.calibration_images == b.calibration_images && a.lfh_images == b.lfh_images &&
-         a.projections == b.projections && a.anchors == b.anchors && a.estimate == b.estimate && a.seed == b.seed;
+         a.projections == b.projections && a.anchors == b.anchors && a.estimate == b.estimate && a.seed == b.seed &&
+         a.calibrated_errors == b.calibrated_errors;
 }
 
 WorkbenchDocument::WorkbenchDocument(QObject* parent) : QObject(parent) {

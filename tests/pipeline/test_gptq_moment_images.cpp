@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <fstream>
 #include <set>
 
 #include "lorq/io/images.h"
@@ -195,5 +196,14 @@ TEST_F(MomentImages, SessionLeavesThemOutOfEvaluation) {
   api::save_session_file(path, f);
   EXPECT_EQ(api::load_session_file(path).settings.gptq_images, kMomentImages);
   EXPECT_TRUE(api::load_session_file(path).settings.calibrated_errors);
+  // Files written before calibrated errors existed were analysed with every anchor measured, and reopen so.
+  {
+    std::ofstream old(path);
+    old << R"({"format": "lorq-session", "version": 2, "model": "m", "images": "i",
+               "settings": {"calibration_images": 8, "quantizer": "gptq"}})";
+  }
+  EXPECT_FALSE(api::load_session_file(path).settings.calibrated_errors);
+  EXPECT_EQ(api::load_session_file(path).settings.gptq_images, 0);
+  EXPECT_TRUE(api::AnalysisSettings().calibrated_errors);  // new sessions calibrate
   std::filesystem::remove(path);
 }

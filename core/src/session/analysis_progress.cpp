@@ -10,10 +10,13 @@ std::vector<StageCost> analysis_stage_costs(const AnalysisSettings& s,
   const double lfh =
       std::max(1, std::min(s.lfh_images, s.calibration_images)) / 8.0 * std::max(1, s.projections) / 32.0;
   // Measured options per layer: 5 Q widths and `anchors` ranks for each of the ~3 factor-bit pairs on the front.
-  const double anchors = (5.0 + 3.0 * std::max(2, s.anchors)) / (5.0 + 3.0 * 3);
+  // Calibrated errors measure Q2..Q4 and one rank per pair.
+  const double anchors = s.calibrated_errors ? (3.0 + 3.0) / (5.0 + 3.0 * 3)
+                                             : (5.0 + 3.0 * std::max(2, s.anchors)) / (5.0 + 3.0 * 3);
   std::vector<StageCost> plan{{"calibration", 2.0 * images}, {"sensitivity", 28.4 * lfh}};
   // Error compensation (GPTQ) measures every layer's input moment first; about one float pass per image.
-  if (s.quantizer == "gptq") plan.push_back({"input moments", 2.0 * images});
+  if (s.quantizer == "gptq")
+    plan.push_back({"input moments", 2.0 * std::max(s.calibration_images, s.gptq_images) / 32.0});
   plan.push_back({"candidates", s.quantizer == "gptq" ? 3 * 2.8 : 2.8});
   // A progressive analysis (CompressionSession::analyze with revisions) estimates every layer's errors first.
   if (!s.estimate) plan.push_back({"global error estimate", 3.4});

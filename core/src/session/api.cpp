@@ -263,7 +263,7 @@ SessionFile load_session_file(const std::string& path) {
       a.swapped_lr_size = s.value("swapped_lr_size", a.swapped_lr_size);
       a.quantizer = s.value("quantizer", a.quantizer);
       a.gptq_images = s.value("gptq_images", a.gptq_images);
-      a.calibrated_errors = s.value("calibrated_errors", a.calibrated_errors);
+      a.calibrated_errors = s.value("calibrated_errors", false);  // older files: every anchor was measured
     }
     if (doc.contains("constraints") && !doc["constraints"].is_null()) {
       const json& c = doc["constraints"];
