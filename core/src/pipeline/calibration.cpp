@@ -257,30 +257,24 @@ std::vector<int> calibration_sources(const LayerCandidates& lc, const std::vecto
   return source;
 }
 
-bool measured_in_calibration(const LayerCandidates& lc, const std::vector<size_t>& anchored, size_t j,
-                             const GlobalErrorSettings& s) {
-  return calibration_sources(lc, anchored, s)[j] < 0;
-}
-
 // The measured options' errors, and for the others their LFH estimate scaled by their source's measured/estimated
 // ratio (1 where the source's estimate is 0).
 std::vector<double> calibrated_errors(Model& model, const Calibration& calib, const LayerCandidates& lc,
-                                      const std::vector<size_t>& anchored, const std::vector<at::Tensor>& Wts,
+                                      const std::vector<int>& source, const std::vector<at::Tensor>& Wts,
                                       const GlobalErrorSettings& s, const at::Tensor& lfh) {
   const at::Tensor W = model.weight(lc.layer);
-  const std::vector<int> source = calibration_sources(lc, anchored, s);
   std::vector<at::Tensor> measured_weights;
   std::vector<size_t> measured_at;
-  for (size_t j = 0; j < anchored.size(); ++j)
+  for (size_t j = 0; j < source.size(); ++j)
     if (source[j] < 0) {
       measured_weights.push_back(Wts[j]);
       measured_at.push_back(j);
     }
   const std::vector<double> measured = output_nsrs(model, calib, lc.layer, measured_weights, s.batch, s.max_pass_bytes);
-  std::vector<double> errors(anchored.size(), 0.0), estimate(anchored.size(), 0.0);
-  for (size_t j = 0; j < anchored.size(); ++j) estimate[j] = estimated_nsr(W, Wts[j], lfh, calib, task_of(model));
+  std::vector<double> errors(source.size(), 0.0), estimate(source.size(), 0.0);
+  for (size_t j = 0; j < source.size(); ++j) estimate[j] = estimated_nsr(W, Wts[j], lfh, calib, task_of(model));
   for (size_t k = 0; k < measured_at.size(); ++k) errors[measured_at[k]] = measured[k];
-  for (size_t j = 0; j < anchored.size(); ++j) {
+  for (size_t j = 0; j < source.size(); ++j) {
     if (source[j] < 0) continue;
     const double e = estimate[source[j]];
     errors[j] = estimate[j] * (e > 0 ? errors[source[j]] / e : 1.0);
@@ -317,16 +311,17 @@ std::string measure_layer_global_errors(Model& model, const Calibration& calib, 
   std::vector<double> errors;
   // As with estimate: a layer without a real LFH (the patch-embedding conv) is measured whole.
   const bool calibrated = s.calibrated && !estimate && lc.low_rank_allowed && lfh && lfh->count(lc.layer);
+  const std::vector<int> source = calibrated ? calibration_sources(lc, anchored, s) : std::vector<int>();
   if (estimate) {
     for (const at::Tensor& Wt : Wts) errors.push_back(estimated_nsr(W, Wt, lfh->at(lc.layer), calib, task_of(model)));
   } else if (calibrated) {
-    errors = calibrated_errors(model, calib, lc, anchored, Wts, s, lfh->at(lc.layer));
+    errors = calibrated_errors(model, calib, lc, source, Wts, s, lfh->at(lc.layer));
   } else {
     errors = output_nsrs(model, calib, lc.layer, Wts, s.batch, s.max_pass_bytes);
   }
   for (size_t j = 0; j < anchored.size(); ++j) {
     lc.options[anchored[j]].error = errors[j];
-    lc.options[anchored[j]].measured = !calibrated || measured_in_calibration(lc, anchored, j, s);
+    lc.options[anchored[j]].measured = !calibrated || source[j] < 0;
   }
   size_t pair_index = 0;
   for (auto& [pair, idx] : groups) {
