@@ -72,11 +72,12 @@ void print_baseline(api::CompressionSession& session, const Allocation& allocati
     ProgressBar bar;
     JobControl eval_job = job;
     eval_job.progress = [&bar](const Progress& p) { bar.update(p); };
-    float_eval = r.float_eval && same_images ? *r.float_eval
-                                             : session.evaluate_float(r.eval, r.eval_labels, r.limit, eval_job);
+    float_eval =
+        r.float_eval && same_images ? *r.float_eval : session.evaluate_float(r.eval, r.eval_labels, r.limit, eval_job);
     auto mixed = [&](api::CompressionSession& s, const Allocation& a) {
-      return &s == &session && r.compressed_eval && same_images ? *r.compressed_eval
-                                                 : s.evaluate_compressed(a, r.eval, r.eval_labels, r.limit, eval_job);
+      return &s == &session && r.compressed_eval && same_images
+                 ? *r.compressed_eval
+                 : s.evaluate_compressed(a, r.eval, r.eval_labels, r.limit, eval_job);
     };
     rows[0].eval = nearest.evaluate_uniform(bits, r.eval, r.eval_labels, r.limit, eval_job);
     rows[1].eval = mixed(nearest, nearest_alloc);

@@ -99,9 +99,10 @@ SessionPanel::SessionPanel(WorkbenchDocument* document, QWidget* parent) : QWidg
   estimate_ = new QCheckBox("Estimate global errors from the LFH (fast)", settingsBox);
   calibrated_ = new QCheckBox("Measure Q2–Q4 and one rank per factor-bit pair; scale the other estimates", settingsBox);
   calibrated_->setObjectName("calibratedErrors");
-  calibrated_->setToolTip("Calibrated global errors: the other options get their LFH estimate times a measured\n"
-                          "neighbour's measured/estimated ratio. On DeiT-Tiny the global error stage takes 45% of\n"
-                          "the time of measuring every anchor, with the same 3- and 4-bit allocations' accuracy.");
+  calibrated_->setToolTip(
+      "Calibrated global errors: the other options get their LFH estimate times a measured\n"
+      "neighbour's measured/estimated ratio. On DeiT-Tiny the global error stage takes 45% of\n"
+      "the time of measuring every anchor, with the same 3- and 4-bit allocations' accuracy.");
   auto* fast = new QPushButton("Fast settings", settingsBox);
   fast->setToolTip("Few images and projections: a quick first look");
   sl->addRow("Calibration images", calibCount_);

@@ -140,8 +140,7 @@ TEST(CrossFit, CalibrationFoldChecksItsRange) {
 TEST(CrossFit, SharedImagesFitBothFoldsButJudgeNeither) {
   // Moments of images no fold is measured on (CandidateSettings::gptq_images) join both folds' fits; each fold is
   // still judged on the other fold's own inputs alone.
-  for (auto [m, n, rows, seed] :
-       {std::tuple<int64_t, int64_t, int64_t, uint64_t>{11, 29, 25, 21}, {6, 17, 300, 22}}) {
+  for (auto [m, n, rows, seed] : {std::tuple<int64_t, int64_t, int64_t, uint64_t>{11, 29, 25, 21}, {6, 17, 300, 22}}) {
     at::Generator g = at::detail::createCPUGenerator(seed);
     const at::Tensor W = at::randn({m, n}, g, at::kFloat) * 0.1;
     const at::Tensor mixing = at::randn({n, n}, g, at::kFloat) / std::sqrt(double(n)) + at::eye(n);

@@ -21,13 +21,13 @@
 #include <algorithm>
 #include <cmath>
 
+#include "analysed_demo.h"
 #include "compare_view.h"
 #include "final_settings_dialog.h"
 #include "job_panel.h"
 #include "job_runner.h"
 #include "lorq/session/api.h"
 #include "loss_plot.h"
-#include "analysed_demo.h"
 #include "main_window.h"
 #include "session_panel.h"
 #include "workbench_document.h"

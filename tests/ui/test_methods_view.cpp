@@ -17,12 +17,12 @@
 #include <QtTest>
 
 #include "allocation_view.h"
+#include "analysed_demo.h"
 #include "compare_view.h"
 #include "job_panel.h"
 #include "job_runner.h"
 #include "lorq/session/api.h"
 #include "lorq/session/method_comparison.h"
-#include "analysed_demo.h"
 #include "main_window.h"
 #include "methods_view.h"
 #include "workbench_document.h"

@@ -11,8 +11,8 @@ std::vector<StageCost> analysis_stage_costs(const AnalysisSettings& s,
       std::max(1, std::min(s.lfh_images, s.calibration_images)) / 8.0 * std::max(1, s.projections) / 32.0;
   // Measured options per layer: 5 Q widths and `anchors` ranks for each of the ~3 factor-bit pairs on the front.
   // Calibrated errors measure Q2..Q4 and one rank per pair.
-  const double anchors = s.calibrated_errors ? (3.0 + 3.0) / (5.0 + 3.0 * 3)
-                                             : (5.0 + 3.0 * std::max(2, s.anchors)) / (5.0 + 3.0 * 3);
+  const double anchors =
+      s.calibrated_errors ? (3.0 + 3.0) / (5.0 + 3.0 * 3) : (5.0 + 3.0 * std::max(2, s.anchors)) / (5.0 + 3.0 * 3);
   std::vector<StageCost> plan{{"calibration", 2.0 * images}, {"sensitivity", 28.4 * lfh}};
   // Error compensation (GPTQ) measures every layer's input moment first; about one float pass per image.
   if (s.quantizer == "gptq")

@@ -30,9 +30,9 @@
 #include "lorq/quant/gptq.h"
 #include "lorq/tasks/classification.h"
 #include "lorq/tasks/detection.h"
+#include "lorq/tasks/evaluate.h"
 #include "lorq/tasks/predict.h"
 #include "lorq/tasks/segmentation.h"
-#include "lorq/tasks/evaluate.h"
 #include "lorq/tasks/task.h"
 
 namespace fs = std::filesystem;

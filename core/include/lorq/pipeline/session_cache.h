@@ -34,7 +34,7 @@ class SessionCache {
  private:
   std::string path(const std::string& artifact) const;
   std::string dir_, key_;
-  std::string lfh_key_;  // the sensitivity's own key (fewer settings than key_)
+  std::string lfh_key_;    // the sensitivity's own key (fewer settings than key_)
   bool estimate_ = false;  // the settings' global_error.estimate (what a cache without per-layer flags held)
 };
 
