@@ -168,6 +168,8 @@ TEST(CrossFit, SharedImagesFitBothFoldsButJudgeNeither) {
         for (int k = 0; k < 2; ++k) EXPECT_TRUE(at::equal(folds[k].weight_values.at(b), V[k])) << "fold " << k;
       }
     }
-    if (rows > n * 4) EXPECT_GT(kept, 0);  // many rows per feature: compensation generalises
+    if (rows > n * 4) {
+      EXPECT_GT(kept, 0);  // many rows per feature: compensation generalises
+    }
   }
 }
