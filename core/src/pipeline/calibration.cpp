@@ -272,7 +272,12 @@ std::vector<double> calibrated_errors(Model& model, const Calibration& calib, co
     }
   const std::vector<double> measured = output_nsrs(model, calib, lc.layer, measured_weights, s.batch, s.max_pass_bytes);
   std::vector<double> errors(source.size(), 0.0), estimate(source.size(), 0.0);
-  for (size_t j = 0; j < source.size(); ++j) estimate[j] = estimated_nsr(W, Wts[j], lfh, calib, task_of(model));
+  // Estimates only where a ratio is formed: the scaled options and their sources.
+  std::vector<char> needed(source.size(), 0);
+  for (size_t j = 0; j < source.size(); ++j)
+    if (source[j] >= 0) needed[j] = needed[source[j]] = 1;
+  for (size_t j = 0; j < source.size(); ++j)
+    if (needed[j]) estimate[j] = estimated_nsr(W, Wts[j], lfh, calib, task_of(model));
   for (size_t k = 0; k < measured_at.size(); ++k) errors[measured_at[k]] = measured[k];
   for (size_t j = 0; j < source.size(); ++j) {
     if (source[j] < 0) continue;

@@ -167,29 +167,26 @@ void measure_cross_fitted_global_errors(Model& model, const Calibration& calib, 
     job.check();
     LayerCandidates& l = layers[i];
     LayerCandidates f[2];
-    if (!shared_moments) {
-      const at::Tensor fit[2] = {compensation_moment(moments[0], l.layer), compensation_moment(moments[1], l.layer)};
-      const at::Tensor full = fit[0].defined() && fit[1].defined() ? fit[0] + fit[1] : at::Tensor();
-      cross_fit_layer(l, f, model.weight(l.layer), fit, full, gptq);
-    } else {
-      // Each fold fits on its images plus the shared ones and is judged on the other fold's images alone.
-      const auto shared = shared_moments->find(l.layer);
-      at::Tensor fit[2], judge[2];
-      for (int k = 0; k < 2; ++k) {
-        const InputMoment& own = moments[k].at(l.layer);
-        InputMoment with_shared = own;
-        if (shared != shared_moments->end()) {
-          with_shared.xtx = own.xtx + shared->second.xtx;  // a new tensor: the fold's own moment stays as it is
-          with_shared.rows += shared->second.rows;
-        }
-        fit[k] = compensation_moment({{l.layer, with_shared}}, l.layer);
-        judge[k] = own.xtx;
-      }
-      at::Tensor full;
-      if (fit[0].defined() && fit[1].defined())
-        full = shared != shared_moments->end() ? judge[0] + judge[1] + shared->second.xtx : judge[0] + judge[1];
-      cross_fit_layer(l, f, model.weight(l.layer), fit, full, gptq, judge);
+    // Each fold fits on its images plus the shared ones (if any) and is judged on the other fold's images alone.
+    const InputMoment* shared = nullptr;
+    if (shared_moments) {
+      const auto it = shared_moments->find(l.layer);
+      if (it != shared_moments->end()) shared = &it->second;
     }
+    at::Tensor fit[2], judge[2];
+    for (int k = 0; k < 2; ++k) {
+      const InputMoment& own = moments[k].at(l.layer);
+      InputMoment with_shared = own;
+      if (shared) {
+        with_shared.xtx = own.xtx + shared->xtx;  // a new tensor: the fold's own moment stays as it is
+        with_shared.rows += shared->rows;
+      }
+      fit[k] = compensation_moment({{l.layer, with_shared}}, l.layer);
+      judge[k] = own.xtx;
+    }
+    at::Tensor full;
+    if (fit[0].defined() && fit[1].defined()) full = shared ? judge[0] + judge[1] + shared->xtx : judge[0] + judge[1];
+    cross_fit_layer(l, f, model.weight(l.layer), fit, full, gptq, judge);
     folds[0][i] = std::move(f[0]);
     folds[1][i] = std::move(f[1]);
   }
