@@ -45,10 +45,19 @@ double out_of_fold(const at::Tensor& W, const at::Tensor V[2], const RowQuantPar
   return output_error(W, fake_quantize_rows(V[0], p), H[1]) + output_error(W, fake_quantize_rows(V[1], p), H[0]);
 }
 
+// One fold's sweep of W on the candidates' grids p through moment H; rows the candidates left at nearest rounding
+// (their values are W's row) stay there.
+at::Tensor fold_sweep(const at::Tensor& W, const at::Tensor& values, const RowQuantParams& p, const at::Tensor& H) {
+  at::Tensor V = gptq_values(W, p, gptq_factorize(H));
+  for (int64_t r = 0; r < W.size(0); ++r)
+    if (at::equal(values[r], W[r])) V[r] = W[r];
+  return V;
+}
+
 // The reference decision for Q(b): each fold's sweep judged on the other fold.
 bool keeps_q(const Case& c, int b, at::Tensor V[2]) {
   const RowQuantParams& p = c.before.weight_params.at(b);
-  for (int k = 0; k < 2; ++k) V[k] = gptq_values(c.W, p, gptq_factorize(c.H[k]));
+  for (int k = 0; k < 2; ++k) V[k] = fold_sweep(c.W, c.before.weight_values.at(b), p, c.H[k]);
   const at::Tensor near[2] = {c.W, c.W};
   return out_of_fold(c.W, V, p, c.H) <= out_of_fold(c.W, near, p, c.H);
 }
@@ -70,13 +79,22 @@ TEST(CrossFit, FoldValuesAndDecisionsMatchTheReference) {
           EXPECT_TRUE(at::equal(c.folds[k].weight_values.at(b), V[k])) << "fold " << k << " Q" << b;
         }
       }
-      // Kept: the values fitted on all images are unchanged; dropped: nearest rounding of W.
+      // Kept: the values fitted on all images are unchanged; dropped: nearest rounding of W, on the range search's
+      // grid where the rows had chosen theirs for the compensation (row_grid_max_bits), on the same grid otherwise.
       LayerOption q;
       q.kind = OptionKind::Quant;
       q.bits = b;
+      const RowQuantParams nearest_grid = b <= GptqSettings().row_grid_max_bits
+                                              ? search_row_ranges(c.W, b, RangeError::Plain)
+                                              : c.before.weight_params.at(b);
       EXPECT_TRUE(
           at::equal(compressed_weight(c.after, q, c.W), keep ? fake_quantize_rows(value, c.before.weight_params.at(b))
-                                                             : fake_quantize_rows(c.W, c.before.weight_params.at(b))));
+                                                             : fake_quantize_rows(c.W, nearest_grid)))
+          << m << "x" << n << " Q" << b;
+      if (!keep) {
+        EXPECT_TRUE(at::equal(c.after.weight_params.at(b).scale, nearest_grid.scale));
+        for (int k = 0; k < 2; ++k) EXPECT_TRUE(at::equal(c.folds[k].weight_params.at(b).scale, nearest_grid.scale));
+      }
     }
     // Low-rank: every second factor kept in a fold is the sweep of A through that fold's B̃ moment.
     for (const auto& [pair, value] : c.after.a_values) {
@@ -159,7 +177,7 @@ TEST(CrossFit, SharedImagesFitBothFoldsButJudgeNeither) {
     for (const auto& [b, value] : before.weight_values) {
       const RowQuantParams& p = before.weight_params.at(b);
       at::Tensor V[2];
-      for (int k = 0; k < 2; ++k) V[k] = gptq_values(W, p, gptq_factorize(fit[k]));
+      for (int k = 0; k < 2; ++k) V[k] = fold_sweep(W, value, p, fit[k]);
       const at::Tensor near[2] = {W, W};
       const bool keep = !at::equal(value, W) && out_of_fold(W, V, p, own) <= out_of_fold(W, near, p, own);
       EXPECT_EQ(after.weight_values.count(b) == 1, keep) << m << "x" << n << " Q" << b;

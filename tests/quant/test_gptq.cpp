@@ -265,3 +265,60 @@ TEST(Gptq, LayerCandidatesCompensateEveryOptionAndBothFactors) {
   const LayerCandidates none = build_layer_candidates("l", W, lfh, true, s);
   EXPECT_TRUE(none.weight_values.empty() && none.a_values.empty());
 }
+
+TEST(Gptq, RowGridsMatchAPerRowReferenceAndNeverLoseToTheSearchGrid) {
+  // compensated_rows against a row-at-a-time reference: each row alone, nearest rounding on the search's grid and
+  // GPTQ on every percentile's grid, scored directly on the data X in float64; the row keeps its smallest.
+  at::manual_seed(15);
+  for (auto [m, n] : std::vector<std::pair<int64_t, int64_t>>{{7, 19}, {13, 41}}) {
+    const at::Tensor X = correlated_inputs(3 * n, n).to(at::kDouble);
+    const at::Tensor H = moment(X);
+    const at::Tensor W = at::randn({m, n}) * 0.1;
+    W.select(0, 1).mul_(5.0);  // one wide row
+    const GptqFactor f = gptq_factorize(H);
+    for (int bits : {2, 3, 4}) {
+      const RowQuantParams searched = search_row_ranges(W, bits, RangeError::Plain);
+      const CompensatedRows got = compensated_rows(W, searched, H, f);
+      int64_t compensated = 0;
+      for (int64_t r = 0; r < m; ++r) {
+        const at::Tensor w = W.slice(0, r, r + 1);
+        const auto row_params = [&](const RowQuantParams& p) {
+          return RowQuantParams{p.scale.slice(0, r, r + 1), p.zero_point.slice(0, r, r + 1), p.bits};
+        };
+        const auto error = [&](const at::Tensor& w_hat) {
+          return at::mm(X, (w - w_hat).t().to(at::kDouble)).pow(2).sum().item<double>();
+        };
+        double best = error(fake_quantize_rows(w, row_params(searched)));
+        at::Tensor best_values = w;
+        RowQuantParams best_params = row_params(searched);
+        for (double pct : gptq_grid_percentiles()) {
+          const RowQuantParams p = search_row_ranges(w, bits, RangeError::Plain, {}, {}, {}, {pct});
+          const at::Tensor v = gptq_values(w, p, f);
+          const double e = error(fake_quantize_rows(v, p));
+          if (e < best * (1 - 1e-9)) {
+            best = e;
+            best_values = v;
+            best_params = p;
+          }
+        }
+        compensated += at::equal(best_values, w) ? 0 : 1;
+        const std::string what =
+            std::to_string(m) + "x" + std::to_string(n) + " bits " + std::to_string(bits) + " row " + std::to_string(r);
+        EXPECT_TRUE(at::allclose(got.values.slice(0, r, r + 1), best_values, 1e-5, 1e-6)) << what;
+        EXPECT_FLOAT_EQ(got.params.scale[r].item<float>(), best_params.scale[0].item<float>()) << what;
+        EXPECT_FLOAT_EQ(got.params.zero_point[r].item<float>(), best_params.zero_point[0].item<float>()) << what;
+      }
+      EXPECT_EQ(got.compensated_rows, compensated);
+      // Every row's error is at most that of the search's grid, compensated or not (compensated_values).
+      const at::Tensor plain = compensated_values(W, searched, H, f);
+      const auto row_errors = [&](const at::Tensor& W_hat) {
+        const at::Tensor D = (W - W_hat).to(at::kDouble);
+        return (at::mm(D, H) * D).sum(1);
+      };
+      EXPECT_TRUE((row_errors(fake_quantize_rows(got.values, got.params)) <=
+                   row_errors(fake_quantize_rows(plain, searched)) * (1 + 1e-9))
+                      .all()
+                      .item<bool>());
+    }
+  }
+}

@@ -113,7 +113,13 @@ LayerCandidates build_layer_candidates(const std::string& layer, const at::Tenso
     o.bits = b;
     o.size_bits = int64_t(b) * m * n;
     o.bytes = o.size_bits / 8;
-    if (compensate) c.weight_values[b] = compensated_values(W, p, Hx, fx, s.gptq);
+    if (compensate && b <= s.gptq.row_grid_max_bits) {
+      CompensatedRows r = compensated_rows(W, p, Hx, fx, s.gptq);
+      p = r.params;
+      c.weight_values[b] = r.values;
+    } else if (compensate) {
+      c.weight_values[b] = compensated_values(W, p, Hx, fx, s.gptq);
+    }
     c.weight_params[b] = p;
     o.local_loss = weighted_loss(W, fake_quantize_rows(weight_source(c, b, W), p), hbar);
     all.push_back(o);

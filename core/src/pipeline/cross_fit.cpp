@@ -36,12 +36,14 @@ struct FoldValues {
 
 // J[k]: fold k's own inputs, on which the other fold's fit is judged.
 FoldValues fit_on_folds(const at::Tensor& W, const RowQuantParams& p, const GptqFactor f[2], const at::Tensor J[2],
-                        const GptqSettings& s) {
+                        const GptqSettings& s, const at::Tensor& nearest_rows = {}) {
   FoldValues out;
   double compensated = 0, nearest = 0;
   const at::Tensor Wn = fake_quantize_rows(W, p);
   for (int k = 0; k < 2; ++k) {
     out.value[k] = gptq_values(W, p, f[k], s);
+    // Rows the candidates left at nearest rounding (compensated_rows) stay there in the folds too.
+    if (nearest_rows.defined()) out.value[k] = at::where(nearest_rows.unsqueeze(1), W, out.value[k]);
     compensated += output_error(W, fake_quantize_rows(out.value[k], p), J[1 - k]);
     nearest += output_error(W, Wn, J[1 - k]);
   }
@@ -54,11 +56,23 @@ bool compensated(const at::Tensor& values, const at::Tensor& source) {
   return !at::equal(values, source.to(at::kFloat).contiguous());
 }
 
+// A Q(b) whose rows chose their grids for the compensation (GptqSettings::row_grid_max_bits) and loses it: the
+// range search's grid for nearest rounding again, as build_layer_candidates makes it for the nearest quantizer.
+void restore_nearest_grid(LayerCandidates& c, LayerCandidates folds[2], int bits, const at::Tensor& W,
+                          const at::Tensor& lfh, const GptqSettings& s) {
+  if (bits > s.row_grid_max_bits) return;
+  const bool use_h = lfh.defined();
+  const RowQuantParams p = search_row_ranges(W, bits, use_h ? RangeError::Hessian : RangeError::Plain,
+                                             use_h ? lfh.to(at::kFloat) : at::Tensor());
+  c.weight_params[bits] = p;
+  for (int k = 0; k < 2; ++k) folds[k].weight_params[bits] = p;
+}
+
 }  // namespace
 
 void cross_fit_layer(LayerCandidates& c, LayerCandidates folds[2], const at::Tensor& W_in,
                      const at::Tensor fit_moments[2], const at::Tensor& full_moment, const GptqSettings& settings,
-                     const at::Tensor* judge_moments) {
+                     const at::Tensor* judge_moments, const at::Tensor& lfh) {
   c10::NoGradGuard no_grad;
   for (int k = 0; k < 2; ++k) {
     folds[k] = c;
@@ -67,8 +81,10 @@ void cross_fit_layer(LayerCandidates& c, LayerCandidates folds[2], const at::Ten
     folds[k].a_values.clear();
   }
   if (c.weight_values.empty() && c.b_values.empty() && c.a_values.empty()) return;
+  const at::Tensor W = W_in.to(at::kFloat).reshape({c.out_features, c.in_features}).contiguous();
   if (!fit_moments[0].defined() || !fit_moments[1].defined()) {
     // A fold saw too few rows to compensate through: nothing can be judged out of fold, so nothing is kept.
+    for (const auto& [bits, values] : c.weight_values) restore_nearest_grid(c, folds, bits, W, lfh, settings);
     c.weight_values.clear();
     c.b_values.clear();
     c.a_values.clear();
@@ -76,16 +92,18 @@ void cross_fit_layer(LayerCandidates& c, LayerCandidates folds[2], const at::Ten
   }
   GptqSettings s = settings;
   s.dtype = at::kFloat;
-  const at::Tensor W = W_in.to(at::kFloat).reshape({c.out_features, c.in_features}).contiguous();
   const at::Tensor H[2] = {fit_moments[0].to(at::kDouble), fit_moments[1].to(at::kDouble)};
   const at::Tensor J[2] = {judge_moments ? judge_moments[0].to(at::kDouble) : H[0],
                            judge_moments ? judge_moments[1].to(at::kDouble) : H[1]};
   const GptqFactor f[2] = {gptq_factorize(H[0], s), gptq_factorize(H[1], s)};
 
   for (auto it = c.weight_values.begin(); it != c.weight_values.end();) {
-    const FoldValues v =
-        compensated(it->second, W) ? fit_on_folds(W, c.weight_params.at(it->first), f, J, s) : FoldValues();
+    const at::Tensor nearest_rows = (it->second == W).all(1);
+    const FoldValues v = compensated(it->second, W)
+                             ? fit_on_folds(W, c.weight_params.at(it->first), f, J, s, nearest_rows)
+                             : FoldValues();
     if (!v.keep) {
+      restore_nearest_grid(c, folds, it->first, W, lfh, s);
       it = c.weight_values.erase(it);
       continue;
     }
@@ -186,7 +204,9 @@ void measure_cross_fitted_global_errors(Model& model, const Calibration& calib, 
     }
     at::Tensor full;
     if (fit[0].defined() && fit[1].defined()) full = shared ? judge[0] + judge[1] + shared->xtx : judge[0] + judge[1];
-    cross_fit_layer(l, f, model.weight(l.layer), fit, full, gptq, judge);
+    at::Tensor layer_lfh;
+    if (lfh && lfh->count(l.layer)) layer_lfh = lfh->at(l.layer);
+    cross_fit_layer(l, f, model.weight(l.layer), fit, full, gptq, judge, layer_lfh);
     folds[0][i] = std::move(f[0]);
     folds[1][i] = std::move(f[1]);
   }

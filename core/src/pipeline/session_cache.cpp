@@ -26,6 +26,8 @@ json settings_json(const CompressSettings& s) {
   json quantizer = {quantizer_name(c.quantizer), c.gptq.damping, c.gptq.block, c.gptq.act_order};
   // Compensated analyses made before the cross-fitted global errors (pipeline/cross_fit.h) must not be reused.
   if (c.quantizer == Quantizer::Gptq) quantizer.push_back("cross-fit");
+  if (c.quantizer == Quantizer::Gptq && c.gptq.row_grid_max_bits > 0)
+    quantizer.push_back({"row_grids", c.gptq.row_grid_max_bits});
   // Only where it changes the moments, so that earlier gptq analyses keep their keys.
   if (c.quantizer == Quantizer::Gptq && c.gptq_images > s.calibration.images)
     quantizer.push_back({"moment_images", c.gptq_images});

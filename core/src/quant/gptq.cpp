@@ -146,4 +146,41 @@ at::Tensor compensated_values(const at::Tensor& W, const RowQuantParams& p, cons
   return better ? V : W32;
 }
 
+const std::vector<double>& gptq_grid_percentiles() {
+  static const std::vector<double> p{0.96, 0.97, 0.98, 0.99, 0.995, 0.9995, 1.0};
+  return p;
+}
+
+CompensatedRows compensated_rows(const at::Tensor& W, const RowQuantParams& nearest, const at::Tensor& H,
+                                 const GptqFactor& f, const GptqSettings& s, const std::vector<double>& percentiles) {
+  GptqSettings s32 = s;
+  s32.dtype = at::kFloat;
+  const GptqFactor f32{f.order, f.U.to(at::kFloat).contiguous()};
+  const at::Tensor W32 = W.to(at::kFloat).contiguous();
+  const at::Tensor Hd = H.to(at::kDouble);
+  // Each row's output error (D H Dᵀ)_rr of the dequantized Ŵ.
+  const auto row_errors = [&](const at::Tensor& W_hat) {
+    const at::Tensor D = W32.to(at::kDouble) - W_hat.to(at::kDouble);
+    return (at::mm(D, Hd) * D).sum(1);
+  };
+  CompensatedRows out;
+  out.params = {nearest.scale.to(at::kFloat).clone(), nearest.zero_point.to(at::kFloat).clone(), nearest.bits};
+  out.values = W32.clone();
+  at::Tensor best = row_errors(fake_quantize_rows(W32, nearest));
+  at::Tensor from_gptq = at::zeros({W32.size(0)}, at::kBool);
+  for (double pct : percentiles) {
+    const RowQuantParams p = search_row_ranges(W32, nearest.bits, RangeError::Plain, {}, {}, {}, {pct});
+    const at::Tensor V = gptq_values(W32, p, f32, s32);
+    const at::Tensor e = row_errors(fake_quantize_rows(V, p));
+    const at::Tensor better = e < best;
+    best = at::where(better, e, best);
+    from_gptq.logical_or_(better);
+    out.params.scale = at::where(better, p.scale, out.params.scale);
+    out.params.zero_point = at::where(better, p.zero_point, out.params.zero_point);
+    out.values = at::where(better.unsqueeze(1), V, out.values);
+  }
+  out.compensated_rows = from_gptq.sum().item<int64_t>();
+  return out;
+}
+
 }  // namespace lorq

@@ -32,10 +32,13 @@ Calibration calibration_fold(const Calibration& calib, int64_t begin, int64_t en
 // second factor whose first factor lost its compensation is re-fitted through full_moment, the moment of all
 // images), and folds[f] is `layer` with the values fitted on fold f instead. W: the layer's weight [m, n].
 // judge_moments[f] (optional): fold f's own XᵀX when fit_moments[f] also holds images no fold is measured on
-// (CandidateSettings::gptq_images); without it each fold is judged on the other's fit moment.
+// (CandidateSettings::gptq_images); without it each fold is judged on the other's fit moment. A Q(b) whose rows
+// chose their grids for the compensation (GptqSettings::row_grid_max_bits, quant/gptq.h: compensated_rows) and
+// loses it gets the range search's grid for nearest rounding back, Hessian-weighted with `lfh` (the layer's LFH)
+// when given; its rows left at nearest rounding in the candidates stay there in the folds.
 void cross_fit_layer(LayerCandidates& layer, LayerCandidates folds[2], const at::Tensor& W,
                      const at::Tensor fit_moments[2], const at::Tensor& full_moment, const GptqSettings& settings,
-                     const at::Tensor* judge_moments = nullptr);
+                     const at::Tensor* judge_moments = nullptr, const at::Tensor& lfh = {});
 
 // Fills every option's global error as measure_global_errors does, cross-fitted as above for the layers with
 // compensated values (and applies cross_fit_layer's decisions to `layers`). With fewer than two calibration images
