@@ -80,10 +80,11 @@ void print_estimate_quality(const char* name, const CompressionAnalysis& final,
     all_e.insert(all_e.end(), e.begin(), e.end());
     all_m.insert(all_m.end(), m.begin(), m.end());
   }
-  std::printf("  %-34s Spearman within a layer: median %.3f, p10 %.3f (%zu layers); over all %zu options %.3f;\n"
-              "  %-34s measured/estimated per layer: p10 %.2f, median %.2f, p90 %.2f\n",
-              name, quantile(within, 0.5), quantile(within, 0.1), within.size(), all_e.size(),
-              spearman(all_e, all_m), "", quantile(ratio, 0.1), quantile(ratio, 0.5), quantile(ratio, 0.9));
+  std::printf(
+      "  %-34s Spearman within a layer: median %.3f, p10 %.3f (%zu layers); over all %zu options %.3f;\n"
+      "  %-34s measured/estimated per layer: p10 %.2f, median %.2f, p90 %.2f\n",
+      name, quantile(within, 0.5), quantile(within, 0.1), within.size(), all_e.size(), spearman(all_e, all_m), "",
+      quantile(ratio, 0.1), quantile(ratio, 0.5), quantile(ratio, 0.9));
 }
 
 // An allocation's choices priced with another analysis' errors (a layer kept in float adds none).
@@ -114,8 +115,9 @@ int main(int argc, char** argv) {
   std::printf("threads %d; calibration %d images, LFH %d images x %d projections, %d anchors, quantizer %s%s%s\n",
               at::get_num_threads(), s.calibration.images, s.lfh_images, s.lfh.projections, s.global_error.anchors,
               quantizer_name(s.candidates.quantizer), s.global_error.calibrated ? ", calibrated errors" : "",
-              s.candidates.gptq_images > 0 ? (", moments from " + std::to_string(s.candidates.gptq_images) +
-                                               " images").c_str() : "");
+              s.candidates.gptq_images > 0
+                  ? (", moments from " + std::to_string(s.candidates.gptq_images) + " images").c_str()
+                  : "");
   try {
     auto model = load_model(model_path);
     const ImageSet set = open_image_set(calib_dir, "", model->label_names(), model->task());
@@ -125,7 +127,8 @@ int main(int argc, char** argv) {
     JobControl job;
     job.progress = [&](const Progress& p) {
       if (p.stage != "global error") return;
-      const double dt = p.elapsed_s - last_report;
+      // gptq's cross-fit measures in two folds, each with its own clock.
+      const double dt = p.elapsed_s >= last_report ? p.elapsed_s - last_report : p.elapsed_s;
       last_report = p.elapsed_s;
       // detail: "layer k/n NAME: error ..." (gptq's cross-fit: "fold f/2, layer k/n NAME: ...")
       const size_t l = p.detail.find("layer ");
@@ -179,10 +182,17 @@ int main(int argc, char** argv) {
       }
       print_estimate_quality("corrected (first revision):", a, corrected, first_revision);
       print_estimate_quality("plain LFH of the compensated W~:", a, plain, first_revision);
-      std::printf("  first allocation's predicted error %.4g; the same choice under the measured errors %.4g "
-                  "(measured optimum %.4g)\n",
-                  first_error, priced(a, LayerAllocator(first_revision).solve(budget)),
-                  final_alloc.predicted_error);
+      // The allocation the plain estimate would have made: its anchors' estimates, interpolated as the measurement's.
+      CompressionAnalysis plain_analysis = a;
+      for (size_t i = 0; i < a.layers.size(); ++i)
+        if (!first_revision.layers[i].errors_measured)
+          measure_layer_global_errors(*model, calib, plain_analysis.layers[i], s.global_error, true, &a.lfh);
+      std::printf("  plain LFH estimate's allocation priced with the measured errors: %.4g\n",
+                  priced(a, LayerAllocator(plain_analysis).solve(budget)));
+      std::printf(
+          "  first allocation's predicted error %.4g; the same choice under the measured errors %.4g "
+          "(measured optimum %.4g)\n",
+          first_error, priced(a, LayerAllocator(first_revision).solve(budget)), final_alloc.predicted_error);
     }
     for (const auto& [stage, sec] : a.stage_seconds) std::printf("  stage %-22s %7.1f s\n", stage.c_str(), sec);
     std::printf("whole pipeline:    %7.1f s  (measured allocation, predicted error %.4g)  peak RSS %.0f MB\n", whole,

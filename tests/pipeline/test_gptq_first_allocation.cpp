@@ -184,9 +184,8 @@ TEST_F(GptqFirstAllocation, TheEstimateIsTheNearestLfhEstimateTimesTheOutOfFoldG
       if (o.kind != OptionKind::Quant || !uses_compensation(l, o)) continue;
       const at::Tensor nearest = fake_quantize_rows(W.to(at::kFloat), l.weight_params.at(o.bits)).to(at::kDouble);
       const double lfh = estimated_nsr(W, nearest, plain_->lfh.at(l.layer), calib, task_of(*model_));
-      const double out_of_fold =
-          output_error(W, compressed_weight(fit.folds[0][i], o, W.to(at::kFloat)), J1) +
-          output_error(W, compressed_weight(fit.folds[1][i], o, W.to(at::kFloat)), J0);
+      const double out_of_fold = output_error(W, compressed_weight(fit.folds[0][i], o, W.to(at::kFloat)), J1) +
+                                 output_error(W, compressed_weight(fit.folds[1][i], o, W.to(at::kFloat)), J0);
       const double expected = lfh * out_of_fold / output_error(W, nearest, J0 + J1);
       EXPECT_NEAR(o.error, expected, 1e-4 * expected) << l.layer << " " << o.label();
       ++checked;
@@ -210,8 +209,8 @@ TEST_F(GptqFirstAllocation, TheEstimateRanksCompensatedOptionsBetterThanThePlain
     for (size_t j = 0; j < l.options.size(); ++j) {
       if (!l.options[j].measured) continue;
       corrected.push_back(first.layers[i].options[j].error);
-      plain.push_back(estimated_nsr(W, compressed_weight(l, l.options[j], W), plain_->lfh.at(l.layer), calib,
-                                    task_of(*model_)));
+      plain.push_back(
+          estimated_nsr(W, compressed_weight(l, l.options[j], W), plain_->lfh.at(l.layer), calib, task_of(*model_)));
       measured.push_back(l.options[j].error);
     }
     if (measured.size() < 3) continue;
@@ -228,9 +227,10 @@ TEST_F(GptqFirstAllocation, TheEstimateRanksCompensatedOptionsBetterThanThePlain
     mean_plain += plain_rho[k] / double(plain_rho.size());
   }
   const double all_c = spearman(all_corrected, all_measured), all_p = spearman(all_plain, all_measured);
-  std::printf("Spearman with the measurement, compensated layers (%zu): within a layer mean %.3f corrected, %.3f "
-              "plain LFH; over all %zu options %.3f corrected, %.3f plain LFH\n",
-              corrected_rho.size(), mean_corrected, mean_plain, all_measured.size(), all_c, all_p);
+  std::printf(
+      "Spearman with the measurement, compensated layers (%zu): within a layer mean %.3f corrected, %.3f "
+      "plain LFH; over all %zu options %.3f corrected, %.3f plain LFH\n",
+      corrected_rho.size(), mean_corrected, mean_plain, all_measured.size(), all_c, all_p);
   EXPECT_GT(mean_corrected, 0.8);
   EXPECT_GE(mean_corrected, mean_plain);
   EXPECT_GT(all_c, all_p);

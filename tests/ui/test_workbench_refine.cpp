@@ -1,10 +1,10 @@
 // The workbench's progressive analysis on the offscreen platform: the demo analyzed with measured global errors
 // shows a complete allocation (layers table, Pareto points, status) from the LFH estimates before the measured
 // errors exist, refines the same views as each layer is measured, and a pin made during the refinement survives
-// it with its undo step, with either quantizer (cancelling the refinement is tested on the Session, tests/session/test_progressive_analysis:
-// here the worker cannot be held at a chosen layer). Nothing here depends on the machine's speed: revisions reach the
-// UI thread in order, the pin is made on the first one, and the test waits for the analysis to finish (the timeout only
-// bounds a hang).
+// it with its undo step, with either quantizer (cancelling the refinement is tested on the Session,
+// tests/session/test_progressive_analysis: here the worker cannot be held at a chosen layer). Nothing here depends on
+// the machine's speed: revisions reach the UI thread in order, the pin is made on the first one, and the test waits for
+// the analysis to finish (the timeout only bounds a hang).
 #include <qcustomplot.h>
 
 #include <QLabel>

@@ -16,7 +16,9 @@ double since(std::chrono::steady_clock::time_point t) {
 }
 
 // tr(D J Dᵀ) in float with a float64 sum: only a ratio of two of them is used.
-double output_change(const at::Tensor& D, const at::Tensor& J) { return (at::mm(D, J) * D).sum(at::kDouble).item<double>(); }
+double output_change(const at::Tensor& D, const at::Tensor& J) {
+  return (at::mm(D, J) * D).sum(at::kDouble).item<double>();
+}
 
 bool uses_compensation(const LayerCandidates& c, const LayerOption& o) {
   if (o.kind == OptionKind::Quant) return c.weight_values.count(o.bits) > 0;
@@ -24,15 +26,15 @@ bool uses_compensation(const LayerCandidates& c, const LayerOption& o) {
 }
 
 // The estimate of the class comment for the anchored options of layers[index].
-std::vector<double> corrected_estimates(Model& model, const Calibration& calib, const LayerCandidates& lc,
-                                        size_t index, const CrossFit& fit, const at::Tensor& H,
-                                        const std::vector<size_t>& anchored, const std::vector<at::Tensor>& Wts) {
+std::vector<double> corrected_estimates(Model& model, const Calibration& calib, const LayerCandidates& lc, size_t index,
+                                        const CrossFit& fit, const at::Tensor& H, const std::vector<size_t>& anchored,
+                                        const std::vector<at::Tensor>& Wts) {
   const at::Tensor W = model.weight(lc.layer).reshape({lc.out_features, lc.in_features}).to(at::kFloat);
   const Task& task = task_of(model);
   std::vector<double> out;
   for (const at::Tensor& Wt : Wts) out.push_back(estimated_nsr(W, Wt, H, calib, task));
   if (fit.bounds.empty()) return out;  // no folds to judge the compensation on: the plain estimate
-  LayerCandidates nearest = lc;  // the same grids and factors, every tensor rounded from W, A, B
+  LayerCandidates nearest = lc;        // the same grids and factors, every tensor rounded from W, A, B
   nearest.weight_values.clear();
   nearest.b_values.clear();
   nearest.a_values.clear();
@@ -69,11 +71,10 @@ std::string estimate_compensated_layer_errors(Model& model, const Calibration& c
   c10::NoGradGuard no_grad;
   const at::Tensor& H = it->second;
   const LayerCandidates& lc = layer;
-  return measure_layer_global_errors(
-      model, calib, layer, settings, true, &lfh,
-      [&](const std::vector<size_t>& anchored, const std::vector<at::Tensor>& Wts) {
-        return corrected_estimates(model, calib, lc, index, fit, H, anchored, Wts);
-      });
+  return measure_layer_global_errors(model, calib, layer, settings, true, &lfh,
+                                     [&](const std::vector<size_t>& anchored, const std::vector<at::Tensor>& Wts) {
+                                       return corrected_estimates(model, calib, lc, index, fit, H, anchored, Wts);
+                                     });
 }
 
 void estimate_then_measure_cross_fitted_global_errors(Model& model, const Calibration& calib, CompressionAnalysis& a,
@@ -83,6 +84,8 @@ void estimate_then_measure_cross_fitted_global_errors(Model& model, const Calibr
                                                       const JobControl& job, const AnalysisRevisionFn& publish) {
   auto t = std::chrono::steady_clock::now();
   CrossFit fit = cross_fit_candidates(model, calib, a.layers, gptq, job, shared_moments);
+  a.stage_seconds.emplace_back("cross-fit", since(t));
+  t = std::chrono::steady_clock::now();
   const int64_t n = static_cast<int64_t>(a.layers.size());
   for (int64_t i = 0; i < n; ++i) {
     job.check();

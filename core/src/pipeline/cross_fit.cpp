@@ -4,6 +4,8 @@
 #include <c10/core/GradMode.h>
 
 #include <algorithm>
+#include <chrono>
+#include <map>
 #include <vector>
 
 #include "lorq/common/error.h"
@@ -111,6 +113,12 @@ void cross_fit_layer(LayerCandidates& c, LayerCandidates folds[2], const at::Ten
   GptqSettings rank_order = s;
   rank_order.act_order = false;
   const at::Tensor Hfull = full_moment.defined() ? full_moment.to(at::kDouble) : H[0] + H[1];
+  // B̃'s moments and their factorisation depend on b_B and the fold only: made once for the b_A sharing them.
+  struct FactorInput {
+    at::Tensor judge[2];
+    GptqFactor factor[2];
+  };
+  std::map<int, FactorInput> by_bits_b;
   for (auto it = c.a_values.begin(); it != c.a_values.end();) {
     const auto [ba, bb] = it->first;
     const RowQuantParams& pa = c.a_params.at(ba);
@@ -123,11 +131,19 @@ void cross_fit_layer(LayerCandidates& c, LayerCandidates folds[2], const at::Ten
     double comp = 0, nearest = 0;
     at::Tensor value[2];
     const at::Tensor An = fake_quantize_rows(c.factors.A, pa);
+    auto input = by_bits_b.find(bb);
+    if (input == by_bits_b.end()) {
+      FactorInput in;
+      for (int k = 0; k < 2; ++k) {
+        const at::Tensor Bt = fake_quantize_rows(factor_b_source(folds[k], bb), pb).to(at::kDouble);
+        in.factor[k] = gptq_factorize(at::mm(at::mm(Bt, H[k]), Bt.t()), rank_order);
+        in.judge[k] = at::mm(at::mm(Bt, J[1 - k]), Bt.t());
+      }
+      input = by_bits_b.emplace(bb, std::move(in)).first;
+    }
     for (int k = 0; k < 2; ++k) {
-      const at::Tensor Bt = fake_quantize_rows(factor_b_source(folds[k], bb), pb).to(at::kDouble);
-      const at::Tensor fit = at::mm(at::mm(Bt, H[k]), Bt.t());
-      const at::Tensor judge = at::mm(at::mm(Bt, J[1 - k]), Bt.t());
-      value[k] = gptq_values(c.factors.A, pa, gptq_factorize(fit, rank_order), rank_order);
+      const at::Tensor& judge = input->second.judge[k];
+      value[k] = gptq_values(c.factors.A, pa, input->second.factor[k], rank_order);
       comp += output_error(c.factors.A, fake_quantize_rows(value[k], pa), judge);
       nearest += output_error(c.factors.A, An, judge);
     }
@@ -160,8 +176,11 @@ CrossFit cross_fit_candidates(Model& model, const Calibration& calib, std::vecto
 
   std::vector<LayerCandidates>* folds = out.folds;
   for (int k = 0; k < 2; ++k) folds[k].resize(layers.size());
+  const auto start = std::chrono::steady_clock::now();
   for (size_t i = 0; i < layers.size(); ++i) {
     job.check();
+    job.report({"cross-fit", static_cast<int64_t>(i), static_cast<int64_t>(layers.size()),
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), layers[i].layer});
     LayerCandidates& l = layers[i];
     LayerCandidates f[2];
     // Each fold fits on its images plus the shared ones (if any) and is judged on the other fold's images alone.

@@ -33,8 +33,8 @@ std::string estimate_compensated_layer_errors(Model& model, const Calibration& c
 // counterpart): the folds' fits (cross_fit_candidates: the candidates' compensated values are final from here on),
 // every layer estimated as above (a layer without an LFH measured cross-fitted at once), `publish(analysis)`, then
 // every layer measured cross-fitted. The final errors equal measure_cross_fitted_global_errors' bit for bit (the
-// same fits and the same measurement). Stages "global error estimate" (fits included) and "global error" are
-// appended to analysis.stage_seconds. Throws Cancelled: what was published stays a complete (estimated) analysis.
+// same fits and the same measurement). Stages "cross-fit" (the fits), "global error estimate" and "global error"
+// are appended to analysis.stage_seconds. Throws Cancelled: what was published stays a complete (estimated) analysis.
 void estimate_then_measure_cross_fitted_global_errors(Model& model, const Calibration& calib,
                                                       CompressionAnalysis& analysis, const GptqSettings& gptq,
                                                       const GlobalErrorSettings& settings,

@@ -39,11 +39,12 @@ void cross_fit_layer(LayerCandidates& layer, LayerCandidates folds[2], const at:
 
 // measure_cross_fitted_global_errors in two steps, so that an estimate can be published in between (the
 // candidates' compensated values are final after the first step): the folds' fits with cross_fit_layer's decisions
-// applied to `layers`, then the measurement of every layer on both folds.
+// applied to `layers` (progress: stage "cross-fit", one step per layer, after the folds' "input moments"), then the
+// measurement of every layer on both folds.
 struct CrossFit {
-  std::vector<int64_t> bounds;                     // {0, half, N}; empty: fewer than two images, no folds
-  std::vector<LayerCandidates> folds[2];           // per layer, the values fitted on fold k (layer order)
-  std::map<std::string, InputMoment> moments[2];   // fold k's own input moments (what fold 1 − k is judged on)
+  std::vector<int64_t> bounds;                    // {0, half, N}; empty: fewer than two images, no folds
+  std::vector<LayerCandidates> folds[2];          // per layer, the values fitted on fold k (layer order)
+  std::map<std::string, InputMoment> moments[2];  // fold k's own input moments (what fold 1 − k is judged on)
 };
 CrossFit cross_fit_candidates(Model& model, const Calibration& calib, std::vector<LayerCandidates>& layers,
                               const GptqSettings& gptq, const JobControl& job = {},
