@@ -158,7 +158,12 @@ SessionPanel::SessionPanel(WorkbenchDocument* document, QWidget* parent) : QWidg
   connect(chooseCalib, &QPushButton::clicked, this, &SessionPanel::chooseCalibrationRequested);
   connect(chooseEval, &QPushButton::clicked, this, &SessionPanel::chooseEvalRequested);
   connect(analyze_, &QPushButton::clicked, this, &SessionPanel::analyzeRequested);
-  connect(fast, &QPushButton::clicked, this, [this] { document_->setSettings(AnalysisSettings::fast()); });
+  connect(fast, &QPushButton::clicked, this, [this] {
+    AnalysisSettings s = AnalysisSettings::fast();  // fewer images and projections, the same quantizer
+    s.quantizer = document_->settings().quantizer;
+    s.gptq_images = document_->settings().gptq_images;
+    document_->setSettings(s);
+  });
   for (QSpinBox* s : {calibCount_, lfhImages_, projections_, anchors_, gptqImages_})
     connect(s, qOverload<int>(&QSpinBox::valueChanged), this, &SessionPanel::commitSettings);
   connect(estimate_, &QCheckBox::toggled, this, &SessionPanel::commitSettings);

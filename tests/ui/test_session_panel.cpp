@@ -1,7 +1,9 @@
 // The Session panel's quantizer and moment-images settings on the offscreen platform: the moment-images box is
 // enabled only with the gptq quantizer, both settings reach the document (AnalysisSettings::quantizer,
-// gptq_images), are written to the session file and shown again by a window that reads it back. No analysis runs.
+// gptq_images), are written to the session file and shown again by a window that reads it back; Fast settings keep
+// them. No analysis runs.
 #include <QComboBox>
+#include <QPushButton>
 #include <QSpinBox>
 #include <QStandardPaths>
 #include <QTemporaryDir>
@@ -62,6 +64,17 @@ class SessionPanelTest : public QObject {
     QCOMPARE(otherQuantizer->currentData().toString(), QString("gptq"));
     QCOMPARE(otherImages->value(), 128);
     QVERIFY(otherImages->isEnabled());
+
+    // Fast settings keep the quantizer and its moment images.
+    QPushButton* fast = nullptr;
+    for (QPushButton* b : w.findChildren<QPushButton*>())
+      if (b->text() == "Fast settings") fast = b;
+    QVERIFY(fast);
+    fast->click();
+    QCOMPARE(d->settings().calibration_images, AnalysisSettings::fast().calibration_images);
+    QCOMPARE(QString::fromStdString(d->settings().quantizer), QString("gptq"));
+    QCOMPARE(d->settings().gptq_images, 128);
+    QCOMPARE(images->value(), 128);
 
     // Back to nearest: the box is disabled and keeps its value for a later gptq run.
     quantizer->setCurrentIndex(quantizer->findData("nearest"));

@@ -25,7 +25,7 @@ bool uses_compensation(const LayerCandidates& c, const LayerOption& o) {
   return c.b_values.count(o.bits_b) > 0 || c.a_values.count({o.bits_a, o.bits_b}) > 0;
 }
 
-// The estimate of the class comment for the anchored options of layers[index].
+// The estimate of compensated_estimate.h for the anchored options of layers[index].
 std::vector<double> corrected_estimates(Model& model, const Calibration& calib, const LayerCandidates& lc, size_t index,
                                         const CrossFit& fit, const at::Tensor& H, const std::vector<size_t>& anchored,
                                         const std::vector<at::Tensor>& Wts) {
