@@ -65,7 +65,8 @@ QString analysisCostKey(const std::string& model, const AnalysisSettings& s) {
   const std::string text = QFileInfo(QString::fromStdString(model)).absoluteFilePath().toStdString() + "|" +
                            std::to_string(s.calibration_images) + "|" + std::to_string(s.lfh_images) + "|" +
                            std::to_string(s.projections) + "|" + std::to_string(s.anchors) + "|" +
-                           std::to_string(s.estimate) + "|" + s.quantizer + (s.calibrated_errors ? "|c" : "");
+                           std::to_string(s.estimate) + "|" + s.quantizer + (s.calibrated_errors ? "|c" : "") +
+                           (s.gptq_images > 0 ? "|m" + std::to_string(s.gptq_images) : "");
   return "analysisCost/" + QString::fromStdString(lorq::fnv1a64_hex(text.data(), text.size()));
 }
 

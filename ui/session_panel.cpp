@@ -2,6 +2,7 @@
 
 #include <QAbstractScrollArea>
 #include <QCheckBox>
+#include <QComboBox>
 #include <QCoreApplication>
 #include <QFileInfo>
 #include <QFormLayout>
@@ -103,12 +104,32 @@ SessionPanel::SessionPanel(WorkbenchDocument* document, QWidget* parent) : QWidg
       "Calibrated global errors: the other options get their LFH estimate times a measured\n"
       "neighbour's measured/estimated ratio. On DeiT-Tiny the global error stage takes 45% of\n"
       "the time of measuring every anchor, with the same 3- and 4-bit allocations' accuracy.");
+  quantizer_ = new QComboBox(settingsBox);
+  quantizer_->setObjectName("quantizer");
+  quantizer_->addItem("Nearest rounding", "nearest");
+  quantizer_->addItem("GPTQ (error compensation)", "gptq");
+  quantizer_->setToolTip(
+      "How each option's codes are rounded on its grid: to nearest, or column by column with the\n"
+      "rounding error compensated through the layer's input moment XᵀX (GPTQ; errors cross-fitted)");
+  gptqImages_ = spin(settingsBox, 0, 100000,
+                     "GPTQ's moments XᵀX from this many images: the calibration images, then the next images of\n"
+                     "the set (left out of evaluation too). More images = better compensation at 3 bits (its fit\n"
+                     "follows the images' noise less); the cost is one float pass per 32 images, before the\n"
+                     "candidates. At or below the calibration count: the calibration images only.");
+  gptqImages_->setObjectName("gptqImages");
+  gptqImages_->setSpecialValueText("calibration");
+  gptqImages_->setSingleStep(32);
+  auto* quantizerRow = new QHBoxLayout();
+  quantizerRow->addWidget(quantizer_, 1);
+  quantizerRow->addWidget(new QLabel("moment images", settingsBox));
+  quantizerRow->addWidget(gptqImages_);
   auto* fast = new QPushButton("Fast settings", settingsBox);
   fast->setToolTip("Few images and projections: a quick first look");
   sl->addRow("Calibration images", calibCount_);
   sl->addRow("LFH images", lfhImages_);
   sl->addRow("Projections", projections_);
   sl->addRow("Anchors", anchors_);
+  sl->addRow("Quantizer", quantizerRow);
   sl->addRow(estimate_);
   sl->addRow(calibrated_);
   sl->addRow(fast);
@@ -137,11 +158,17 @@ SessionPanel::SessionPanel(WorkbenchDocument* document, QWidget* parent) : QWidg
   connect(chooseCalib, &QPushButton::clicked, this, &SessionPanel::chooseCalibrationRequested);
   connect(chooseEval, &QPushButton::clicked, this, &SessionPanel::chooseEvalRequested);
   connect(analyze_, &QPushButton::clicked, this, &SessionPanel::analyzeRequested);
-  connect(fast, &QPushButton::clicked, this, [this] { document_->setSettings(AnalysisSettings::fast()); });
-  for (QSpinBox* s : {calibCount_, lfhImages_, projections_, anchors_})
+  connect(fast, &QPushButton::clicked, this, [this] {
+    AnalysisSettings s = AnalysisSettings::fast();  // fewer images and projections, the same quantizer
+    s.quantizer = document_->settings().quantizer;
+    s.gptq_images = document_->settings().gptq_images;
+    document_->setSettings(s);
+  });
+  for (QSpinBox* s : {calibCount_, lfhImages_, projections_, anchors_, gptqImages_})
     connect(s, qOverload<int>(&QSpinBox::valueChanged), this, &SessionPanel::commitSettings);
   connect(estimate_, &QCheckBox::toggled, this, &SessionPanel::commitSettings);
   connect(calibrated_, &QCheckBox::toggled, this, &SessionPanel::commitSettings);
+  connect(quantizer_, qOverload<int>(&QComboBox::currentIndexChanged), this, &SessionPanel::commitSettings);
   connect(evalImages_, &QLineEdit::editingFinished, this, &SessionPanel::commitEval);
   connect(evalLabels_, &QLineEdit::editingFinished, this, &SessionPanel::commitEval);
 
@@ -196,7 +223,8 @@ void SessionPanel::onSources() {
   if (evalImages_->text() != document_->evalImagesSetting()) evalImages_->setText(document_->evalImagesSetting());
   if (evalLabels_->text() != document_->evalLabelsSetting()) evalLabels_->setText(document_->evalLabelsSetting());
   const AnalysisSettings& s = document_->settings();
-  const QSignalBlocker b1(calibCount_), b2(lfhImages_), b3(projections_), b4(anchors_), b5(estimate_), b6(calibrated_);
+  const QSignalBlocker b1(calibCount_), b2(lfhImages_), b3(projections_), b4(anchors_), b5(estimate_), b6(calibrated_),
+      b7(quantizer_), b8(gptqImages_);
   calibCount_->setValue(s.calibration_images);
   lfhImages_->setValue(s.lfh_images);
   projections_->setValue(s.projections);
@@ -204,6 +232,10 @@ void SessionPanel::onSources() {
   estimate_->setChecked(s.estimate);
   calibrated_->setChecked(s.calibrated_errors);
   calibrated_->setEnabled(!s.estimate);  // nothing is measured with estimates
+  const int quantizer = quantizer_->findData(QString::fromStdString(s.quantizer));
+  quantizer_->setCurrentIndex(quantizer >= 0 ? quantizer : 0);
+  gptqImages_->setValue(s.gptq_images);
+  gptqImages_->setEnabled(s.quantizer == "gptq");  // only compensation uses the moments
   // Said before the analysis starts: a folder smaller than the calibration count gives fewer images than asked.
   const int64_t available = document_->calibrationImages().isEmpty() ? -1 : document_->calibrationInfo().images;
   const bool tooFew = available >= 0 && available < s.calibration_images;
@@ -288,6 +320,8 @@ void SessionPanel::commitSettings() {
   s.anchors = anchors_->value();
   s.estimate = estimate_->isChecked();
   s.calibrated_errors = calibrated_->isChecked();
+  s.quantizer = quantizer_->currentData().toString().toStdString();
+  s.gptq_images = gptqImages_->value();
   document_->setSettings(s);
 }
 

@@ -8,6 +8,7 @@
 #include "lorq/session/api.h"
 
 class QCheckBox;
+class QComboBox;
 class QLabel;
 class QLineEdit;
 class QListWidget;
@@ -65,6 +66,8 @@ class SessionPanel : public QWidget {
   QSpinBox* anchors_;
   QCheckBox* estimate_;
   QCheckBox* calibrated_;
+  QComboBox* quantizer_;
+  QSpinBox* gptqImages_;  // AnalysisSettings::gptq_images, enabled with the gptq quantizer
   QWidget* analyzeBar_;
   QPushButton* analyze_;
   QLabel* analysis_;

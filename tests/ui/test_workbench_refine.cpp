@@ -1,10 +1,10 @@
 // The workbench's progressive analysis on the offscreen platform: the demo analyzed with measured global errors
 // shows a complete allocation (layers table, Pareto points, status) from the LFH estimates before the measured
 // errors exist, refines the same views as each layer is measured, and a pin made during the refinement survives
-// it with its undo step (cancelling the refinement is tested on the Session, tests/session/test_progressive_analysis:
-// here the worker cannot be held at a chosen layer). Nothing here depends on the machine's speed: revisions reach the
-// UI thread in order, the pin is made on the first one, and the test waits for the analysis to finish (the timeout only
-// bounds a hang).
+// it with its undo step, with either quantizer (cancelling the refinement is tested on the Session,
+// tests/session/test_progressive_analysis: here the worker cannot be held at a chosen layer). Nothing here depends on
+// the machine's speed: revisions reach the UI thread in order, the pin is made on the first one, and the test waits for
+// the analysis to finish (the timeout only bounds a hang).
 #include <qcustomplot.h>
 
 #include <QLabel>
@@ -43,13 +43,21 @@ class WorkbenchRefineTest : public QObject {
     QVERIFY(tmp_.isValid());
   }
 
+  void firstAllocationComesFromEstimatesAndAPinSurvivesTheRefinement_data() {
+    QTest::addColumn<QString>("quantizer");
+    QTest::newRow("nearest") << "nearest";
+    QTest::newRow("gptq") << "gptq";  // one estimated revision, then the cross-fitted measurement
+  }
+
   void firstAllocationComesFromEstimatesAndAPinSurvivesTheRefinement() {
+    QFETCH(QString, quantizer);
     MainWindow w;
     w.setQuiet(true);
     w.setCacheDir(QDir(tmp_.path()).filePath("cache"));
     QVERIFY(w.openDemo());
     AnalysisSettings settings = AnalysisSettings::fast();
     settings.estimate = false;  // measured global errors: the analysis refines its first, estimated allocation
+    settings.quantizer = quantizer.toStdString();
     w.setSettings(settings);
     WorkbenchDocument* d = w.state();
     const int layer = 4;

@@ -291,7 +291,8 @@ std::vector<double> calibrated_errors(Model& model, const Calibration& calib, co
 
 std::string measure_layer_global_errors(Model& model, const Calibration& calib, LayerCandidates& lc,
                                         const GlobalErrorSettings& s, bool estimate,
-                                        const std::map<std::string, at::Tensor>* lfh) {
+                                        const std::map<std::string, at::Tensor>* lfh,
+                                        const AnchorEstimateFn& estimate_anchors) {
   if (estimate && (!lfh || !lfh->count(lc.layer)))
     throw Error("global error estimate: no label-free Hessian of layer " + lc.layer);
   c10::NoGradGuard no_grad;
@@ -317,7 +318,9 @@ std::string measure_layer_global_errors(Model& model, const Calibration& calib, 
   // As with estimate: a layer without a real LFH (the patch-embedding conv) is measured whole.
   const bool calibrated = s.calibrated && !estimate && lc.low_rank_allowed && lfh && lfh->count(lc.layer);
   const std::vector<int> source = calibrated ? calibration_sources(lc, anchored, s) : std::vector<int>();
-  if (estimate) {
+  if (estimate && estimate_anchors) {
+    errors = estimate_anchors(anchored, Wts);
+  } else if (estimate) {
     for (const at::Tensor& Wt : Wts) errors.push_back(estimated_nsr(W, Wt, lfh->at(lc.layer), calib, task_of(model)));
   } else if (calibrated) {
     errors = calibrated_errors(model, calib, lc, source, Wts, s, lfh->at(lc.layer));

@@ -7,6 +7,7 @@
 #include <chrono>
 
 #include "lorq/common/error.h"
+#include "lorq/pipeline/compensated_estimate.h"
 #include "lorq/pipeline/cross_fit.h"
 #include "lorq/pipeline/final_model.h"
 #include "lorq/pipeline/input_moments.h"
@@ -93,13 +94,16 @@ CompressionAnalysis analyze_model(Model& model, const ImageSet& images, const Co
   a.warnings = warnings;
   a.cached_stages = cached;
   if (cache) a.cache_dir = cache->dir();
-  // Compensated (gptq) options are measured cross-fitted (pipeline/cross_fit.h), which the two-pass refinement does
-  // not do: a gptq analysis publishes its final revision only.
-  if (on_revision && !s.global_error.estimate && !gptq) {
+  if (on_revision && !s.global_error.estimate) {
     // Every revision is a whole analysis: the LFH and the stage times so far travel with it.
     a.lfh = H;
     a.stage_seconds = stages;
-    estimate_then_measure_global_errors(model, calib, a, s.global_error, H, job, on_revision);
+    if (gptq)  // compensated options: estimated with the compensation's out-of-fold gain, then measured cross-fitted
+      estimate_then_measure_cross_fitted_global_errors(model, calib, a, s.candidates.gptq, s.global_error, H,
+                                                       more_moments.empty() ? nullptr : &more_moments, job,
+                                                       on_revision);
+    else
+      estimate_then_measure_global_errors(model, calib, a, s.global_error, H, job, on_revision);
   } else {
     t = std::chrono::steady_clock::now();
     if (gptq)  // compensated options: measured on images they were not fitted to

@@ -4,6 +4,8 @@
 #include <c10/core/GradMode.h>
 
 #include <algorithm>
+#include <chrono>
+#include <map>
 #include <vector>
 
 #include "lorq/common/error.h"
@@ -129,6 +131,12 @@ void cross_fit_layer(LayerCandidates& c, LayerCandidates folds[2], const at::Ten
   GptqSettings rank_order = s;
   rank_order.act_order = false;
   const at::Tensor Hfull = full_moment.defined() ? full_moment.to(at::kDouble) : H[0] + H[1];
+  // B̃'s moments and their factorisation depend on b_B and the fold only: made once for the b_A sharing them.
+  struct FactorInput {
+    at::Tensor judge[2];
+    GptqFactor factor[2];
+  };
+  std::map<int, FactorInput> by_bits_b;
   for (auto it = c.a_values.begin(); it != c.a_values.end();) {
     const auto [ba, bb] = it->first;
     const RowQuantParams& pa = c.a_params.at(ba);
@@ -141,11 +149,19 @@ void cross_fit_layer(LayerCandidates& c, LayerCandidates folds[2], const at::Ten
     double comp = 0, nearest = 0;
     at::Tensor value[2];
     const at::Tensor An = fake_quantize_rows(c.factors.A, pa);
+    auto input = by_bits_b.find(bb);
+    if (input == by_bits_b.end()) {
+      FactorInput in;
+      for (int k = 0; k < 2; ++k) {
+        const at::Tensor Bt = fake_quantize_rows(factor_b_source(folds[k], bb), pb).to(at::kDouble);
+        in.factor[k] = gptq_factorize(at::mm(at::mm(Bt, H[k]), Bt.t()), rank_order);
+        in.judge[k] = at::mm(at::mm(Bt, J[1 - k]), Bt.t());
+      }
+      input = by_bits_b.emplace(bb, std::move(in)).first;
+    }
     for (int k = 0; k < 2; ++k) {
-      const at::Tensor Bt = fake_quantize_rows(factor_b_source(folds[k], bb), pb).to(at::kDouble);
-      const at::Tensor fit = at::mm(at::mm(Bt, H[k]), Bt.t());
-      const at::Tensor judge = at::mm(at::mm(Bt, J[1 - k]), Bt.t());
-      value[k] = gptq_values(c.factors.A, pa, gptq_factorize(fit, rank_order), rank_order);
+      const at::Tensor& judge = input->second.judge[k];
+      value[k] = gptq_values(c.factors.A, pa, input->second.factor[k], rank_order);
       comp += output_error(c.factors.A, fake_quantize_rows(value[k], pa), judge);
       nearest += output_error(c.factors.A, An, judge);
     }
@@ -163,26 +179,27 @@ void cross_fit_layer(LayerCandidates& c, LayerCandidates folds[2], const at::Ten
   }
 }
 
-void measure_cross_fitted_global_errors(Model& model, const Calibration& calib, std::vector<LayerCandidates>& layers,
-                                        const GptqSettings& gptq, const GlobalErrorSettings& settings,
-                                        const JobControl& job, const std::map<std::string, at::Tensor>* lfh,
-                                        const std::map<std::string, InputMoment>* shared_moments) {
+CrossFit cross_fit_candidates(Model& model, const Calibration& calib, std::vector<LayerCandidates>& layers,
+                              const GptqSettings& gptq, const JobControl& job,
+                              const std::map<std::string, InputMoment>* shared_moments,
+                              const std::map<std::string, at::Tensor>* lfh) {
+  CrossFit out;
   const int64_t N = calib.images.size(0);
-  if (N < 2) {
-    measure_global_errors(model, calib, layers, settings, job, lfh);
-    return;
-  }
+  if (N < 2) return out;
   c10::NoGradGuard no_grad;
   const int64_t half = (N + 1) / 2;
-  const int64_t bounds[3] = {0, half, N};
-  std::map<std::string, InputMoment> moments[2];
+  out.bounds = {0, half, N};
+  std::map<std::string, InputMoment>* moments = out.moments;
   for (int k = 0; k < 2; ++k)
-    moments[k] = layer_input_moments(model, calib.images.slice(0, bounds[k], bounds[k + 1]), calib.batch, job);
+    moments[k] = layer_input_moments(model, calib.images.slice(0, out.bounds[k], out.bounds[k + 1]), calib.batch, job);
 
-  std::vector<LayerCandidates> folds[2];
+  std::vector<LayerCandidates>* folds = out.folds;
   for (int k = 0; k < 2; ++k) folds[k].resize(layers.size());
+  const auto start = std::chrono::steady_clock::now();
   for (size_t i = 0; i < layers.size(); ++i) {
     job.check();
+    job.report({"cross-fit", static_cast<int64_t>(i), static_cast<int64_t>(layers.size()),
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), layers[i].layer});
     LayerCandidates& l = layers[i];
     LayerCandidates f[2];
     // Each fold fits on its images plus the shared ones (if any) and is judged on the other fold's images alone.
@@ -210,14 +227,62 @@ void measure_cross_fitted_global_errors(Model& model, const Calibration& calib, 
     folds[0][i] = std::move(f[0]);
     folds[1][i] = std::move(f[1]);
   }
-  moments[0].clear();
-  moments[1].clear();
+  return out;
+}
+
+namespace {
+
+// The held-out calibration of fold k's fit (the other fold's images) and its share of the images.
+Calibration held_out_of(const Calibration& calib, const CrossFit& fit, int k, double* weight) {
+  Calibration held_out = calibration_fold(calib, fit.bounds[1 - k], fit.bounds[2 - k]);
+  *weight = double(held_out.images.size(0)) / double(calib.images.size(0));
+  return held_out;
+}
+
+}  // namespace
+
+void measure_cross_fitted_layer(Model& model, const Calibration& calib, LayerCandidates& layer, size_t index,
+                                const CrossFit& fit, const GlobalErrorSettings& settings,
+                                const std::map<std::string, at::Tensor>* lfh) {
+  if (fit.bounds.empty()) {
+    std::vector<LayerCandidates> one{layer};
+    measure_global_errors(model, calib, one, settings, {}, lfh);
+    layer = std::move(one[0]);
+    return;
+  }
+  std::vector<double> error(layer.options.size(), 0.0);
+  for (int k = 0; k < 2; ++k) {
+    double weight = 0;
+    const Calibration held_out = held_out_of(calib, fit, k, &weight);
+    std::vector<LayerCandidates> one{fit.folds[k].at(index)};
+    measure_global_errors(model, held_out, one, settings, {}, lfh);
+    // The same sums in the same order as measure_cross_fitted's.
+    for (size_t j = 0; j < layer.options.size(); ++j) {
+      error[j] += weight * one[0].options[j].error;
+      layer.options[j].measured = one[0].options[j].measured;
+    }
+    layer.errors_measured = one[0].errors_measured;
+  }
+  for (size_t j = 0; j < layer.options.size(); ++j) layer.options[j].error = error[j];
+}
+
+void measure_cross_fitted(Model& model, const Calibration& calib, std::vector<LayerCandidates>& layers, CrossFit fit,
+                          const GlobalErrorSettings& settings, const JobControl& job,
+                          const std::map<std::string, at::Tensor>* lfh) {
+  if (fit.bounds.empty()) {
+    measure_global_errors(model, calib, layers, settings, job, lfh);
+    return;
+  }
+  c10::NoGradGuard no_grad;
+  fit.moments[0].clear();
+  fit.moments[1].clear();
+  std::vector<LayerCandidates>* folds = fit.folds;
 
   // Fitted on fold k, measured on the other fold's images.
   std::vector<std::vector<double>> error(layers.size());
   for (int k = 0; k < 2; ++k) {
-    const Calibration held_out = calibration_fold(calib, bounds[1 - k], bounds[2 - k]);
-    const double weight = double(held_out.images.size(0)) / double(N);
+    double weight = 0;
+    const Calibration held_out = held_out_of(calib, fit, k, &weight);
     JobControl fold_job;
     fold_job.cancel = job.cancel;
     const int64_t L = static_cast<int64_t>(layers.size());
@@ -241,6 +306,14 @@ void measure_cross_fitted_global_errors(Model& model, const Calibration& calib, 
   }
   for (size_t i = 0; i < layers.size(); ++i)
     for (size_t j = 0; j < layers[i].options.size(); ++j) layers[i].options[j].error = error[i][j];
+}
+
+void measure_cross_fitted_global_errors(Model& model, const Calibration& calib, std::vector<LayerCandidates>& layers,
+                                        const GptqSettings& gptq, const GlobalErrorSettings& settings,
+                                        const JobControl& job, const std::map<std::string, at::Tensor>* lfh,
+                                        const std::map<std::string, InputMoment>* shared_moments) {
+  measure_cross_fitted(model, calib, layers, cross_fit_candidates(model, calib, layers, gptq, job, shared_moments, lfh),
+                       settings, job, lfh);
 }
 
 }  // namespace lorq

@@ -4,6 +4,7 @@
 // only the stages from that layer on.
 #include <ATen/core/Tensor.h>
 
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -92,12 +93,17 @@ void measure_global_errors(Model& model, const Calibration& calib, std::vector<L
                            const GlobalErrorSettings& settings, const JobControl& job = {},
                            const std::map<std::string, at::Tensor>* lfh = nullptr);
 
+// An estimate of a layer's anchored options' errors: `anchored` indexes layer.options, W_tildes their weights.
+using AnchorEstimateFn =
+    std::function<std::vector<double>(const std::vector<size_t>& anchored, const std::vector<at::Tensor>& W_tildes)>;
+
 // measure_global_errors on one layer: `estimate` (needs `lfh` to hold the layer) estimates its anchors from the LFH
-// instead of measuring them; sets layer.errors_measured to !estimate. Returns the log line's detail
-// ("error LO .. HI over K measured options").
+// instead of measuring them, or with `estimate_anchors` where given; sets layer.errors_measured to !estimate.
+// Returns the log line's detail ("error LO .. HI over K measured options").
 std::string measure_layer_global_errors(Model& model, const Calibration& calib, LayerCandidates& layer,
                                         const GlobalErrorSettings& settings, bool estimate,
-                                        const std::map<std::string, at::Tensor>* lfh = nullptr);
+                                        const std::map<std::string, at::Tensor>* lfh = nullptr,
+                                        const AnchorEstimateFn& estimate_anchors = {});
 
 // The Gauss-Newton estimate of one option's output error (see GlobalErrorSettings::estimate). The LFH's projections
 // are scaled per output so that it estimates the task's weighted error in the units of its first error output

@@ -47,7 +47,9 @@ class SessionCache;
 // With `on_revision` (and settings.global_error.estimate off) the global errors are first estimated from the LFH
 // for every layer and then measured layer by layer (pipeline/progressive_errors.h): on_revision receives the
 // estimated analysis and each partly measured one, on the calling thread; the analysis returned is the last
-// revision and equals the analysis without on_revision exactly. Only a completely measured analysis is cached.
+// revision and equals the analysis without on_revision exactly. A gptq analysis publishes its estimated analysis
+// and then measures every layer cross-fitted (pipeline/compensated_estimate.h). Only a completely measured analysis
+// is cached.
 CompressionAnalysis analyze_model(Model& model, const ImageSet& calibration_images, const CompressSettings& settings,
                                   const JobControl& job = {}, const SessionCache* cache = nullptr,
                                   const AnalysisRevisionFn& on_revision = {});

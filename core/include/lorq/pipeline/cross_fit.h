@@ -40,10 +40,35 @@ void cross_fit_layer(LayerCandidates& layer, LayerCandidates folds[2], const at:
                      const at::Tensor fit_moments[2], const at::Tensor& full_moment, const GptqSettings& settings,
                      const at::Tensor* judge_moments = nullptr, const at::Tensor& lfh = {});
 
+// measure_cross_fitted_global_errors in two steps, so that an estimate can be published in between (the
+// candidates' compensated values are final after the first step): the folds' fits with cross_fit_layer's decisions
+// applied to `layers` (progress: stage "cross-fit", one step per layer, after the folds' "input moments"), then the
+// measurement of every layer on both folds.
+struct CrossFit {
+  std::vector<int64_t> bounds;                    // {0, half, N}; empty: fewer than two images, no folds
+  std::vector<LayerCandidates> folds[2];          // per layer, the values fitted on fold k (layer order)
+  std::map<std::string, InputMoment> moments[2];  // fold k's own input moments (what fold 1 − k is judged on)
+};
+// `lfh`: the layers' LFH, for the nearest grids cross_fit_layer restores.
+CrossFit cross_fit_candidates(Model& model, const Calibration& calib, std::vector<LayerCandidates>& layers,
+                              const GptqSettings& gptq, const JobControl& job = {},
+                              const std::map<std::string, InputMoment>* shared_moments = nullptr,
+                              const std::map<std::string, at::Tensor>* lfh = nullptr);
+// Measures every layer of `layers` (those cross_fit_candidates fitted) cross-fitted; without folds,
+// measure_global_errors.
+void measure_cross_fitted(Model& model, const Calibration& calib, std::vector<LayerCandidates>& layers, CrossFit fit,
+                          const GlobalErrorSettings& settings, const JobControl& job = {},
+                          const std::map<std::string, at::Tensor>* lfh = nullptr);
+// The same measurement of one layer (layers[index] of the fit), equal to what measure_cross_fitted gives it.
+void measure_cross_fitted_layer(Model& model, const Calibration& calib, LayerCandidates& layer, size_t index,
+                                const CrossFit& fit, const GlobalErrorSettings& settings,
+                                const std::map<std::string, at::Tensor>* lfh = nullptr);
+
 // Fills every option's global error as measure_global_errors does, cross-fitted as above for the layers with
 // compensated values (and applies cross_fit_layer's decisions to `layers`). With fewer than two calibration images
 // it is measure_global_errors. Progress: "global error", both folds' layers counted. `shared_moments`: the moments
 // of images beyond the calibration ones, added to both folds' fits (never measured on, so both folds may use them).
+// cross_fit_candidates, then measure_cross_fitted.
 void measure_cross_fitted_global_errors(Model& model, const Calibration& calib, std::vector<LayerCandidates>& layers,
                                         const GptqSettings& gptq, const GlobalErrorSettings& settings,
                                         const JobControl& job = {},

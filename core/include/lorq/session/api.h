@@ -309,7 +309,9 @@ class CompressionSession {
   // layers(), make_allocator(), ...) changes only in adopt(), so a front end that reads the session on another
   // thread while this runs adopts each revision on its own thread. Cancelled, the last revision published stays a
   // usable analysis (estimated or partly measured; the cache keeps only measured analyses). With
-  // settings().estimate, or from the cache, the only revision is the final one. Without on_revision: analyze(job).
+  // settings().estimate, or from the cache, the only revision is the final one. With the gptq quantizer there are two:
+  // the estimate (after the cross-fit's fits, so that the revisions still differ only in their errors) and the final
+  // cross-fitted measurement (lorq/pipeline/compensated_estimate.h). Without on_revision: analyze(job).
   void analyze(const JobControl& job, const AnalysisRevisionCallback& on_revision);
   // Makes a revision of this session's analyze() the session's analysis. A revision older than the adopted one
   // changes nothing (false). Revisions of one run differ only in their errors, so the compressed and finalized
