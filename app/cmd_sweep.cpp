@@ -23,7 +23,7 @@ namespace {
 const char* kSweepHelp =
     "usage: lorq sweep --model M --calib DIR --eval DIR [--labels CSV] (--avg-bits LIST | --budget-bytes LIST)\n"
     "                  [--limit N] [--json] [--cache DIR] [--constraints FILE] [--images N] [--lfh-images N]\n"
-    "                  [--projections P] [--anchors K] [--estimate] [--seed S] [--quantizer nearest|gptq]\n\n"
+    "                  [--projections P] [--anchors K] [--estimate] [--seed S] [--quantizer gptq|nearest]\n\n"
     "Analyzes the model once, then evaluates the compressed model at every budget: average bits as START:STOP:STEP\n"
     "(2:8:0.5), a comma list (3,4,6) or one number; or --budget-bytes N[,N...]. Budgets outside the reachable range\n"
     "are clamped to the smallest / largest useful budget (where the optimal predicted error stops falling) and\n"

@@ -23,6 +23,8 @@ using Revision = std::shared_ptr<const api::AnalysisRevision>;
 api::AnalysisSettings measured_settings() {
   api::AnalysisSettings s = api::AnalysisSettings::fast();
   s.estimate = false;  // the measured global errors: what the progressive analysis refines to
+  // The per-layer refinement of nearest rounding; gptq's two revisions: test_gptq_first_allocation.
+  s.quantizer = "nearest";
   return s;
 }
 

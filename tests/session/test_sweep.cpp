@@ -197,6 +197,13 @@ TEST(StagedProgress, WeighsStagesByCostAndSkipsCachedOnes) {
 
 TEST(StagedProgress, AnalysisPlanFollowsTheSettingsAndTheLastRun) {
   api::AnalysisSettings s;
+  // GPTQ (the default): the moments, the candidates' sweeps and the cross-fit's fits before the estimate pass.
+  const auto gptq = api::analysis_stage_costs(s);
+  ASSERT_EQ(gptq.size(), 7u);
+  EXPECT_EQ(gptq[2].stage, "input moments");
+  EXPECT_EQ(gptq[4].stage, "cross-fit");
+  EXPECT_EQ(gptq[5].stage, "global error estimate");
+  s.quantizer = "nearest";
   const auto plan = api::analysis_stage_costs(s);
   // Measured errors: the progressive analysis' estimate pass comes first.
   ASSERT_EQ(plan.size(), 5u);

@@ -34,12 +34,16 @@ class SessionPanelTest : public QObject {
     auto* images = w.findChild<QSpinBox*>("gptqImages");
     QVERIFY(quantizer && images);
     WorkbenchDocument* d = w.state();
-    QCOMPARE(QString::fromStdString(d->settings().quantizer), QString("nearest"));
-    QCOMPARE(quantizer->currentData().toString(), QString("nearest"));
-    QVERIFY(!images->isEnabled());  // nearest rounding uses no moments
+    // GPTQ is the default quantizer.
+    QCOMPARE(QString::fromStdString(d->settings().quantizer), QString("gptq"));
+    QCOMPARE(quantizer->currentData().toString(), QString("gptq"));
+    QVERIFY(images->isEnabled());
     QVERIFY(images->toolTip().contains("one float pass per 32 images"));
     QVERIFY(images->toolTip().contains("3 bits"));
 
+    quantizer->setCurrentIndex(quantizer->findData("nearest"));
+    QCOMPARE(QString::fromStdString(d->settings().quantizer), QString("nearest"));
+    QVERIFY(!images->isEnabled());  // nearest rounding uses no moments
     quantizer->setCurrentIndex(quantizer->findData("gptq"));
     QCOMPARE(QString::fromStdString(d->settings().quantizer), QString("gptq"));
     QVERIFY(images->isEnabled());

@@ -62,6 +62,9 @@ class WorkbenchTest : public QObject {
   static AnalysisSettings testSettings() {
     AnalysisSettings s = AnalysisSettings::fast();
     s.estimate = true;
+    // The workbench's views, not the quantizer: nearest rounding, the quicker analysis with one log line per layer.
+    // The default (gptq) in the workbench: test_workbench_refine, test_session_panel.
+    s.quantizer = "nearest";
     return s;
   }
   QString path(const QString& name) const { return QDir(tmp_.path()).filePath(name); }

@@ -261,7 +261,7 @@ SessionFile load_session_file(const std::string& path) {
       a.weighted_svd = s.value("weighted_svd", a.weighted_svd);
       a.hessian_weighted = s.value("hessian_weighted", a.hessian_weighted);
       a.swapped_lr_size = s.value("swapped_lr_size", a.swapped_lr_size);
-      a.quantizer = s.value("quantizer", a.quantizer);
+      a.quantizer = s.value("quantizer", std::string("nearest"));  // older files: nearest was the only quantizer
       a.gptq_images = s.value("gptq_images", a.gptq_images);
       a.calibrated_errors = s.value("calibrated_errors", false);  // older files: every anchor was measured
     }
