@@ -15,6 +15,7 @@
 #include "lorq/common/error.h"
 #include "lorq/io/images.h"
 #include "lorq/pipeline/compensated_estimate.h"
+#include "lorq/common/rank_correlation.h"
 #include "lorq/pipeline/compress.h"
 #include "lorq/pipeline/cross_fit.h"
 #include "lorq/quant/gptq.h"
@@ -33,32 +34,6 @@ CompressSettings fast_gptq() {
   s.global_error.calibrated = true;  // the default of lorq and the workbench
   s.candidates.quantizer = Quantizer::Gptq;
   return s;
-}
-
-std::vector<double> ranks(const std::vector<double>& v) {
-  std::vector<size_t> order(v.size());
-  for (size_t i = 0; i < v.size(); ++i) order[i] = i;
-  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return v[a] < v[b]; });
-  std::vector<double> r(v.size());
-  for (size_t i = 0; i < order.size();) {  // ties share their mean rank
-    size_t j = i;
-    while (j + 1 < order.size() && v[order[j + 1]] == v[order[i]]) ++j;
-    for (size_t k = i; k <= j; ++k) r[order[k]] = 0.5 * double(i + j);
-    i = j + 1;
-  }
-  return r;
-}
-
-double spearman(const std::vector<double>& x, const std::vector<double>& y) {
-  const std::vector<double> rx = ranks(x), ry = ranks(y);
-  const double mean = (double(x.size()) - 1) / 2;
-  double sxy = 0, sxx = 0, syy = 0;
-  for (size_t i = 0; i < x.size(); ++i) {
-    sxy += (rx[i] - mean) * (ry[i] - mean);
-    sxx += (rx[i] - mean) * (rx[i] - mean);
-    syy += (ry[i] - mean) * (ry[i] - mean);
-  }
-  return sxx > 0 && syy > 0 ? sxy / std::sqrt(sxx * syy) : 0.0;
 }
 
 bool uses_compensation(const LayerCandidates& c, const LayerOption& o) {
