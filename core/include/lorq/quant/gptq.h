@@ -67,16 +67,17 @@ double output_error(const at::Tensor& W, const at::Tensor& W_hat, const at::Tens
 at::Tensor compensated_values(const at::Tensor& W, const RowQuantParams& p, const at::Tensor& H, const GptqFactor& f,
                               const GptqSettings& settings = {}, bool* compensated = nullptr);
 
-// Compensated values on grids chosen for the compensation: each row takes, of nearest rounding of W on `nearest`
-// (the range search's grid for nearest rounding) and GPTQ on the grid of every candidate percentile (the range
-// search's clip ranges, quantizer.h), the one whose own output error (D H Dᵀ)_rr is smallest (rows are independent
-// under one factorisation, so rows may mix). The search's grid clips for nearest rounding; GPTQ carries each
-// column's rounding error forward, so it often does better on a wider or narrower grid than nearest rounding's.
 // The clip percentiles compensated_rows tries by default. On DeiT-Tiny's Q2 and Q3 (all ten of
 // default_percentiles() tried) GPTQ's rows chose 0.97-0.995 for 85 % of the rows, 0.97 most often at 2 bits, and
 // the four percentiles between 0.9995 and 1 (nearly the same grid on rows of 192 or 768 weights) for 4 %: those
 // collapse to 0.9995 here and 0.96 extends the clipping side.
 const std::vector<double>& gptq_grid_percentiles();
+
+// Compensated values on grids chosen for the compensation: each row takes, of nearest rounding of W on `nearest`
+// (the range search's grid for nearest rounding) and GPTQ on the grid of every candidate percentile (the range
+// search's clip ranges, quantizer.h), the one whose own output error (D H Dᵀ)_rr is smallest (rows are independent
+// under one factorisation, so rows may mix). The search's grid suits nearest rounding; GPTQ carries each column's
+// rounding error forward, and on DeiT-Tiny its rows mostly preferred tighter clipping.
 struct CompensatedRows {
   RowQuantParams params;  // per-row grids
   at::Tensor values;      // [rows, n] float32: W's row where nearest rounding won, GPTQ's values elsewhere

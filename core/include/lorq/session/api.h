@@ -91,7 +91,7 @@ struct AnalysisSettings {
   bool swapped_lr_size = false;  // parity: the reference's swapped low-rank size
   // How codes are rounded on each row's grid: "gptq" (error compensation through each layer's input moment on the
   // calibration images, lorq/quant/gptq.h, errors cross-fitted), or "nearest". Gptq is the default: on DeiT-Tiny it
-  // keeps 2-4 points more top-1 than nearest rounding at 3 and 4 average bits, with a first allocation in 44 s and
+  // keeps 3-5 points more top-1 than nearest rounding at 4 and 3 average bits, with a first allocation in 44 s and
   // the whole analysis in 126 s (nearest: 22 s and 102 s; closing notes of issue 13). Session files without the key
   // were made with nearest rounding and keep it.
   std::string quantizer = "gptq";
