@@ -157,7 +157,10 @@ TEST_F(GptqFirstAllocation, TheEstimateIsTheNearestLfhEstimateTimesTheOutOfFoldG
     const at::Tensor J0 = fit.moments[0].at(l.layer).xtx, J1 = fit.moments[1].at(l.layer).xtx;
     for (const LayerOption& o : l.options) {
       if (o.kind != OptionKind::Quant || !uses_compensation(l, o)) continue;
-      const at::Tensor nearest = fake_quantize_rows(W.to(at::kFloat), l.weight_params.at(o.bits)).to(at::kDouble);
+      // The nearest quantizer's Q(b): its own LFH-weighted grid, not the grids GPTQ's rows chose.
+      const RowQuantParams lfh_grid =
+          search_row_ranges(W.to(at::kFloat), o.bits, RangeError::Hessian, plain_->lfh.at(l.layer).to(at::kFloat));
+      const at::Tensor nearest = fake_quantize_rows(W.to(at::kFloat), lfh_grid).to(at::kDouble);
       const double lfh = estimated_nsr(W, nearest, plain_->lfh.at(l.layer), calib, task_of(*model_));
       const double out_of_fold = output_error(W, compressed_weight(fit.folds[0][i], o, W.to(at::kFloat)), J1) +
                                  output_error(W, compressed_weight(fit.folds[1][i], o, W.to(at::kFloat)), J0);

@@ -5,7 +5,9 @@
 // The label-free Hessian estimate Σ H ⊙ (W − W̃)² weighs the weight change elementwise, as if the layer's inputs
 // were uncorrelated. GPTQ exploits their correlation: it makes the weight change larger and the output change
 // smaller, so the plain estimate overrates every compensated option. Here a compensated option's estimate is the LFH
-// estimate of its nearest-rounded counterpart (same grids, same factors, rounded from W, A, B) times the ratio of
+// estimate of its nearest-rounded counterpart (a Q(b): nearest rounding on the range search's LFH-weighted grid, as
+// the nearest quantizer makes it, since GPTQ's rows may have chosen other grids (quant/gptq.h: compensated_rows);
+// low rank: the same grids and factors, rounded from A and B) times the ratio of
 // the two output errors tr(ΔW J ΔWᵀ) on the layer's input moment, taken out of fold as the measurement is:
 //   e ≈ LFH(W − W̃ₙ) · Σₖ tr(ΔWₖ Jₙₒₜ ₖ ΔWₖᵀ) / tr(ΔWₙ (J₀ + J₁) ΔWₙᵀ),
 // ΔWₖ the option's weight change with the values fitted on fold k, J the folds' own moments. The LFH carries how
