@@ -74,6 +74,8 @@ void print_baseline(api::CompressionSession& session, const Allocation& allocati
     eval_job.progress = [&bar](const Progress& p) { bar.update(p); };
     float_eval =
         r.float_eval && same_images ? *r.float_eval : session.evaluate_float(r.eval, r.eval_labels, r.limit, eval_job);
+    // The other session's rows compare with the float outputs too (the fidelity columns): it needs its own pass.
+    other->evaluate_float(r.eval, r.eval_labels, r.limit, eval_job);
     auto mixed = [&](api::CompressionSession& s, const Allocation& a) {
       return &s == &session && r.compressed_eval && same_images
                  ? *r.compressed_eval
@@ -89,18 +91,26 @@ void print_baseline(api::CompressionSession& session, const Allocation& allocati
   std::printf("\n%-22s %12s %9s %12s", "method", "weight bytes", "avg bits", "pred. error");
   const bool metric = !float_eval.metrics.empty();
   if (metric)
-    std::printf("  %-18s %s", ("float " + float_eval.metrics[0].name).c_str(),
+    std::printf("  %-18s %-18s", ("float " + float_eval.metrics[0].name).c_str(),
                 ("compressed " + float_eval.metrics[0].name).c_str());
+  // A classifier's fidelity to the float model on the same images: what the predicted error predicts, measured.
+  const bool fidelity = std::all_of(rows.begin(), rows.end(), [](const Row& w) { return w.eval.has_fidelity; });
+  if (fidelity) std::printf(" %12s %12s", "same top-1", "output NSR");
   std::printf("\n");
   for (const Row& row : rows) {
     std::printf("%-22s %12lld %9.3f %12.4g", row.method.c_str(), static_cast<long long>(row.bytes),
                 8.0 * row.bytes / params, row.predicted_error);
-    if (metric) std::printf("  %-18s %s", first_metric(float_eval).c_str(), first_metric(row.eval).c_str());
+    if (metric) std::printf("  %-18s %-18s", first_metric(float_eval).c_str(), first_metric(row.eval).c_str());
+    if (fidelity) std::printf(" %11.2f%% %12.4g", row.eval.agreement_pct, row.eval.output_nsr);
     std::printf("\n");
   }
   if (!r.eval.empty())
     std::printf("(%lld held-out images; the %lld images either analysis saw left out)\n",
                 static_cast<long long>(float_eval.labeled), static_cast<long long>(float_eval.left_out));
+  if (fidelity)
+    std::printf(
+        "(same top-1: images whose top-1 class is the float model's; output NSR: the whole model's "
+        "measured\n global error, the quantity the predicted error sums per layer, on the same images)\n");
 }
 
 }  // namespace lorq::cli

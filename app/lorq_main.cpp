@@ -363,7 +363,10 @@ void print_eval(const std::string& name, const api::EvalSummary& r) {
     figures += (figures.empty() ? "" : "  ") + std::string(f);
   }
   if (figures.empty()) figures = "no labels";
-  std::printf("%-22s %s  (%lld images)\n", name.c_str(), figures.c_str(), (long long)r.labeled);
+  std::printf("%-22s %s  (%lld images)", name.c_str(), figures.c_str(), (long long)r.labeled);
+  if (r.has_fidelity)
+    std::printf("  vs float: same top-1 %.2f%%, output NSR %.4g, KL %.4g", r.agreement_pct, r.output_nsr, r.kl);
+  std::printf("\n");
 }
 
 // A progress bar that starts a new line whenever the stage changes.

@@ -274,6 +274,12 @@ void CompareView::setResult(const ComparisonResult& result) {
   task_ = taskOf(result, task_);
   QString m = metricsText("Float", result.float_eval, true) + " &nbsp;·&nbsp; " +
               metricsText("Compressed", result.compressed_eval, true);
+  const EvalSummary& c = result.compressed_eval;
+  // Denser than top-1 against the labels, where a point is a few images flipping either way.
+  if (c.has_fidelity)
+    m += QString(" &nbsp;·&nbsp; same top-1 as float on %1%, output NSR %2")
+             .arg(c.agreement_pct, 0, 'f', 1)
+             .arg(c.output_nsr, 0, 'g', 3);
   m += QString(" &nbsp;(%1 images").arg(result.float_eval.images);
   if (!result.float_eval.failed.empty()) m += QString(", %1 unreadable").arg(result.float_eval.failed.size());
   metrics_->setText(m + ")");

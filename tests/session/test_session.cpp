@@ -105,6 +105,38 @@ TEST_F(SessionTest, BadConstraintsNameTheSourceAndTheLayer) {
   EXPECT_THROW(session_->parse_constraints(R"({"groups": [["head", "nope"]]})", "g.json"), Error);
 }
 
+// Evaluations of compressed models report their fidelity to the float model's outputs on the same images, and only
+// on the same images.
+TEST_F(SessionTest, EvaluationsReportTheirFidelityToTheFloatOutputsOfTheSameImages) {
+  const api::EvalSummary before = session_->evaluate_uniform(8, demo_.images_dir, "", 40, {});
+  const api::EvalSummary f = session_->evaluate_float(demo_.images_dir, "", 40, {});
+  EXPECT_FALSE(f.has_fidelity);  // the float model is the reference
+  // A result computed before the float outputs existed has none either.
+  EXPECT_FALSE(before.has_fidelity);
+  const api::EvalSummary q8 = session_->evaluate_uniform(8, demo_.images_dir, "", 40, {});
+  const api::EvalSummary q2 = session_->evaluate_uniform(2, demo_.images_dir, "", 40, {});
+  ASSERT_TRUE(q8.has_fidelity);
+  ASSERT_TRUE(q2.has_fidelity);
+  // Q8 barely moves the outputs; Q2 moves them much further.
+  EXPECT_GT(q8.agreement_pct, 90.0);
+  EXPECT_GT(q8.output_nsr, 0.0);
+  EXPECT_LT(q8.output_nsr, q2.output_nsr);
+  EXPECT_LT(q8.kl, q2.kl);
+  EXPECT_LE(q2.agreement_pct, q8.agreement_pct);
+  // Other images (another limit) are not compared with these float outputs.
+  EXPECT_FALSE(session_->evaluate_uniform(2, demo_.images_dir, "", 24, {}).has_fidelity);
+  // The comparison view's figures are the evaluation's.
+  const api::Allocation a = session_->make_allocator(api::Constraints{})->solve(session_->budget_for_avg_bits(3.0));
+  session_->evaluate_float(demo_.images_dir, "", 40, {});
+  const api::EvalSummary q = session_->evaluate_compressed(a, demo_.images_dir, "", 40, {});
+  const api::ComparisonResult c = session_->compare(demo_.images_dir, "", 40, 5, a, {});
+  ASSERT_TRUE(q.has_fidelity);
+  ASSERT_TRUE(c.compressed_eval.has_fidelity);
+  EXPECT_DOUBLE_EQ(c.compressed_eval.agreement_pct, q.agreement_pct);
+  EXPECT_NEAR(c.compressed_eval.output_nsr, q.output_nsr, 1e-9);
+  EXPECT_NEAR(c.compressed_eval.kl, q.kl, 1e-9);
+}
+
 TEST_F(SessionTest, EvaluationLeavesTheCalibrationImagesOutAndTheExportReloadsExactly) {
   const api::Allocation a = session_->make_allocator(api::Constraints{})->solve(session_->budget_for_avg_bits(4.0));
   session_->finalize(a, {}, {});

@@ -94,6 +94,9 @@ void run_pipeline(const std::string& model_dir, const std::string& images, const
     // The export reloads to the same outputs, bit for bit.
     const api::ComparisonResult c = session->compare(images, "", 8, 5, a, {});
     ASSERT_EQ(c.images.size(), 8u);
+    // Fidelity figures are a classifier's (one logits row per image).
+    EXPECT_FALSE(q.has_fidelity);
+    EXPECT_FALSE(c.compressed_eval.has_fidelity);
     const std::string out = temp("export_" + std::to_string(static_cast<int>(bits)));
     session->export_to(out, a);
     auto reloaded = api::ModelHandle::open(out);

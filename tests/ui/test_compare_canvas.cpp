@@ -327,6 +327,13 @@ class CompareCanvasTest : public QObject {
     QCOMPARE(cls.task(), TaskKind::Classification);
     QCOMPARE(cls.strip()->item(0)->text(), QString("KL 0.25"));
     QVERIFY(cls.metricsLabel()->text().contains("Float: top-1 <b>75.00%</b>, top-5 90.00%"));
+    QVERIFY(!cls.metricsLabel()->text().contains("same top-1"));  // no fidelity figures: none shown
+    top.compressed_eval.has_fidelity = true;
+    top.compressed_eval.agreement_pct = 87.5;
+    top.compressed_eval.output_nsr = 0.0123;
+    cls.setResult(top);
+    QVERIFY2(cls.metricsLabel()->text().contains("same top-1 as float on 87.5%, output NSR 0.0123"),
+             qPrintable(cls.metricsLabel()->text()));
     QCOMPARE(cls.table()->item(0, 4)->text(), QString("-0.100"));
   }
 

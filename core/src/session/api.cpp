@@ -31,6 +31,7 @@
 #include "lorq/tasks/classification.h"
 #include "lorq/tasks/detection.h"
 #include "lorq/tasks/evaluate.h"
+#include "lorq/tasks/output_fidelity.h"
 #include "lorq/tasks/predict.h"
 #include "lorq/tasks/segmentation.h"
 #include "lorq/tasks/task.h"
@@ -77,6 +78,13 @@ EvalSummary summary_of(const EvalResult& r) {
   s.metrics = r.metrics;
   s.failed = r.failed;
   return s;
+}
+
+void set_fidelity(EvalSummary& s, const OutputFidelity& f) {
+  s.has_fidelity = true;
+  s.agreement_pct = f.agreement_pct;
+  s.output_nsr = f.output_nsr;
+  s.kl = f.kl;
 }
 
 }  // namespace
@@ -364,6 +372,10 @@ struct CompressionSession::Impl {
   std::vector<std::string> final_images;  // the images the final model was built from
   std::vector<std::string> extra_left_out;  // leave_out(): more images no evaluation scores on
   RoundingStepFn on_rounding_step;        // round(): every optimizer step, for live loss curves
+  // A classifier's float logits from the last evaluate_float, and the files of their rows: later evaluations of the
+  // same images report their fidelity to them (lorq/tasks/output_fidelity.h).
+  std::vector<std::string> float_files;
+  at::Tensor float_logits;
   // ---- revisions (analyze with revisions, adopt)
   int runs = 0;                            // analyze() calls so far (the analyzing thread only)
   int adopted_run = 0, adopted_serial = -1;  // the adopted revision (the reading thread only)
@@ -426,14 +438,28 @@ struct CompressionSession::Impl {
     return set;
   }
 
+  // `is_float`: `m` is the float model, whose logits later evaluations compare with.
   EvalSummary evaluate_on(Model& m, const std::string& images, const std::string& labels, int64_t limit,
-                          const JobControl& job) const {
+                          const JobControl& job, bool is_float = false) {
     int64_t left_out = 0;
     const ImageSet set = held_out(images, labels, &left_out);
     EvalOptions o;
     o.limit = limit;
-    EvalSummary s = summary_of(evaluate(m, set, o, job));
+    // A classifier's outputs are one row of logits per image: small enough to keep for the comparison.
+    o.keep_outputs = m.task() == TaskKind::Classification;
+    const EvalResult r = evaluate(m, set, o, job);
+    EvalSummary s = summary_of(r);
     s.left_out = left_out;
+    if (!o.keep_outputs) return s;
+    std::vector<std::string> files;
+    for (size_t i : r.indices) files.push_back(set.items[i].path);
+    const at::Tensor logits = r.outputs.logits();
+    if (is_float) {
+      float_files = std::move(files);
+      float_logits = logits;
+    } else if (float_logits.defined() && files == float_files) {
+      set_fidelity(s, output_fidelity(float_logits, logits));
+    }
     return s;
   }
 };
@@ -677,6 +703,9 @@ ComparisonResult CompressionSession::compare(const std::string& images, const st
   Model& cm = impl_->compressed_model(allocation);
   const EvalResult q = evaluate(cm, set, o, renamed(job, "eval compressed"));
   ComparisonResult out{summary_of(f), summary_of(q), {}};
+  if (task.kind() == TaskKind::Classification && f.indices == q.indices) {
+    set_fidelity(out.compressed_eval, output_fidelity(f.outputs.logits(), q.outputs.logits()));
+  }
   std::map<size_t, int64_t> row_of;  // set position -> row of the compressed outputs
   for (size_t r = 0; r < q.indices.size(); ++r) row_of[q.indices[r]] = static_cast<int64_t>(r);
   for (size_t r = 0; r < f.indices.size(); ++r) {
@@ -844,7 +873,7 @@ std::vector<std::string> CompressionSession::seen_images() const {
 
 EvalSummary CompressionSession::evaluate_float(const std::string& images, const std::string& labels, int64_t limit,
                                                const JobControl& job) {
-  return impl_->evaluate_on(*impl_->model, images, labels, limit, renamed(job, "eval float"));
+  return impl_->evaluate_on(*impl_->model, images, labels, limit, renamed(job, "eval float"), true);
 }
 
 EvalSummary CompressionSession::evaluate_compressed(const Allocation& allocation, const std::string& images,

@@ -54,6 +54,12 @@ struct EvalSummary {
   std::vector<MetricValue> metrics;  // the task's metric (classification: top-1, top-5)
   std::vector<std::string> failed;
   int64_t left_out = 0;  // images of the set left out because the session calibrated or rounded on them
+  // A classifier's fidelity to the float model on the same images (lorq/tasks/output_fidelity.h): set by the
+  // session's evaluations of compressed models once evaluate_float has run on those images.
+  bool has_fidelity = false;
+  double agreement_pct = 0;  // images whose top-1 class is the float model's
+  double output_nsr = 0;     // the global error of spec §6.1 for the whole model, on these images
+  double kl = 0;             // mean KL(float softmax ‖ compressed softmax)
 };
 
 // One loaded model. Thread-compatible: call from one thread at a time (the GUI's worker).
