@@ -112,6 +112,27 @@ TEST_F(GptqFirstAllocation, TheFinalErrorsEqualAnAnalysisWithoutRevisionsExactly
   EXPECT_TRUE(estimate && measure);
 }
 
+// lorq --estimate on a gptq analysis: the first revision's estimate, not the plain LFH estimate of the fits.
+TEST_F(GptqFirstAllocation, TheEstimateSettingGivesTheFirstRevisionsErrors) {
+  ASSERT_FALSE(revisions_->empty());
+  CompressSettings s = fast_gptq();
+  s.global_error.estimate = true;
+  const CompressionAnalysis e = analyze_model(*model_, *set_, s);
+  const CompressionAnalysis& first = revisions_->front();
+  ASSERT_EQ(e.layers.size(), first.layers.size());
+  for (size_t i = 0; i < e.layers.size(); ++i) {
+    const LayerCandidates &a = e.layers[i], &b = first.layers[i];
+    expect_same_candidates(a, b);
+    EXPECT_EQ(a.errors_measured, b.errors_measured) << a.layer;
+    for (size_t j = 0; j < a.options.size() && j < b.options.size(); ++j)
+      EXPECT_EQ(a.options[j].error, b.options[j].error) << a.layer << " " << a.options[j].label();
+  }
+  EXPECT_LT(e.layers_measured(), static_cast<int>(e.layers.size()));  // estimated, not measured
+  bool measured_stage = false;
+  for (const auto& [stage, sec] : e.stage_seconds) measured_stage |= stage == "global error";
+  EXPECT_FALSE(measured_stage);
+}
+
 TEST_F(GptqFirstAllocation, OneCompleteEstimatedRevisionWithTheFinalCandidates) {
   // The estimate is the only revision analyze_model publishes; the final analysis is the one it returns.
   ASSERT_EQ(revisions_->size(), 1u);

@@ -84,11 +84,11 @@ std::string estimate_compensated_layer_errors(Model& model, const Calibration& c
                                      });
 }
 
-void estimate_then_measure_cross_fitted_global_errors(Model& model, const Calibration& calib, CompressionAnalysis& a,
-                                                      const GptqSettings& gptq, const GlobalErrorSettings& s,
-                                                      const std::map<std::string, at::Tensor>& lfh,
-                                                      const std::map<std::string, InputMoment>* shared_moments,
-                                                      const JobControl& job, const AnalysisRevisionFn& publish) {
+CrossFit estimate_cross_fitted_global_errors(Model& model, const Calibration& calib, CompressionAnalysis& a,
+                                             const GptqSettings& gptq, const GlobalErrorSettings& s,
+                                             const std::map<std::string, at::Tensor>& lfh,
+                                             const std::map<std::string, InputMoment>* shared_moments,
+                                             const JobControl& job) {
   auto t = std::chrono::steady_clock::now();
   CrossFit fit = cross_fit_candidates(model, calib, a.layers, gptq, job, shared_moments, &lfh);
   a.stage_seconds.emplace_back("cross-fit", since(t));
@@ -106,9 +106,18 @@ void estimate_then_measure_cross_fitted_global_errors(Model& model, const Calibr
     job.report({"global error estimate", i + 1, n, since(t), layer_line(i + 1, n, lc.layer, errors)});
   }
   a.stage_seconds.emplace_back("global error estimate", since(t));
+  return fit;
+}
+
+void estimate_then_measure_cross_fitted_global_errors(Model& model, const Calibration& calib, CompressionAnalysis& a,
+                                                      const GptqSettings& gptq, const GlobalErrorSettings& s,
+                                                      const std::map<std::string, at::Tensor>& lfh,
+                                                      const std::map<std::string, InputMoment>* shared_moments,
+                                                      const JobControl& job, const AnalysisRevisionFn& publish) {
+  CrossFit fit = estimate_cross_fitted_global_errors(model, calib, a, gptq, s, lfh, shared_moments, job);
   if (publish) publish(a);
 
-  t = std::chrono::steady_clock::now();
+  const auto t = std::chrono::steady_clock::now();
   // Every layer, the ones measured above included: the same measurement as without the estimate pass.
   measure_cross_fitted(model, calib, a.layers, std::move(fit), s, job, &lfh);
   a.stage_seconds.emplace_back("global error", since(t));

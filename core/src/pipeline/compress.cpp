@@ -104,6 +104,12 @@ CompressionAnalysis analyze_model(Model& model, const ImageSet& images, const Co
                                                        on_revision);
     else
       estimate_then_measure_global_errors(model, calib, a, s.global_error, H, job, on_revision);
+  } else if (gptq && s.global_error.estimate) {
+    // Estimated as a gptq analysis' first revision is: the plain LFH estimate would overrate every compensated option.
+    a.stage_seconds = stages;
+    estimate_cross_fitted_global_errors(model, calib, a, s.candidates.gptq, s.global_error, H,
+                                        more_moments.empty() ? nullptr : &more_moments, job);
+    a.lfh = std::move(H);
   } else {
     t = std::chrono::steady_clock::now();
     if (gptq)  // compensated options: measured on images they were not fitted to

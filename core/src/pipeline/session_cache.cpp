@@ -33,6 +33,8 @@ json settings_json(const CompressSettings& s) {
     quantizer.push_back({"moment_images", c.gptq_images});
   json global_error = {s.global_error.anchors, s.global_error.batch, s.global_error.estimate};
   if (s.global_error.calibrated) global_error.push_back({"calibrated", s.global_error.calibrate_above_bits});
+  // A gptq analysis' estimate was the plain LFH estimate before the compensated one (pipeline/compensated_estimate.h).
+  if (s.global_error.estimate && c.quantizer == Quantizer::Gptq) global_error.push_back("compensated-estimate");
   return {{"calibration", {s.calibration.images, s.calibration.seed, s.calibration.batch}},
           {"lfh", {s.lfh_images, s.lfh.projections, s.lfh.as_coded_accumulation, s.lfh.seed}},
           {"candidates", {c.bits, c.factor_bits, c.hessian_weighted, c.weighted_svd, c.swapped_lr_size}},

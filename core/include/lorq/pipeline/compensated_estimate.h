@@ -31,6 +31,16 @@ std::string estimate_compensated_layer_errors(Model& model, const Calibration& c
                                               size_t index, const CrossFit& fit, const GlobalErrorSettings& settings,
                                               const std::map<std::string, at::Tensor>& lfh);
 
+// The folds' fits (cross_fit_candidates) and every layer of `analysis` estimated as above, a layer without an LFH
+// measured cross-fitted: the first pass of estimate_then_measure_cross_fitted_global_errors, and the whole global
+// error stage of a gptq analysis with GlobalErrorSettings::estimate (lorq --estimate). Appends the stages
+// "cross-fit" and "global error estimate" to analysis.stage_seconds; returns the fit for a measurement.
+CrossFit estimate_cross_fitted_global_errors(Model& model, const Calibration& calib, CompressionAnalysis& analysis,
+                                             const GptqSettings& gptq, const GlobalErrorSettings& settings,
+                                             const std::map<std::string, at::Tensor>& lfh,
+                                             const std::map<std::string, InputMoment>* shared_moments,
+                                             const JobControl& job);
+
 // The cross-fitted global error stage of a gptq analysis in two passes (estimate_then_measure_global_errors'
 // counterpart): the folds' fits (cross_fit_candidates: the candidates' compensated values are final from here on),
 // every layer estimated as above (a layer without an LFH measured cross-fitted at once), `publish(analysis)`, then
