@@ -437,6 +437,7 @@ CompressRequest parse_compress(int argc_in, char** argv_in) {
       flag(!s.calibrated_errors, "--measure-all-errors");
       add("--quantizer", s.quantizer);
       if (s.quantizer == "gptq" && s.gptq_images > 0) add("--gptq-images", std::to_string(s.gptq_images));
+      if (s.quantizer == "gptq") add("--gptq-damping", std::to_string(s.gptq_damping));
       if (!given.count("--avg-bits") && !given.count("--ratio")) add("--budget-bytes", std::to_string(sf.budget_bytes));
     }
   std::vector<char*> argv;
@@ -467,6 +468,7 @@ CompressRequest parse_compress(int argc_in, char** argv_in) {
           "--round-checkpoint",
           "--quantizer",
           "--gptq-images",
+          "--gptq-damping",
           "--wads-steps",
           "--recover",
           "--recover-lr",
@@ -501,9 +503,12 @@ CompressRequest parse_compress(int argc_in, char** argv_in) {
   if (s.quantizer != "nearest" && s.quantizer != "gptq")
     throw UsageError("--quantizer must be nearest or gptq, not '" + s.quantizer + "'");
   s.gptq_images = static_cast<int>(a.get_int("--gptq-images", s.gptq_images, 0, 100000));
+  s.gptq_damping = a.get_double("--gptq-damping", s.gptq_damping, 0.0, 100.0);
   // --baseline analyses gptq too, so the moment images apply there.
   if (a.has("--gptq-images") && s.quantizer != "gptq" && !r.baseline)
     throw UsageError("--gptq-images needs --quantizer gptq (or --baseline)");
+  if (a.has("--gptq-damping") && s.quantizer != "gptq" && !r.baseline)
+    throw UsageError("--gptq-damping needs --quantizer gptq (or --baseline)");
   const int budget_flags = a.has("--avg-bits") + a.has("--budget-bytes") + a.has("--ratio");
   if (budget_flags != 1) throw UsageError("give the budget once: --avg-bits, --budget-bytes or --ratio");
   if (a.has("--avg-bits")) r.avg_bits = a.get_double("--avg-bits", 0, 0.01, 32);
@@ -575,6 +580,8 @@ const char* kCompressHelp =
     "  still measured on the calibration images alone); they are left out of evaluation like the calibration images\n"
     "  (with --baseline, out of every row's). 128 fits DeiT-Tiny's 3-bit compensation better than the 32 calibration\n"
     "  images alone, for one float pass per 32 images; it needs that many images left over for --eval.\n"
+    "--gptq-damping D: gptq's damping, H + D·mean(diag H)·I (default 0.01); larger values trust the moments of few\n"
+    "  calibration images less (the cross-fitted predicted error says which generalises).\n"
     "--baseline: one table of the uniform per-row baseline Q(round(B)), MLoRQ with nearest rounding and MLoRQ\n"
     "  with error compensation (gptq) at the same budget (both quantizers analysed; with --cache each has its own\n"
     "  entry in DIR), with --eval each model's metric on the same held-out images.\n"

@@ -1,7 +1,10 @@
 // bench_pipeline: time and peak memory of each stage of the weight pipeline (calibration, LFH, candidates, global
 // error) on a real model, the global-error stage's throughput as a fraction of the matmul roof, and how well the
 // fast LFH estimate ranks options against the measured error (Spearman, anchor options).
+// With --quantizer gptq the candidates are error-compensated and the global error stage is the cross-fitted one
+// (each option fitted on one half of the calibration images and measured on the other: the same forward passes).
 // Usage: bench_pipeline [--model DIR] [--calib DIR] [--images N] [--lfh-images N] [--projections P] [--anchors K]
+//                       [--quantizer nearest|gptq]
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
@@ -12,44 +15,22 @@
 #include <string>
 
 #include "bench_util.h"
+#include "lorq/common/parallel_ops.h"
+#include "lorq/common/rank_correlation.h"
+#include "lorq/models/vit.h"
 #include "lorq/pipeline/calibration.h"
 #include "lorq/pipeline/candidates.h"
-#include "lorq/tasks/evaluate.h"
-#include "lorq/common/parallel_ops.h"
+#include "lorq/pipeline/cross_fit.h"
+#include "lorq/pipeline/input_moments.h"
 #include "lorq/pipeline/sensitivity.h"
-#include "lorq/models/vit.h"
+#include "lorq/quant/gptq.h"
+#include "lorq/tasks/evaluate.h"
 
 using namespace lorq;
 
 namespace {
 using bench::now;
 using bench::peak_rss_mb;
-
-std::vector<double> ranks(const std::vector<double>& v) {
-  std::vector<size_t> idx(v.size());
-  for (size_t i = 0; i < idx.size(); ++i) idx[i] = i;
-  std::sort(idx.begin(), idx.end(), [&](size_t a, size_t b) { return v[a] < v[b]; });
-  std::vector<double> r(v.size());
-  for (size_t i = 0; i < idx.size();) {
-    size_t j = i;
-    while (j + 1 < idx.size() && v[idx[j + 1]] == v[idx[i]]) ++j;
-    for (size_t k = i; k <= j; ++k) r[idx[k]] = 0.5 * (i + j);
-    i = j + 1;
-  }
-  return r;
-}
-
-double spearman(const std::vector<double>& a, const std::vector<double>& b) {
-  const std::vector<double> ra = ranks(a), rb = ranks(b);
-  const double n = ra.size(), ma = (n - 1) / 2;
-  double cov = 0, va = 0, vb = 0;
-  for (size_t i = 0; i < ra.size(); ++i) {
-    cov += (ra[i] - ma) * (rb[i] - ma);
-    va += (ra[i] - ma) * (ra[i] - ma);
-    vb += (rb[i] - ma) * (rb[i] - ma);
-  }
-  return cov / std::sqrt(va * vb);
-}
 
 double roof_gflops() {
   at::Tensor a = at::randn({2048, 2048}), b = at::randn({2048, 2048});
@@ -79,6 +60,7 @@ int main(int argc, char** argv) {
   int lfh_images = 8;
   LfhOptions lo;
   GlobalErrorSettings gs;
+  Quantizer quantizer = Quantizer::Nearest;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--model")) model_path = argv[i + 1];
     if (!std::strcmp(argv[i], "--calib")) calib_dir = argv[i + 1];
@@ -86,10 +68,13 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--lfh-images")) lfh_images = std::stoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--projections")) lo.projections = std::stoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--anchors")) gs.anchors = std::stoi(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--quantizer")) quantizer = parse_quantizer(argv[i + 1]);
   }
+  CandidateSettings candidate_settings;
+  candidate_settings.quantizer = quantizer;
   init_threads();
-  std::printf("threads %d; calibration %d images, LFH %d images x %d projections, %d anchors\n", at::get_num_threads(),
-              cs.images, lfh_images, lo.projections, gs.anchors);
+  std::printf("threads %d; calibration %d images, LFH %d images x %d projections, %d anchors, quantizer %s\n",
+              at::get_num_threads(), cs.images, lfh_images, lo.projections, gs.anchors, quantizer_name(quantizer));
   const double roof = roof_gflops();
   std::printf("matmul roof: %.1f GFLOP/s\n", roof);
   std::setvbuf(stdout, nullptr, _IOLBF, 0);  // each stage's line as soon as it ends
@@ -105,12 +90,25 @@ int main(int argc, char** argv) {
     std::printf("sensitivity:  %7.1f s  peak RSS %6.0f MB\n", now() - t, peak_rss_mb());
     t = now();
     std::vector<LayerCandidates> layers;
+    const bool gptq = quantizer == Quantizer::Gptq;
+    std::map<std::string, InputMoment> moments;
+    if (gptq) moments = layer_input_moments(*model, calib.images, cs.batch);
     for (const auto& l : model->linear_layers())
-      layers.push_back(build_layer_candidates(l.name, model->weight(l.name), H.at(l.name), l.low_rank_allowed));
+      layers.push_back(build_layer_candidates(l.name, model->weight(l.name), H.at(l.name), l.low_rank_allowed,
+                                              candidate_settings, compensation_moment(moments, l.name)));
+    moments.clear();
     std::printf("candidates:   %7.1f s  peak RSS %6.0f MB\n", now() - t, peak_rss_mb());
     std::vector<LayerCandidates> estimated = layers;
     t = now();
-    measure_global_errors(*model, calib, layers, gs);
+    if (gptq) {
+      // The folds' fits are not part of the measurement: timed on their own.
+      CrossFit fit = cross_fit_candidates(*model, calib, layers, candidate_settings.gptq, {}, nullptr, &H);
+      std::printf("cross-fit:    %7.1f s  peak RSS %6.0f MB\n", now() - t, peak_rss_mb());
+      t = now();
+      measure_cross_fitted(*model, calib, layers, std::move(fit), gs, {}, &H);
+    } else {
+      measure_global_errors(*model, calib, layers, gs);
+    }
     const double ge = now() - t;
     // The matmul roof fraction needs the architecture's FLOP count: known for a ViT only.
     const auto* vit = dynamic_cast<const VisionTransformer*>(model.get());
@@ -129,6 +127,7 @@ int main(int argc, char** argv) {
       std::printf("global error: %7.1f s  peak RSS %6.0f MB  (%lld measurements)\n", ge, peak_rss_mb(),
                   (long long)measurements);
     }
+    if (gptq) return 0;  // its estimate's ranking: bench_first_allocation --quantizer gptq
     GlobalErrorSettings est = gs;
     est.estimate = true;
     t = now();

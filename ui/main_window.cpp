@@ -66,7 +66,8 @@ QString analysisCostKey(const std::string& model, const AnalysisSettings& s) {
                            std::to_string(s.calibration_images) + "|" + std::to_string(s.lfh_images) + "|" +
                            std::to_string(s.projections) + "|" + std::to_string(s.anchors) + "|" +
                            std::to_string(s.estimate) + "|" + s.quantizer + (s.calibrated_errors ? "|c" : "") +
-                           (s.gptq_images > 0 ? "|m" + std::to_string(s.gptq_images) : "");
+                           (s.gptq_images > 0 ? "|m" + std::to_string(s.gptq_images) : "") +
+                           (s.gptq_damping != 0.01 ? "|d" + std::to_string(s.gptq_damping) : "");
   return "analysisCost/" + QString::fromStdString(lorq::fnv1a64_hex(text.data(), text.size()));
 }
 

@@ -60,7 +60,8 @@ QStringList readClassNames(const QString& modelPath) {
 bool sameSettings(const AnalysisSettings& a, const AnalysisSettings& b) {
   return a.calibration_images == b.calibration_images && a.lfh_images == b.lfh_images &&
          a.projections == b.projections && a.anchors == b.anchors && a.estimate == b.estimate && a.seed == b.seed &&
-         a.calibrated_errors == b.calibrated_errors && a.quantizer == b.quantizer && a.gptq_images == b.gptq_images;
+         a.calibrated_errors == b.calibrated_errors && a.quantizer == b.quantizer && a.gptq_images == b.gptq_images &&
+         a.gptq_damping == b.gptq_damping;
 }
 
 WorkbenchDocument::WorkbenchDocument(QObject* parent) : QObject(parent) {

@@ -187,14 +187,25 @@ TEST_F(MomentImages, SessionLeavesThemOutOfEvaluation) {
   EXPECT_EQ(e.left_out, kMomentImages);
   EXPECT_EQ(e.images, static_cast<int64_t>(set_->size()) - kMomentImages);
 
+  // The damping reaches the compensation: the same analysis with another damping prices its allocation otherwise.
+  api::AnalysisSettings damped = s;
+  damped.gptq_damping = 1.0;
+  auto other = api::CompressionSession::open(demo_->model_dir, demo_->images_dir, demo_->labels_csv, damped, "");
+  other->analyze({});
+  const int64_t budget = session->budget_for_avg_bits(3.0);
+  EXPECT_NE(session->make_allocator(api::Constraints{})->solve(budget).predicted_error,
+            other->make_allocator(api::Constraints{})->solve(budget).predicted_error);
+
   // The settings travel in session files.
   const std::string path = (std::filesystem::temp_directory_path() / "lorq-test-moment-images.lorq").string();
   api::SessionFile f;
   f.model_path = demo_->model_dir;
   f.settings = s;
   f.settings.calibrated_errors = true;
+  f.settings.gptq_damping = 0.25;
   api::save_session_file(path, f);
   EXPECT_EQ(api::load_session_file(path).settings.gptq_images, kMomentImages);
+  EXPECT_EQ(api::load_session_file(path).settings.gptq_damping, 0.25);
   EXPECT_TRUE(api::load_session_file(path).settings.calibrated_errors);
   // Files written before calibrated errors existed were analysed with every anchor measured, and reopen so.
   {
@@ -204,6 +215,7 @@ TEST_F(MomentImages, SessionLeavesThemOutOfEvaluation) {
   }
   EXPECT_FALSE(api::load_session_file(path).settings.calibrated_errors);
   EXPECT_EQ(api::load_session_file(path).settings.gptq_images, 0);
+  EXPECT_EQ(api::load_session_file(path).settings.gptq_damping, 0.01);  // GPTQ's usual damping, then the only one
   EXPECT_TRUE(api::AnalysisSettings().calibrated_errors);  // new sessions calibrate
   std::filesystem::remove(path);
 }

@@ -209,6 +209,7 @@ void save_session_file(const std::string& path, const SessionFile& f) {
                 {"swapped_lr_size", s.swapped_lr_size},
                 {"quantizer", s.quantizer},
                 {"gptq_images", s.gptq_images},
+                {"gptq_damping", s.gptq_damping},
                 {"calibrated_errors", s.calibrated_errors}}},
               {"budget_bytes", f.budget_bytes},
               {"constraints", constraints}};
@@ -271,6 +272,7 @@ SessionFile load_session_file(const std::string& path) {
       a.swapped_lr_size = s.value("swapped_lr_size", a.swapped_lr_size);
       a.quantizer = s.value("quantizer", std::string("nearest"));  // older files: nearest was the only quantizer
       a.gptq_images = s.value("gptq_images", a.gptq_images);
+      a.gptq_damping = s.value("gptq_damping", 0.01);             // older files: GPTQ's usual 1 %
       a.calibrated_errors = s.value("calibrated_errors", false);  // older files: every anchor was measured
     }
     if (doc.contains("constraints") && !doc["constraints"].is_null()) {
@@ -399,6 +401,7 @@ struct CompressionSession::Impl {
     s.candidates.swapped_lr_size = settings.swapped_lr_size;
     s.candidates.quantizer = parse_quantizer(settings.quantizer);
     s.candidates.gptq_images = settings.gptq_images;
+    s.candidates.gptq.damping = settings.gptq_damping;
     s.global_error.anchors = settings.anchors;
     s.global_error.estimate = settings.estimate;
     s.global_error.calibrated = settings.calibrated_errors;

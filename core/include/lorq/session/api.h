@@ -104,6 +104,8 @@ struct AnalysisSettings {
   // gptq: images whose layer inputs make the moments XᵀX, the calibration images first, then more of the set
   // (lorq/pipeline/candidates.h, CandidateSettings::gptq_images); they are left out of evaluation too.
   int gptq_images = 0;
+  // gptq: the damping λ of H + λ·mean(diag H)·I, relative (lorq/quant/gptq.h, GptqSettings::damping).
+  double gptq_damping = 0.01;
   // Measure fewer options and scale the others' LFH estimates by a measured neighbour's ratio
   // (lorq/pipeline/calibration.h, GlobalErrorSettings::calibrated): on DeiT-Tiny the global error stage in 81 s
   // instead of 181 s, with the same 4- and 3-bit allocations' accuracy (closing notes of issue 13). false: every
