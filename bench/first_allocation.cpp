@@ -8,6 +8,7 @@
 // Usage: bench_first_allocation [--model DIR] [--calib DIR] [--quantizer nearest|gptq] [--avg-bits B]
 //                               [--calibrated-errors 0|1]   (the engine's default is 0; lorq's and the workbench's 1)
 //                               [--gptq-images N]           (gptq: moments from N images, as lorq's --gptq-images)
+//                               [--gptq-damping auto|D]     (gptq: as lorq's --gptq-damping; default 0.01)
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
@@ -21,6 +22,7 @@
 #include "bench_util.h"
 #include "lorq/common/rank_correlation.h"
 #include "lorq/pipeline/compress.h"
+#include "lorq/pipeline/damping_choice.h"
 #include "lorq/tasks/evaluate.h"
 
 using namespace lorq;
@@ -84,6 +86,12 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--avg-bits")) avg_bits = std::stod(argv[i + 1]);
     if (!std::strcmp(argv[i], "--calibrated-errors")) s.global_error.calibrated = std::strcmp(argv[i + 1], "0") != 0;
     if (!std::strcmp(argv[i], "--gptq-images")) s.candidates.gptq_images = std::stoi(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--gptq-damping")) {
+      if (std::string(argv[i + 1]) == "auto")
+        s.candidates.gptq_damping_choices = default_gptq_damping_choices();
+      else
+        s.candidates.gptq.damping = std::stod(argv[i + 1]);
+    }
   }
   init_threads();
   std::setvbuf(stdout, nullptr, _IOLBF, 0);
@@ -169,6 +177,8 @@ int main(int argc, char** argv) {
           "(measured optimum %.4g)\n",
           first_error, priced(a, LayerAllocator(first_revision).solve(budget)), final_alloc.predicted_error);
     }
+    if (a.gptq_damping > 0)
+      std::printf("  gptq damping %g%s\n", a.gptq_damping, a.gptq_damping_scores.empty() ? "" : " (chosen)");
     for (const auto& [stage, sec] : a.stage_seconds) std::printf("  stage %-22s %7.1f s\n", stage.c_str(), sec);
     std::printf("whole pipeline:    %7.1f s  (measured allocation, predicted error %.4g)  peak RSS %.0f MB\n", whole,
                 final_alloc.predicted_error, bench::peak_rss_mb());

@@ -197,12 +197,19 @@ TEST(StagedProgress, WeighsStagesByCostAndSkipsCachedOnes) {
 
 TEST(StagedProgress, AnalysisPlanFollowsTheSettingsAndTheLastRun) {
   api::AnalysisSettings s;
-  // GPTQ (the default): the moments, the candidates' sweeps and the cross-fit's fits before the estimate pass.
+  // GPTQ (the default): the moments, the damping's cross-validation, the candidates' sweeps and the cross-fit's fits
+  // before the estimate pass.
   const auto gptq = api::analysis_stage_costs(s);
-  ASSERT_EQ(gptq.size(), 7u);
+  ASSERT_EQ(gptq.size(), 8u);
   EXPECT_EQ(gptq[2].stage, "input moments");
-  EXPECT_EQ(gptq[4].stage, "cross-fit");
-  EXPECT_EQ(gptq[5].stage, "global error estimate");
+  EXPECT_EQ(gptq[3].stage, "damping");
+  EXPECT_EQ(gptq[5].stage, "cross-fit");
+  EXPECT_EQ(gptq[6].stage, "global error estimate");
+  // A damping given: nothing to cross-validate.
+  api::AnalysisSettings damped = s;
+  damped.gptq_damping = 0.01;
+  ASSERT_EQ(api::analysis_stage_costs(damped).size(), 7u);
+  EXPECT_EQ(api::analysis_stage_costs(damped)[3].stage, "candidates");
   s.quantizer = "nearest";
   const auto plan = api::analysis_stage_costs(s);
   // Measured errors: the progressive analysis' estimate pass comes first.

@@ -5,10 +5,12 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 
 #include "lorq/common/error.h"
 #include "lorq/pipeline/compensated_estimate.h"
 #include "lorq/pipeline/cross_fit.h"
+#include "lorq/pipeline/damping_choice.h"
 #include "lorq/pipeline/final_model.h"
 #include "lorq/pipeline/input_moments.h"
 #include "lorq/pipeline/progressive_errors.h"
@@ -65,12 +67,40 @@ CompressionAnalysis analyze_model(Model& model, const ImageSet& images, const Co
     c10::NoGradGuard no_grad;
     more_moments = image_set_moments(model, more, s.calibration.batch, &moment_files, &warnings, job);
   }
+  // The damping, cross-validated on the calibration images' halves when asked (pipeline/damping_choice.h). Their
+  // moments then also make the whole set's, which the candidates compensate through.
+  CandidateSettings cs = s.candidates;
+  std::map<std::string, InputMoment> halves[2];
+  std::vector<std::pair<double, double>> damping_scores;
+  const int64_t N = calib.images.size(0);
+  if (gptq && !cs.gptq_damping_choices.empty() && N >= 2) {
+    c10::NoGradGuard no_grad;
+    const int64_t half = (N + 1) / 2;  // cross_fit_candidates' folds
+    halves[0] = layer_input_moments(model, calib.images.slice(0, 0, half), s.calibration.batch, job);
+    halves[1] = layer_input_moments(model, calib.images.slice(0, half, N), s.calibration.batch, job);
+    const DampingChoice d = choose_gptq_damping(model, halves, more_moments.empty() ? nullptr : &more_moments, H,
+                                                cs.gptq_damping_choices, cs.gptq, 3, job);
+    cs.gptq.damping = d.damping;
+    damping_scores = d.scores;
+    if (d.layers == 0) {
+      char used[32];
+      std::snprintf(used, sizeof used, "%g", d.damping);
+      warnings.push_back("gptq damping: the calibration images' halves hold too few input rows to cross-validate it; " +
+                         std::string(used) + " used");
+    }
+    stages.emplace_back("damping", since(t));
+    t = std::chrono::steady_clock::now();
+  }
   if (!cache || !cache->load_analysis(false, &a, &warnings)) {
     a = CompressionAnalysis();
     c10::NoGradGuard no_grad;
     // Error-compensating quantization needs every layer's input moment XᵀX on the calibration images.
     std::map<std::string, InputMoment> moments;
-    if (gptq) {
+    if (gptq && !halves[0].empty()) {
+      moments = halves[0];
+      add_moments(moments, halves[1]);
+      add_moments(moments, more_moments);
+    } else if (gptq) {
       moments = layer_input_moments(model, calib.images, s.calibration.batch, job);
       add_moments(moments, more_moments);
     }
@@ -78,8 +108,8 @@ CompressionAnalysis analyze_model(Model& model, const ImageSet& images, const Co
     for (size_t i = 0; i < layers.size(); ++i) {
       job.check();
       const LinearLayerInfo& l = layers[i];
-      a.layers.push_back(build_layer_candidates(l.name, model.weight(l.name), H.at(l.name), l.low_rank_allowed,
-                                                s.candidates, compensation_moment(moments, l.name)));
+      a.layers.push_back(build_layer_candidates(l.name, model.weight(l.name), H.at(l.name), l.low_rank_allowed, cs,
+                                                compensation_moment(moments, l.name)));
       a.compressible_params += l.params();
       job.report({"candidates", int64_t(i + 1), int64_t(layers.size()), since(t), l.name});
     }
@@ -91,6 +121,8 @@ CompressionAnalysis analyze_model(Model& model, const ImageSet& images, const Co
 
   a.calibration_files = calib.files;
   a.moment_files = moment_files;
+  a.gptq_damping = gptq ? cs.gptq.damping : 0.0;
+  a.gptq_damping_scores = damping_scores;
   a.warnings = warnings;
   a.cached_stages = cached;
   if (cache) a.cache_dir = cache->dir();
@@ -99,7 +131,7 @@ CompressionAnalysis analyze_model(Model& model, const ImageSet& images, const Co
     a.lfh = H;
     a.stage_seconds = stages;
     if (gptq)  // compensated options: estimated with the compensation's out-of-fold gain, then measured cross-fitted
-      estimate_then_measure_cross_fitted_global_errors(model, calib, a, s.candidates.gptq, s.global_error, H,
+      estimate_then_measure_cross_fitted_global_errors(model, calib, a, cs.gptq, s.global_error, H,
                                                        more_moments.empty() ? nullptr : &more_moments, job,
                                                        on_revision);
     else
@@ -107,13 +139,13 @@ CompressionAnalysis analyze_model(Model& model, const ImageSet& images, const Co
   } else if (gptq && s.global_error.estimate) {
     // Estimated as a gptq analysis' first revision is: the plain LFH estimate would overrate every compensated option.
     a.stage_seconds = stages;
-    estimate_cross_fitted_global_errors(model, calib, a, s.candidates.gptq, s.global_error, H,
+    estimate_cross_fitted_global_errors(model, calib, a, cs.gptq, s.global_error, H,
                                         more_moments.empty() ? nullptr : &more_moments, job);
     a.lfh = std::move(H);
   } else {
     t = std::chrono::steady_clock::now();
     if (gptq)  // compensated options: measured on images they were not fitted to
-      measure_cross_fitted_global_errors(model, calib, a.layers, s.candidates.gptq, s.global_error, job, &H,
+      measure_cross_fitted_global_errors(model, calib, a.layers, cs.gptq, s.global_error, job, &H,
                                          more_moments.empty() ? nullptr : &more_moments);
     else
       measure_global_errors(model, calib, a.layers, s.global_error, job, &H);

@@ -21,6 +21,7 @@ double since(std::chrono::steady_clock::time_point t) {
 CandidateSettings refit_settings(const FinalModelSettings& s) {
   CandidateSettings c;
   c.quantizer = s.quantizer;
+  c.gptq = s.gptq;
   return c;
 }
 

@@ -31,6 +31,8 @@ json settings_json(const CompressSettings& s) {
   // Only where it changes the moments, so that earlier gptq analyses keep their keys.
   if (c.quantizer == Quantizer::Gptq && c.gptq_images > s.calibration.images)
     quantizer.push_back({"moment_images", c.gptq_images});
+  if (c.quantizer == Quantizer::Gptq && !c.gptq_damping_choices.empty())
+    quantizer.push_back({"damping_choices", c.gptq_damping_choices});
   json global_error = {s.global_error.anchors, s.global_error.batch, s.global_error.estimate};
   if (s.global_error.calibrated) global_error.push_back({"calibrated", s.global_error.calibrate_above_bits});
   // A gptq analysis' estimate was the plain LFH estimate before the compensated one (pipeline/compensated_estimate.h).
@@ -155,7 +157,8 @@ void SessionCache::save_analysis(const CompressionAnalysis& a, bool with_errors)
                     {"params", a.compressible_params},
                     {"stages", stages},
                     {"calibration_files", a.calibration_files},
-                    {"moment_files", a.moment_files}};
+                    {"moment_files", a.moment_files},
+                    {"gptq_damping", a.gptq_damping}};
   write_tensors(path(with_errors ? "analysis.safetensors" : "candidates.safetensors"), t,
                 {{"lorq_cache_key", key_}, {"analysis", doc.dump()}});
 }
@@ -175,6 +178,7 @@ bool SessionCache::load_analysis(bool with_errors, CompressionAnalysis* a, std::
     out.compressible_params = doc.at("params").get<int64_t>();
     out.calibration_files = doc.at("calibration_files").get<std::vector<std::string>>();
     if (doc.contains("moment_files")) out.moment_files = doc.at("moment_files").get<std::vector<std::string>>();
+    out.gptq_damping = doc.value("gptq_damping", 0.0);  // 0: written before the record (or nearest rounding)
     for (const json& s : doc.at("stages")) out.stage_seconds.emplace_back(s[0].get<std::string>(), s[1].get<double>());
     for (const json& j : doc.at("layers")) {
       LayerCandidates l;

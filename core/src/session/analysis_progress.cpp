@@ -19,6 +19,8 @@ std::vector<StageCost> analysis_stage_costs(const AnalysisSettings& s,
     plan.push_back({"input moments", 2.0 * std::max(s.calibration_images, s.gptq_images) / 32.0});
   // DeiT-Tiny at 32 images: 2.3 s nearest, 10.3 s gptq (sweeps, and the row grids at 2 and 3 bits).
   const bool gptq = s.quantizer == "gptq";
+  // The damping's cross-validation: each half's moments (one float pass in all) and four dampings' sweeps at Q3.
+  if (gptq && s.gptq_damping <= 0) plan.push_back({"damping", 6.0 * images});
   plan.push_back({"candidates", gptq ? 10.3 : 2.8});
   // GPTQ's cross-fit fits each half of the calibration images' compensation before any global error (8.6 s).
   if (gptq) plan.push_back({"cross-fit", 8.6 * images});

@@ -24,6 +24,7 @@
 #include "lorq/pipeline/calibration.h"
 #include "lorq/pipeline/candidates.h"
 #include "lorq/pipeline/compress.h"
+#include "lorq/pipeline/damping_choice.h"
 #include "lorq/pipeline/final_model.h"
 #include "lorq/pipeline/sensitivity.h"
 #include "lorq/pipeline/session_cache.h"
@@ -401,7 +402,10 @@ struct CompressionSession::Impl {
     s.candidates.swapped_lr_size = settings.swapped_lr_size;
     s.candidates.quantizer = parse_quantizer(settings.quantizer);
     s.candidates.gptq_images = settings.gptq_images;
-    s.candidates.gptq.damping = settings.gptq_damping;
+    if (settings.gptq_damping > 0)
+      s.candidates.gptq.damping = settings.gptq_damping;
+    else
+      s.candidates.gptq_damping_choices = default_gptq_damping_choices();
     s.global_error.anchors = settings.anchors;
     s.global_error.estimate = settings.estimate;
     s.global_error.calibrated = settings.calibrated_errors;
@@ -493,6 +497,10 @@ bool CompressionSession::analyzed() const { return impl_->analyzed; }
 const std::vector<LayerAnalysis>& CompressionSession::layers() const { return impl_->layers; }
 int64_t CompressionSession::compressible_params() const { return impl_->summary.compressible_params; }
 const std::vector<std::string>& CompressionSession::warnings() const { return impl_->analysis.warnings; }
+double CompressionSession::gptq_damping() const { return impl_->analysis.gptq_damping; }
+std::vector<std::pair<double, double>> CompressionSession::gptq_damping_scores() const {
+  return impl_->analysis.gptq_damping_scores;
+}
 std::vector<std::pair<std::string, double>> CompressionSession::stage_seconds() const {
   return impl_->analysis.stage_seconds;
 }
@@ -769,6 +777,12 @@ FinalSummary CompressionSession::finalize(const Allocation& allocation, const Fi
   FinalModelSettings fs;
   fs.refit = o.refit;
   fs.quantizer = parse_quantizer(impl_->settings.quantizer);
+  // A refit compensates with the analysis' damping (an analysis cached before it was recorded: the settings' one, or
+  // GPTQ's usual 0.01 where the settings chose it).
+  if (impl_->analysis.gptq_damping > 0)
+    fs.gptq.damping = impl_->analysis.gptq_damping;
+  else if (impl_->settings.gptq_damping > 0)
+    fs.gptq.damping = impl_->settings.gptq_damping;
   if (o.per_token_activations && o.activation_bits <= 0)
     throw Error("per-token activation quantization needs activation bits (4, 6 or 8)");
   if (o.wads && o.activation_bits <= 0)

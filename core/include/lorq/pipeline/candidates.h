@@ -42,6 +42,9 @@ struct CandidateSettings {
   // per input, few enough that the compensation fits those images' noise. Only the fit uses the extra images: the
   // global errors stay measured on the calibration images, each fold's compensation still judged on the other fold.
   int gptq_images = 0;
+  // Non-empty: gptq.damping is chosen among these by two-fold cross-validation on the calibration images
+  // (pipeline/damping_choice.h) before the candidates are built; empty: gptq.damping as it is.
+  std::vector<double> gptq_damping_choices;
 };
 
 struct LayerCandidates {

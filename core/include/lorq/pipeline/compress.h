@@ -30,6 +30,9 @@ struct CompressionAnalysis {
   int64_t compressible_params = 0;
   std::vector<std::string> calibration_files;  // the images the analysis saw (evaluate on others)
   std::vector<std::string> moment_files;       // more images whose inputs made the GPTQ moments (evaluate on others)
+  double gptq_damping = 0;  // the damping the compensation used (gptq; chosen or set), 0 for nearest rounding
+  // CandidateSettings::gptq_damping_choices: each candidate's cross-validation score (empty when loaded from a cache)
+  std::vector<std::pair<double, double>> gptq_damping_scores;
   std::vector<std::string> warnings;
   std::vector<std::pair<std::string, double>> stage_seconds;  // stage name, wall time (stages run by this call)
   std::vector<std::string> cached_stages;  // stages loaded from the session cache instead of computed

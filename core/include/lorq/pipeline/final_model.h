@@ -36,6 +36,7 @@ struct FinalModelSettings {
   // The refit's rounding (the analysis' codes are used as they are otherwise): Gptq compensates through the input
   // moments of the rebuilt model, measured with its activation quantizers on (what the layers will see).
   Quantizer quantizer = Quantizer::Nearest;
+  GptqSettings gptq;             // the refit's compensation (the analysis' damping)
   bool round = false;            // §10 adaptive rounding
   RoundingSettings rounding;
   LfhOptions lfh;  // for the LFH of the rebuilt model (activation quantization only)
