@@ -727,7 +727,10 @@ int cmd_compress(int argc, char** argv) {
     if (r.final.round) {
       api::FinalSettings nearest = r.final;
       nearest.round = false;
+      // The rounding images stay out: a final model without rounding would let them back into the evaluation.
+      const std::vector<std::string> rounded_on = session->seen_images();
       session->finalize(alloc, nearest, job);
+      session->leave_out(rounded_on);
       nr = session->evaluate_compressed(alloc, r.eval, r.eval_labels, r.limit, job);
       progress.bar.finish();
     }
