@@ -88,9 +88,9 @@ CrossFit estimate_cross_fitted_global_errors(Model& model, const Calibration& ca
                                              const GptqSettings& gptq, const GlobalErrorSettings& s,
                                              const std::map<std::string, at::Tensor>& lfh,
                                              const std::map<std::string, InputMoment>* shared_moments,
-                                             const JobControl& job) {
+                                             const JobControl& job, std::map<std::string, InputMoment>* fold_moments) {
   auto t = std::chrono::steady_clock::now();
-  CrossFit fit = cross_fit_candidates(model, calib, a.layers, gptq, job, shared_moments, &lfh);
+  CrossFit fit = cross_fit_candidates(model, calib, a.layers, gptq, job, shared_moments, &lfh, fold_moments);
   a.stage_seconds.emplace_back("cross-fit", since(t));
   t = std::chrono::steady_clock::now();
   const int64_t n = static_cast<int64_t>(a.layers.size());
@@ -113,8 +113,9 @@ void estimate_then_measure_cross_fitted_global_errors(Model& model, const Calibr
                                                       const GptqSettings& gptq, const GlobalErrorSettings& s,
                                                       const std::map<std::string, at::Tensor>& lfh,
                                                       const std::map<std::string, InputMoment>* shared_moments,
-                                                      const JobControl& job, const AnalysisRevisionFn& publish) {
-  CrossFit fit = estimate_cross_fitted_global_errors(model, calib, a, gptq, s, lfh, shared_moments, job);
+                                                      const JobControl& job, const AnalysisRevisionFn& publish,
+                                                      std::map<std::string, InputMoment>* fold_moments) {
+  CrossFit fit = estimate_cross_fitted_global_errors(model, calib, a, gptq, s, lfh, shared_moments, job, fold_moments);
   if (publish) publish(a);
 
   const auto t = std::chrono::steady_clock::now();

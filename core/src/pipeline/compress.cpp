@@ -97,7 +97,7 @@ CompressionAnalysis analyze_model(Model& model, const ImageSet& images, const Co
     // Error-compensating quantization needs every layer's input moment XᵀX on the calibration images.
     std::map<std::string, InputMoment> moments;
     if (gptq && !halves[0].empty()) {
-      moments = halves[0];
+      moments = halves[0];  // copied: the halves go on to the cross-fit
       add_moments(moments, halves[1]);
       add_moments(moments, more_moments);
     } else if (gptq) {
@@ -122,6 +122,8 @@ CompressionAnalysis analyze_model(Model& model, const ImageSet& images, const Co
   a.calibration_files = calib.files;
   a.moment_files = moment_files;
   a.gptq_damping = gptq ? cs.gptq.damping : 0.0;
+  // The halves' moments, when the damping choice took them, are the cross-fit's folds too: not taken again.
+  std::map<std::string, InputMoment>* folds = halves[0].empty() ? nullptr : halves;
   a.gptq_damping_scores = damping_scores;
   a.warnings = warnings;
   a.cached_stages = cached;
@@ -132,21 +134,21 @@ CompressionAnalysis analyze_model(Model& model, const ImageSet& images, const Co
     a.stage_seconds = stages;
     if (gptq)  // compensated options: estimated with the compensation's out-of-fold gain, then measured cross-fitted
       estimate_then_measure_cross_fitted_global_errors(model, calib, a, cs.gptq, s.global_error, H,
-                                                       more_moments.empty() ? nullptr : &more_moments, job,
-                                                       on_revision);
+                                                       more_moments.empty() ? nullptr : &more_moments, job, on_revision,
+                                                       folds);
     else
       estimate_then_measure_global_errors(model, calib, a, s.global_error, H, job, on_revision);
   } else if (gptq && s.global_error.estimate) {
     // Estimated as a gptq analysis' first revision is: the plain LFH estimate would overrate every compensated option.
     a.stage_seconds = stages;
     estimate_cross_fitted_global_errors(model, calib, a, cs.gptq, s.global_error, H,
-                                        more_moments.empty() ? nullptr : &more_moments, job);
+                                        more_moments.empty() ? nullptr : &more_moments, job, folds);
     a.lfh = std::move(H);
   } else {
     t = std::chrono::steady_clock::now();
     if (gptq)  // compensated options: measured on images they were not fitted to
       measure_cross_fitted_global_errors(model, calib, a.layers, cs.gptq, s.global_error, job, &H,
-                                         more_moments.empty() ? nullptr : &more_moments);
+                                         more_moments.empty() ? nullptr : &more_moments, folds);
     else
       measure_global_errors(model, calib, a.layers, s.global_error, job, &H);
     stages.emplace_back("global error", since(t));

@@ -182,7 +182,8 @@ void cross_fit_layer(LayerCandidates& c, LayerCandidates folds[2], const at::Ten
 CrossFit cross_fit_candidates(Model& model, const Calibration& calib, std::vector<LayerCandidates>& layers,
                               const GptqSettings& gptq, const JobControl& job,
                               const std::map<std::string, InputMoment>* shared_moments,
-                              const std::map<std::string, at::Tensor>* lfh) {
+                              const std::map<std::string, at::Tensor>* lfh,
+                              std::map<std::string, InputMoment>* fold_moments) {
   CrossFit out;
   const int64_t N = calib.images.size(0);
   if (N < 2) return out;
@@ -191,7 +192,9 @@ CrossFit cross_fit_candidates(Model& model, const Calibration& calib, std::vecto
   out.bounds = {0, half, N};
   std::map<std::string, InputMoment>* moments = out.moments;
   for (int k = 0; k < 2; ++k)
-    moments[k] = layer_input_moments(model, calib.images.slice(0, out.bounds[k], out.bounds[k + 1]), calib.batch, job);
+    moments[k] = fold_moments ? std::move(fold_moments[k])
+                              : layer_input_moments(model, calib.images.slice(0, out.bounds[k], out.bounds[k + 1]),
+                                                    calib.batch, job);
 
   std::vector<LayerCandidates>* folds = out.folds;
   for (int k = 0; k < 2; ++k) folds[k].resize(layers.size());
@@ -311,8 +314,10 @@ void measure_cross_fitted(Model& model, const Calibration& calib, std::vector<La
 void measure_cross_fitted_global_errors(Model& model, const Calibration& calib, std::vector<LayerCandidates>& layers,
                                         const GptqSettings& gptq, const GlobalErrorSettings& settings,
                                         const JobControl& job, const std::map<std::string, at::Tensor>* lfh,
-                                        const std::map<std::string, InputMoment>* shared_moments) {
-  measure_cross_fitted(model, calib, layers, cross_fit_candidates(model, calib, layers, gptq, job, shared_moments, lfh),
+                                        const std::map<std::string, InputMoment>* shared_moments,
+                                        std::map<std::string, InputMoment>* fold_moments) {
+  measure_cross_fitted(model, calib, layers,
+                       cross_fit_candidates(model, calib, layers, gptq, job, shared_moments, lfh, fold_moments),
                        settings, job, lfh);
 }
 

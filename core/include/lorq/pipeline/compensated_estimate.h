@@ -35,11 +35,13 @@ std::string estimate_compensated_layer_errors(Model& model, const Calibration& c
 // measured cross-fitted: the first pass of estimate_then_measure_cross_fitted_global_errors, and the whole global
 // error stage of a gptq analysis with GlobalErrorSettings::estimate (lorq --estimate). Appends the stages
 // "cross-fit" and "global error estimate" to analysis.stage_seconds; returns the fit for a measurement.
+// `fold_moments`: as cross_fit_candidates'.
 CrossFit estimate_cross_fitted_global_errors(Model& model, const Calibration& calib, CompressionAnalysis& analysis,
                                              const GptqSettings& gptq, const GlobalErrorSettings& settings,
                                              const std::map<std::string, at::Tensor>& lfh,
                                              const std::map<std::string, InputMoment>* shared_moments,
-                                             const JobControl& job);
+                                             const JobControl& job,
+                                             std::map<std::string, InputMoment>* fold_moments = nullptr);
 
 // The cross-fitted global error stage of a gptq analysis in two passes (estimate_then_measure_global_errors'
 // counterpart): the folds' fits (cross_fit_candidates: the candidates' compensated values are final from here on),
@@ -52,6 +54,7 @@ void estimate_then_measure_cross_fitted_global_errors(Model& model, const Calibr
                                                       const GlobalErrorSettings& settings,
                                                       const std::map<std::string, at::Tensor>& lfh,
                                                       const std::map<std::string, InputMoment>* shared_moments,
-                                                      const JobControl& job, const AnalysisRevisionFn& publish);
+                                                      const JobControl& job, const AnalysisRevisionFn& publish,
+                                                      std::map<std::string, InputMoment>* fold_moments = nullptr);
 
 }  // namespace lorq

@@ -49,11 +49,14 @@ struct CrossFit {
   std::vector<LayerCandidates> folds[2];          // per layer, the values fitted on fold k (layer order)
   std::map<std::string, InputMoment> moments[2];  // fold k's own input moments (what fold 1 − k is judged on)
 };
-// `lfh`: the layers' LFH, for the nearest grids cross_fit_layer restores.
+// `lfh`: the layers' LFH, for the nearest grids cross_fit_layer restores. `fold_moments` (optional, two maps): the
+// halves' own moments when the caller took them already (layer_input_moments of calibration images [0, half) and
+// [half, N), half = ⌈N/2⌉, as the damping choice does); moved from, instead of a second float pass.
 CrossFit cross_fit_candidates(Model& model, const Calibration& calib, std::vector<LayerCandidates>& layers,
                               const GptqSettings& gptq, const JobControl& job = {},
                               const std::map<std::string, InputMoment>* shared_moments = nullptr,
-                              const std::map<std::string, at::Tensor>* lfh = nullptr);
+                              const std::map<std::string, at::Tensor>* lfh = nullptr,
+                              std::map<std::string, InputMoment>* fold_moments = nullptr);
 // Measures every layer of `layers` (those cross_fit_candidates fitted) cross-fitted; without folds,
 // measure_global_errors.
 void measure_cross_fitted(Model& model, const Calibration& calib, std::vector<LayerCandidates>& layers, CrossFit fit,
@@ -68,11 +71,12 @@ void measure_cross_fitted_layer(Model& model, const Calibration& calib, LayerCan
 // compensated values (and applies cross_fit_layer's decisions to `layers`). With fewer than two calibration images
 // it is measure_global_errors. Progress: "global error", both folds' layers counted. `shared_moments`: the moments
 // of images beyond the calibration ones, added to both folds' fits (never measured on, so both folds may use them).
-// cross_fit_candidates, then measure_cross_fitted.
+// cross_fit_candidates (`fold_moments` as there), then measure_cross_fitted.
 void measure_cross_fitted_global_errors(Model& model, const Calibration& calib, std::vector<LayerCandidates>& layers,
                                         const GptqSettings& gptq, const GlobalErrorSettings& settings,
                                         const JobControl& job = {},
                                         const std::map<std::string, at::Tensor>* lfh = nullptr,
-                                        const std::map<std::string, InputMoment>* shared_moments = nullptr);
+                                        const std::map<std::string, InputMoment>* shared_moments = nullptr,
+                                        std::map<std::string, InputMoment>* fold_moments = nullptr);
 
 }  // namespace lorq
