@@ -162,6 +162,7 @@ SessionPanel::SessionPanel(WorkbenchDocument* document, QWidget* parent) : QWidg
     AnalysisSettings s = AnalysisSettings::fast();  // fewer images and projections, the same quantizer
     s.quantizer = document_->settings().quantizer;
     s.gptq_images = document_->settings().gptq_images;
+    s.gptq_damping = document_->settings().gptq_damping;  // a session file's fixed damping, or automatic
     document_->setSettings(s);
   });
   for (QSpinBox* s : {calibCount_, lfhImages_, projections_, anchors_, gptqImages_})

@@ -69,7 +69,10 @@ class SessionPanelTest : public QObject {
     QCOMPARE(otherImages->value(), 128);
     QVERIFY(otherImages->isEnabled());
 
-    // Fast settings keep the quantizer and its moment images.
+    // Fast settings keep the quantizer, its moment images and its damping (here a session file's fixed one).
+    AnalysisSettings fixed = d->settings();
+    fixed.gptq_damping = 0.05;
+    d->setSettings(fixed);
     QPushButton* fast = nullptr;
     for (QPushButton* b : w.findChildren<QPushButton*>())
       if (b->text() == "Fast settings") fast = b;
@@ -79,6 +82,7 @@ class SessionPanelTest : public QObject {
     QCOMPARE(QString::fromStdString(d->settings().quantizer), QString("gptq"));
     QCOMPARE(d->settings().gptq_images, 128);
     QCOMPARE(images->value(), 128);
+    QCOMPARE(d->settings().gptq_damping, 0.05);
 
     // Back to nearest: the box is disabled and keeps its value for a later gptq run.
     quantizer->setCurrentIndex(quantizer->findData("nearest"));
