@@ -2,7 +2,7 @@
 // collection and training), the whole run, peak RSS, and held-out top-1 of the float model, nearest rounding and
 // learned rounding. The analysis is cached (--cache) so that repeated runs time the rounding alone.
 // Usage: bench_rounding [--model DIR] [--calib DIR] [--bits B] [--iterations N] [--images N] [--tokens T]
-//                       [--rows R] [--stop-after LAYERS] [--cache DIR] [--no-eval]
+//                       [--rows R] [--readout-share S] [--stop-after LAYERS] [--cache DIR] [--no-eval]
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
@@ -48,12 +48,15 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--images")) rs.images = std::stoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--tokens")) rs.tokens_per_image = std::stoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--rows")) rs.rows_per_step = std::stoi(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--readout-share")) rs.readout_share = std::stod(argv[i + 1]);
     if (!std::strcmp(argv[i], "--stop-after")) stop_after = std::stoi(argv[i + 1]);
   }
   setvbuf(stdout, nullptr, _IOLBF, 0);  // live lines when redirected to a log
   init_threads();
-  std::printf("threads %d; %.1f average bits; rounding: %d iterations, %d images, %d tokens/image, %d rows/step\n",
-              at::get_num_threads(), bits, rs.iterations, rs.images, rs.tokens_per_image, rs.rows_per_step);
+  std::printf(
+      "threads %d; %.1f average bits; rounding: %d iterations, %d images, %d tokens/image, %d rows/step, readout "
+      "share %.2f\n",
+      at::get_num_threads(), bits, rs.iterations, rs.images, rs.tokens_per_image, rs.rows_per_step, rs.readout_share);
   try {
     auto model = load_model(model_path);
     ImageSet set = open_image_set(calib_dir, "", model->label_names());

@@ -713,7 +713,11 @@ class WorkbenchTest : public QObject {
     QVERIFY(w->state()->isModified());  // new results to save
     QVERIFY(w->jobPanel()->logText().contains("Sweep on 32 images"));
 
-    // A budget the user marks on the curve (the plot's context menu) adds one measured point to the series.
+    // A budget the user marks on the curve (the plot's context menu) adds one measured point to the series. Shown at
+    // a real size: a never-shown plot is a few dozen pixels wide, and one pixel spans most of a bit.
+    w->resize(1500, 950);
+    w->show();
+    QVERIFY(QTest::qWaitForWindowExposed(w.get()));
     view->plot()->replot();
     const double mb = budget_bytes_for_avg_bits(3.5, w->state()->params()) / 1e6;
     const double marked = view->avgBitsAt(static_cast<int>(view->plot()->xAxis->coordToPixel(mb)));

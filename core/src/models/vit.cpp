@@ -190,6 +190,12 @@ std::unique_ptr<Model> VisionTransformer::clone() const {
   return std::make_unique<VisionTransformer>(config_, std::move(tensors), source_);
 }
 
+std::vector<int64_t> VisionTransformer::readout_tokens(const std::string& layer, int64_t length) const {
+  // The head reads the class token after the last block; average pooling reads every token.
+  if (!config_.class_token || config_.global_pool != "token" || length < 2 || layer.rfind("blocks.", 0) != 0) return {};
+  return {0};
+}
+
 std::vector<at::Tensor> VisionTransformer::parameters() const {
   std::vector<at::Tensor> out;
   for (auto& [key, t] : named_tensors()) out.push_back(t);

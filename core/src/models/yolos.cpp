@@ -169,6 +169,15 @@ std::unique_ptr<Model> YolosForObjectDetection::clone() const {
   return std::make_unique<YolosForObjectDetection>(config_, std::move(tensors), source_);
 }
 
+std::vector<int64_t> YolosForObjectDetection::readout_tokens(const std::string& layer, int64_t length) const {
+  // The class and box heads read the detection tokens, the last num_detection_tokens of the encoder's sequence.
+  const int64_t Q = config_.num_detection_tokens;
+  if (layer.rfind("vit.encoder.layer.", 0) != 0 || length <= Q) return {};
+  std::vector<int64_t> out;
+  for (int64_t t = length - Q; t < length; ++t) out.push_back(t);
+  return out;
+}
+
 // ---- Position embeddings
 
 // InterpolateInitialPositionEmbeddings / InterpolateMidPositionEmbeddings: the patch part [N, grid, D] is viewed as

@@ -257,20 +257,12 @@ std::vector<int> calibration_sources(const LayerCandidates& lc, const std::vecto
   return source;
 }
 
-// The measured options' errors, and for the others their LFH estimate scaled by their source's measured/estimated
-// ratio (1 where the source's estimate is 0).
-std::vector<double> calibrated_errors(Model& model, const Calibration& calib, const LayerCandidates& lc,
+// The measured options' errors (`measured`, in the order of their positions in `source`), and for the others their
+// LFH estimate scaled by their source's measured/estimated ratio (1 where the source's estimate is 0).
+std::vector<double> calibrated_errors(const Model& model, const Calibration& calib, const LayerCandidates& lc,
                                       const std::vector<int>& source, const std::vector<at::Tensor>& Wts,
-                                      const GlobalErrorSettings& s, const at::Tensor& lfh) {
+                                      const std::vector<double>& measured, const at::Tensor& lfh) {
   const at::Tensor W = model.weight(lc.layer);
-  std::vector<at::Tensor> measured_weights;
-  std::vector<size_t> measured_at;
-  for (size_t j = 0; j < source.size(); ++j)
-    if (source[j] < 0) {
-      measured_weights.push_back(Wts[j]);
-      measured_at.push_back(j);
-    }
-  const std::vector<double> measured = output_nsrs(model, calib, lc.layer, measured_weights, s.batch, s.max_pass_bytes);
   std::vector<double> errors(source.size(), 0.0), estimate(source.size(), 0.0);
   // Estimates only where a ratio is formed: the scaled options and their sources.
   std::vector<char> needed(source.size(), 0);
@@ -278,7 +270,9 @@ std::vector<double> calibrated_errors(Model& model, const Calibration& calib, co
     if (source[j] >= 0) needed[j] = needed[source[j]] = 1;
   for (size_t j = 0; j < source.size(); ++j)
     if (needed[j]) estimate[j] = estimated_nsr(W, Wts[j], lfh, calib, task_of(model));
-  for (size_t k = 0; k < measured_at.size(); ++k) errors[measured_at[k]] = measured[k];
+  size_t k = 0;
+  for (size_t j = 0; j < source.size(); ++j)
+    if (source[j] < 0) errors[j] = measured.at(k++);
   for (size_t j = 0; j < source.size(); ++j) {
     if (source[j] < 0) continue;
     const double e = estimate[source[j]];
@@ -289,51 +283,58 @@ std::vector<double> calibrated_errors(Model& model, const Calibration& calib, co
 
 }  // namespace
 
-std::string measure_layer_global_errors(Model& model, const Calibration& calib, LayerCandidates& lc,
-                                        const GlobalErrorSettings& s, bool estimate,
-                                        const std::map<std::string, at::Tensor>* lfh,
-                                        const AnchorEstimateFn& estimate_anchors) {
-  if (estimate && (!lfh || !lfh->count(lc.layer)))
-    throw Error("global error estimate: no label-free Hessian of layer " + lc.layer);
+LayerMeasurementPlan plan_layer_measurement(const Model& model, const LayerCandidates& lc, const GlobalErrorSettings& s,
+                                            bool estimate, const std::map<std::string, at::Tensor>* lfh) {
   c10::NoGradGuard no_grad;
   const at::Tensor W = model.weight(lc.layer);
+  LayerMeasurementPlan plan;
+  plan.estimate = estimate;
   // Which options are measured (or estimated): every Q option and each bit pair's anchor ranks.
-  std::vector<size_t> anchored;
   std::map<std::pair<int, int>, std::vector<size_t>> groups;  // bit pair -> option indices by rank
   for (size_t i = 0; i < lc.options.size(); ++i) {
     if (lc.options[i].kind == OptionKind::Quant)
-      anchored.push_back(i);
+      plan.anchored.push_back(i);
     else
       groups[{lc.options[i].bits_a, lc.options[i].bits_b}].push_back(i);
   }
-  std::vector<std::vector<size_t>> anchors_of;
   for (auto& [pair, idx] : groups) {
     std::sort(idx.begin(), idx.end(), [&](size_t a, size_t b) { return lc.options[a].rank < lc.options[b].rank; });
-    anchors_of.push_back(anchor_positions(idx.size(), static_cast<size_t>(s.anchors)));
-    for (size_t a : anchors_of.back()) anchored.push_back(idx[a]);
+    plan.anchors_of.push_back(anchor_positions(idx.size(), static_cast<size_t>(s.anchors)));
+    for (size_t a : plan.anchors_of.back()) plan.anchored.push_back(idx[a]);
+    plan.groups.push_back(idx);
   }
-  std::vector<at::Tensor> Wts;
-  for (size_t i : anchored) Wts.push_back(compressed_weight(lc, lc.options[i], W));
-  std::vector<double> errors;
+  for (size_t i : plan.anchored) plan.W_tildes.push_back(compressed_weight(lc, lc.options[i], W));
   // As with estimate: a layer without a real LFH (the patch-embedding conv) is measured whole.
-  const bool calibrated = s.calibrated && !estimate && lc.low_rank_allowed && lfh && lfh->count(lc.layer);
-  const std::vector<int> source = calibrated ? calibration_sources(lc, anchored, s) : std::vector<int>();
-  if (estimate && estimate_anchors) {
-    errors = estimate_anchors(anchored, Wts);
-  } else if (estimate) {
-    for (const at::Tensor& Wt : Wts) errors.push_back(estimated_nsr(W, Wt, lfh->at(lc.layer), calib, task_of(model)));
-  } else if (calibrated) {
-    errors = calibrated_errors(model, calib, lc, source, Wts, s, lfh->at(lc.layer));
-  } else {
-    errors = output_nsrs(model, calib, lc.layer, Wts, s.batch, s.max_pass_bytes);
+  plan.calibrated = s.calibrated && !estimate && lc.low_rank_allowed && lfh && lfh->count(lc.layer);
+  if (plan.calibrated) plan.source = calibration_sources(lc, plan.anchored, s);
+  return plan;
+}
+
+std::vector<at::Tensor> LayerMeasurementPlan::to_run() const {
+  if (estimate) return {};
+  if (!calibrated) return W_tildes;
+  std::vector<at::Tensor> out;
+  for (size_t j = 0; j < source.size(); ++j)
+    if (source[j] < 0) out.push_back(W_tildes[j]);
+  return out;
+}
+
+std::string finish_layer_measurement(const Model& model, const Calibration& calib, LayerCandidates& lc,
+                                     const LayerMeasurementPlan& plan, const std::vector<double>& measured,
+                                     const std::map<std::string, at::Tensor>* lfh) {
+  if (!plan.estimate && measured.size() != plan.to_run().size())
+    throw Error("global error of " + lc.layer + ": " + std::to_string(measured.size()) + " measurements for " +
+                std::to_string(plan.to_run().size()) + " options");
+  const std::vector<double> errors =
+      plan.calibrated ? calibrated_errors(model, calib, lc, plan.source, plan.W_tildes, measured, lfh->at(lc.layer))
+                      : measured;
+  for (size_t j = 0; j < plan.anchored.size(); ++j) {
+    lc.options[plan.anchored[j]].error = errors.at(j);
+    lc.options[plan.anchored[j]].measured = !plan.calibrated || plan.source[j] < 0;
   }
-  for (size_t j = 0; j < anchored.size(); ++j) {
-    lc.options[anchored[j]].error = errors[j];
-    lc.options[anchored[j]].measured = !calibrated || source[j] < 0;
-  }
-  size_t pair_index = 0;
-  for (auto& [pair, idx] : groups) {
-    const std::vector<size_t>& anchors = anchors_of[pair_index++];
+  for (size_t g = 0; g < plan.groups.size(); ++g) {
+    const std::vector<size_t>& idx = plan.groups[g];
+    const std::vector<size_t>& anchors = plan.anchors_of[g];
     // Between two anchors, interpolate linearly in the local loss Λ (not in rank).
     for (size_t k = 0; k + 1 < anchors.size(); ++k) {
       const LayerOption& lo = lc.options[idx[anchors[k]]];
@@ -347,20 +348,41 @@ std::string measure_layer_global_errors(Model& model, const Calibration& calib, 
       }
     }
   }
-  lc.errors_measured = !estimate;
+  lc.errors_measured = !plan.estimate;
   // The range of its measured (or estimated) errors, for the logs.
   double lo = 0, hi = 0;
-  int measured = 0;
+  int count = 0;
   for (const LayerOption& o : lc.options)
     if (o.measured) {
-      lo = measured ? std::min(lo, o.error) : o.error;
-      hi = measured ? std::max(hi, o.error) : o.error;
-      ++measured;
+      lo = count ? std::min(lo, o.error) : o.error;
+      hi = count ? std::max(hi, o.error) : o.error;
+      ++count;
     }
   char detail[160];
-  std::snprintf(detail, sizeof detail, "error %.3g .. %.3g over %d %s options", lo, hi, measured,
-                estimate ? "estimated" : "measured");
+  std::snprintf(detail, sizeof detail, "error %.3g .. %.3g over %d %s options", lo, hi, count,
+                plan.estimate ? "estimated" : "measured");
   return detail;
+}
+
+std::string measure_layer_global_errors(Model& model, const Calibration& calib, LayerCandidates& lc,
+                                        const GlobalErrorSettings& s, bool estimate,
+                                        const std::map<std::string, at::Tensor>* lfh,
+                                        const AnchorEstimateFn& estimate_anchors) {
+  if (estimate && (!lfh || !lfh->count(lc.layer)))
+    throw Error("global error estimate: no label-free Hessian of layer " + lc.layer);
+  c10::NoGradGuard no_grad;
+  const LayerMeasurementPlan plan = plan_layer_measurement(model, lc, s, estimate, lfh);
+  std::vector<double> errors;
+  if (estimate && estimate_anchors) {
+    errors = estimate_anchors(plan.anchored, plan.W_tildes);
+  } else if (estimate) {
+    const at::Tensor W = model.weight(lc.layer);
+    for (const at::Tensor& Wt : plan.W_tildes)
+      errors.push_back(estimated_nsr(W, Wt, lfh->at(lc.layer), calib, task_of(model)));
+  } else {
+    errors = output_nsrs(model, calib, lc.layer, plan.to_run(), s.batch, s.max_pass_bytes);
+  }
+  return finish_layer_measurement(model, calib, lc, plan, errors, lfh);
 }
 
 void measure_global_errors(Model& model, const Calibration& calib, std::vector<LayerCandidates>& layers,

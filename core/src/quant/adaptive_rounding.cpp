@@ -71,31 +71,52 @@ std::map<std::string, int> segments_of_layers(Model& model, const at::Tensor& im
   return where;
 }
 
-// Rows of one layer's activations: T tokens of each image, the same tokens for its input and its float output.
+// Rows of one layer's activations: T tokens of each image, the same tokens for its input and its float output, and
+// apart from them every image's readout tokens (Model::readout_tokens), which the loss weights on their own.
 class TokenSample {
  public:
-  TokenSample(int64_t images, int tokens_per_image, uint64_t seed) : N_(images), T_(tokens_per_image), seed_(seed) {}
-  // Copies the sampled rows of `t` ([B, L, C] or [B, C]) for images n0..n0+B−1 into `rows` [N·T, C].
-  void capture(const at::Tensor& t, int64_t n0, at::Tensor& rows) {
+  using ReadoutFn = std::function<std::vector<int64_t>(int64_t length)>;
+  TokenSample(int64_t images, int tokens_per_image, uint64_t seed, ReadoutFn readout)
+      : N_(images), T_(tokens_per_image), seed_(seed), readout_(std::move(readout)) {}
+  // Copies the sampled rows of `t` ([B, L, C] or [B, C]) for images n0..n0+B−1 into `rows` [N·T, C] and the readout
+  // tokens' rows into `readout_rows` [N·R, C] (left undefined when the layer has none).
+  void capture(const at::Tensor& t, int64_t n0, at::Tensor& rows, at::Tensor& readout_rows) {
     const at::Tensor t3 = t.dim() == 2 ? t.unsqueeze(1) : t.reshape({t.size(0), -1, t.size(-1)});
     const int64_t B = t3.size(0), L = t3.size(1), C = t3.size(2);
-    if (!index_.defined()) {
-      const int64_t T = T_ > 0 ? std::min<int64_t>(T_, L) : L;
-      at::Generator gen = at::detail::createCPUGenerator(seed_);
-      index_ = T == L ? at::arange(L).expand({N_, L}).contiguous()
-                      : std::get<1>(at::rand({N_, L}, gen).sort(1)).slice(1, 0, T).contiguous();
-    }
-    if (!rows.defined()) rows = at::empty({N_ * index_.size(1), C});
-    const int64_t T = index_.size(1);
-    const at::Tensor idx = index_.slice(0, n0, n0 + B).unsqueeze(-1).expand({B, T, C});
-    rows.slice(0, n0 * T, (n0 + B) * T).copy_(at::gather(t3, 1, idx).reshape({B * T, C}));
+    if (!index_.defined()) make_index(t.dim() == 2 ? 1 : L);
+    gather_rows(t3, index_, n0, B, C, rows);
+    if (readout_index_.defined()) gather_rows(t3, readout_index_, n0, B, C, readout_rows);
   }
 
  private:
+  void make_index(int64_t L) {
+    std::vector<int64_t> readout = L > 1 && readout_ ? readout_(L) : std::vector<int64_t>();
+    at::Tensor others = at::arange(L);
+    if (!readout.empty() && static_cast<int64_t>(readout.size()) < L) {
+      const at::Tensor r = at::tensor(readout, at::kLong);
+      readout_index_ = r.expand({N_, r.size(0)}).contiguous();
+      at::Tensor keep = at::ones({L}, at::kBool);
+      keep.index_fill_(0, r, false);
+      others = others.masked_select(keep);
+    }
+    const int64_t K = others.size(0), T = T_ > 0 ? std::min<int64_t>(T_, K) : K;
+    at::Generator gen = at::detail::createCPUGenerator(seed_);
+    const at::Tensor pick =
+        T == K ? at::arange(K).expand({N_, K}) : std::get<1>(at::rand({N_, K}, gen).sort(1)).slice(1, 0, T);
+    index_ = others.index({pick.reshape(-1)}).reshape({N_, T}).contiguous();
+  }
+  void gather_rows(const at::Tensor& t3, const at::Tensor& index, int64_t n0, int64_t B, int64_t C, at::Tensor& rows) {
+    const int64_t T = index.size(1);
+    if (!rows.defined()) rows = at::empty({N_ * T, C});
+    const at::Tensor idx = index.slice(0, n0, n0 + B).unsqueeze(-1).expand({B, T, C});
+    rows.slice(0, n0 * T, (n0 + B) * T).copy_(at::gather(t3, 1, idx).reshape({B * T, C}));
+  }
+
   int64_t N_;
   int T_;
   uint64_t seed_;
-  at::Tensor index_;
+  ReadoutFn readout_;
+  at::Tensor index_, readout_index_;
 };
 
 // The compressed layers must be the model's, in its order, without overrides of their own.
@@ -127,7 +148,7 @@ void check_float_reference(const Model& model, const std::vector<CompressedLayer
 }
 
 struct LayerData {
-  at::Tensor X, Y;
+  rounding::LayerRoundingData rows;
   TokenSample tokens;
 };
 
@@ -231,7 +252,9 @@ RoundingReport round_layers(Model& model, std::vector<CompressedLayer>& layers, 
     std::map<size_t, LayerData> data;
     std::vector<std::string> watched;
     for (size_t i : learn) {
-      data.emplace(i, LayerData{{}, {}, TokenSample(N, s.tokens_per_image, s.seed + 7919 * i)});
+      const std::string name = layers[i].layer;
+      auto readout = [&model, name](int64_t length) { return model.readout_tokens(name, length); };
+      data.emplace(i, LayerData{{}, TokenSample(N, s.tokens_per_image, s.seed + 7919 * i, readout)});
       watched.push_back(layers[i].layer);
     }
     int64_t batch_start = 0;
@@ -239,7 +262,7 @@ RoundingReport round_layers(Model& model, std::vector<CompressedLayer>& layers, 
     hooks.clear();
     model.set_observer(watched, [&](const std::string& layer, const at::Tensor&, const at::Tensor& out) {
       LayerData& d = data.at(index_of.at(layer));
-      d.tokens.capture(out, batch_start, d.Y);
+      d.tokens.capture(out, batch_start, d.rows.Y, d.rows.readout_Y);
     });
     StageState float_next;
     run_over(segment, float_in, segment < last_segment ? &float_next : nullptr);
@@ -257,7 +280,7 @@ RoundingReport round_layers(Model& model, std::vector<CompressedLayer>& layers, 
       hooks.clear();
       use_compressed(segment);
       hooks.set_override(layer.layer, [&](const at::Tensor& x, const at::Tensor&, const at::Tensor&) -> at::Tensor {
-        d.tokens.capture(x, batch_start, d.X);
+        d.tokens.capture(x, batch_start, d.rows.X, d.rows.readout_X);
         throw StopSegment{};
       });
       run_over(segment, comp_in, nullptr);
@@ -276,11 +299,11 @@ RoundingReport round_layers(Model& model, std::vector<CompressedLayer>& layers, 
       LayerRoundingResult r;
       {
         BlasThreadsScope blas_threads;  // autograd GEMMs: give OpenBLAS the threads (see parallel_ops.h)
-        r = rounding::learn_layer(layer, bias_of(i), d.X, d.Y, s, job, step);
+        r = rounding::learn_layer(layer, bias_of(i), d.rows, s, job, step);
       }
       r.seconds = seconds_since(layer_start);
       r.collect_seconds = collect_seconds;
-      d.X = d.Y = at::Tensor();
+      d.rows = rounding::LayerRoundingData();
       finished[layer.layer] = r;
       report.layers.push_back(r);
       ++done;

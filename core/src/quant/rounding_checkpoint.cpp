@@ -57,9 +57,20 @@ std::string rounding_checkpoint_key(const Model& model, const std::vector<Compre
   }
   key["layers"] = ls;
   // Everything that changes the learned codes (not record_every, which only thins the report).
-  key["settings"] = {s.iterations,           s.images, s.batch,      s.tokens_per_image, s.rows_per_step,   s.lr,
-                     s.reg_factor,           s.warmup, s.beta_start, s.beta_end,         s.early_stop_loss, s.seed,
-                     s.keep_nearest_if_worse};
+  key["settings"] = {s.iterations,
+                     s.images,
+                     s.batch,
+                     s.tokens_per_image,
+                     s.rows_per_step,
+                     s.lr,
+                     s.reg_factor,
+                     s.warmup,
+                     s.beta_start,
+                     s.beta_end,
+                     s.early_stop_loss,
+                     s.seed,
+                     s.keep_nearest_if_worse,
+                     s.readout_share};
   const std::string text = key.dump();
   return fnv1a64_hex(text.data(), text.size());
 }

@@ -124,15 +124,36 @@ double reconstruction_error(const CompressedLayer& layer, const at::Tensor& bias
   return R > 0 ? sum / (static_cast<double>(R) * Y.size(1)) : 0.0;
 }
 
+double reconstruction_loss(const CompressedLayer& layer, const at::Tensor& bias, const LayerRoundingData& d,
+                           double readout_share) {
+  const double plain = reconstruction_error(layer, bias, d.X, d.Y);
+  if (!d.readout_X.defined() || readout_share <= 0) return plain;
+  return (1 - readout_share) * plain + readout_share * reconstruction_error(layer, bias, d.readout_X, d.readout_Y);
+}
+
 LayerRoundingResult learn_layer(CompressedLayer& layer, const at::Tensor& bias, const at::Tensor& X,
                                 const at::Tensor& Y, const RoundingSettings& s, const JobControl& job,
+                                const std::function<void(int, double, double, double)>& on_step) {
+  return learn_layer(layer, bias, LayerRoundingData{X, Y, {}, {}}, s, job, on_step);
+}
+
+LayerRoundingResult learn_layer(CompressedLayer& layer, const at::Tensor& bias, const LayerRoundingData& data,
+                                const RoundingSettings& s, const JobControl& job,
                                 const std::function<void(int, double, double, double)>& on_step) {
   const auto start = std::chrono::steady_clock::now();
   if (layer.form == LayerForm::Float) throw Error(layer.layer + ": a float layer has no rounding to learn");
   if (s.iterations < 0 || s.rows_per_step < 1 || s.record_every < 1)
     throw Error("rounding: iterations must be >= 0, rows_per_step and record_every >= 1");
+  if (s.readout_share < 0 || s.readout_share > 1) throw Error("rounding: readout_share must be in [0, 1]");
+  const at::Tensor &X = data.X, &Y = data.Y;
   if (X.dim() != 2 || Y.dim() != 2 || X.size(0) != Y.size(0) || X.size(0) == 0)
     throw Error(layer.layer + ": rounding data must be [rows, in] and [rows, out] with the same rows");
+  const at::Tensor &Xr = data.readout_X, &Yr = data.readout_Y;
+  const bool readout = Xr.defined() && s.readout_share > 0;
+  if (readout && (Xr.dim() != 2 || !Yr.defined() || Yr.dim() != 2 || Xr.size(0) != Yr.size(0) || Xr.size(0) == 0 ||
+                  Xr.size(1) != X.size(1) || Yr.size(1) != Y.size(1)))
+    throw Error(layer.layer + ": readout rows must be [rows, in] and [rows, out] like the others");
+  const double share = readout ? s.readout_share : 0.0;
   const bool low_rank = layer.form == LayerForm::LowRank;
   std::vector<QuantizedTensor*> tensors;
   if (low_rank) {
@@ -152,14 +173,18 @@ LayerRoundingResult learn_layer(CompressedLayer& layer, const at::Tensor& bias, 
 
   LayerRoundingResult result;
   result.layer = layer.layer;
-  result.nearest_error = reconstruction_error(layer, bias, X, Y);
+  result.nearest_error = reconstruction_loss(layer, bias, data, share);
 
   RAdam optimizer(params, {s.lr, 0.9, 0.999, 1e-8});
   // Per-layer step sampling from the seed and the layer's name (FNV: the same draws on every platform).
   const uint64_t name_hash = std::stoull(fnv1a64_hex(layer.layer.data(), layer.layer.size()), nullptr, 16);
   at::Generator gen = at::detail::createCPUGenerator(s.seed ^ name_hash);
-  const int64_t R = X.size(0);
-  const bool all_rows = R <= s.rows_per_step;
+  const int64_t R = X.size(0), Rr = readout ? Xr.size(0) : 0;
+  const bool all_rows = R <= s.rows_per_step, all_readout = Rr <= s.rows_per_step;
+  // A layer's forward on one batch of rows through the soft weights.
+  auto soft_forward = [&](const at::Tensor& x, const std::vector<at::Tensor>& w) {
+    return low_rank ? at::linear(at::linear(x, w[1]), w[0], bias) : at::linear(x, w[0], bias);
+  };
   {
     c10::AutoGradMode grad_on(true);
     for (int it = 0; it < s.iterations; ++it) {
@@ -176,8 +201,16 @@ LayerRoundingResult learn_layer(CompressedLayer& layer, const at::Tensor& bias, 
         h.push_back(rectified_sigmoid(v.alpha));
         w.push_back(v.soft(h.back()));
       }
-      const at::Tensor y = low_rank ? at::linear(at::linear(xb, w[1]), w[0], bias) : at::linear(xb, w[0], bias);
-      const at::Tensor rec = at::mse_loss(y, yb);
+      at::Tensor rec = at::mse_loss(soft_forward(xb, w), yb);
+      if (readout) {
+        at::Tensor xr = Xr, yr = Yr;
+        if (!all_readout) {
+          const at::Tensor rows = at::randint(Rr, {s.rows_per_step}, gen, at::kLong);
+          xr = Xr.index_select(0, rows);
+          yr = Yr.index_select(0, rows);
+        }
+        rec = (1 - share) * rec + share * at::mse_loss(soft_forward(xr, w), yr);
+      }
       at::Tensor reg = at::zeros({}, X.options());
       for (const at::Tensor& hv : h) reg = reg + (1 - (2 * hv - 1).abs().pow(beta)).mean();
       reg = reg * s.reg_factor;
@@ -207,7 +240,7 @@ LayerRoundingResult learn_layer(CompressedLayer& layer, const at::Tensor& bias, 
     flipped += tensors[i]->codes.ne(nearest[i]).sum().item<int64_t>();
     total += nearest[i].numel();
   }
-  result.learned_error = reconstruction_error(layer, bias, X, Y);
+  result.learned_error = reconstruction_loss(layer, bias, data, share);
   result.flipped_fraction = total ? double(flipped) / double(total) : 0.0;
   if (s.keep_nearest_if_worse && result.learned_error > result.nearest_error) {
     for (size_t i = 0; i < tensors.size(); ++i) tensors[i]->codes = nearest[i];

@@ -124,6 +124,16 @@ class Model {
   virtual std::string preprocessor_config_path() const { return ""; }
   // A deep copy: every tensor copied, configuration kept; hooks, overrides and observers are not copied.
   virtual std::unique_ptr<Model> clone() const = 0;
+  // The positions, in the token sequence of `length` that `layer` sees ([B, length, C]), of the tokens the task's
+  // output is read from: a classifier's class token, a detector's detection tokens. Empty when every token is read
+  // (average pooling, dense prediction) or the layer does not see the readout's sequence (a patch embedding, a
+  // head). Adaptive rounding weights these rows (RoundingSettings::readout_share): a few tokens among hundreds,
+  // they are all the output sees.
+  virtual std::vector<int64_t> readout_tokens(const std::string& layer, int64_t length) const {
+    (void)layer;
+    (void)length;
+    return {};
+  }
 
   const std::vector<LinearLayerInfo>& linear_layers() const { return layers_; }
   const LinearLayerInfo& layer(const std::string& name) const;

@@ -28,6 +28,7 @@ class VisionTransformer : public Model {
   std::map<std::string, int64_t> dimensions() const override;
   std::string config_json() const override;
   std::unique_ptr<Model> clone() const override;
+  std::vector<int64_t> readout_tokens(const std::string& layer, int64_t length) const override;
 
   int num_stages() const override { return static_cast<int>(blocks_.size()); }
   StageState embed(const at::Tensor& images) override;

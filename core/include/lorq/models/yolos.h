@@ -34,6 +34,7 @@ class YolosForObjectDetection : public Model {
   std::string config_json() const override { return config_.source_json; }
   std::string preprocessor_config_path() const override { return config_.preprocessor_source; }
   std::unique_ptr<Model> clone() const override;
+  std::vector<int64_t> readout_tokens(const std::string& layer, int64_t length) const override;
 
   int num_stages() const override { return config_.num_hidden_layers; }
   StageState embed(const at::Tensor& images) override;

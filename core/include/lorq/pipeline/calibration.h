@@ -105,6 +105,28 @@ std::string measure_layer_global_errors(Model& model, const Calibration& calib, 
                                         const std::map<std::string, at::Tensor>* lfh = nullptr,
                                         const AnchorEstimateFn& estimate_anchors = {});
 
+// measure_layer_global_errors in steps, so that a caller can run the forward passes of several measurements
+// together (the cross-fit's two folds, pipeline/cross_fit.h): the plan says which options run through the network;
+// finish_layer_measurement takes their errors and fills the layer as measure_layer_global_errors does.
+struct LayerMeasurementPlan {
+  std::vector<size_t> anchored;                 // options measured or estimated (indices into layer.options)
+  std::vector<at::Tensor> W_tildes;             // their weights
+  std::vector<std::vector<size_t>> groups;      // per factor-bit pair, its options by rank
+  std::vector<std::vector<size_t>> anchors_of;  // per group, the anchors' positions in it
+  bool estimate = false;                        // every anchor estimated: nothing runs
+  bool calibrated = false;                      // GlobalErrorSettings::calibrated applies to this layer
+  std::vector<int> source;                      // calibrated: per anchor, -1 (measured) or the anchor it scales from
+  std::vector<at::Tensor> to_run() const;       // the weights whose errors are measured, in anchor order
+};
+LayerMeasurementPlan plan_layer_measurement(const Model& model, const LayerCandidates& layer,
+                                            const GlobalErrorSettings& settings, bool estimate,
+                                            const std::map<std::string, at::Tensor>* lfh = nullptr);
+// `measured`: the output NSRs of plan.to_run() on `calib` (for an estimate plan, every anchor's estimate). Returns
+// the log line's detail, as measure_layer_global_errors does.
+std::string finish_layer_measurement(const Model& model, const Calibration& calib, LayerCandidates& layer,
+                                     const LayerMeasurementPlan& plan, const std::vector<double>& measured,
+                                     const std::map<std::string, at::Tensor>* lfh = nullptr);
+
 // The Gauss-Newton estimate of one option's output error (see GlobalErrorSettings::estimate). The LFH's projections
 // are scaled per output so that it estimates the task's weighted error in the units of its first error output
 // (sensitivity.h); the normalisation here is that output's.

@@ -58,7 +58,8 @@ CrossFit cross_fit_candidates(Model& model, const Calibration& calib, std::vecto
                               const std::map<std::string, at::Tensor>* lfh = nullptr,
                               std::map<std::string, InputMoment>* fold_moments = nullptr);
 // Measures every layer of `layers` (those cross_fit_candidates fitted) cross-fitted; without folds,
-// measure_global_errors.
+// measure_global_errors. Each option's two fits run in one pass per batch pair: fold 0's images through fit 1's
+// weights and fold 1's through fit 0's, so each pass is as large as a whole-calibration measurement's.
 void measure_cross_fitted(Model& model, const Calibration& calib, std::vector<LayerCandidates>& layers, CrossFit fit,
                           const GlobalErrorSettings& settings, const JobControl& job = {},
                           const std::map<std::string, at::Tensor>* lfh = nullptr);
@@ -69,9 +70,9 @@ void measure_cross_fitted_layer(Model& model, const Calibration& calib, LayerCan
 
 // Fills every option's global error as measure_global_errors does, cross-fitted as above for the layers with
 // compensated values (and applies cross_fit_layer's decisions to `layers`). With fewer than two calibration images
-// it is measure_global_errors. Progress: "global error", both folds' layers counted. `shared_moments`: the moments
-// of images beyond the calibration ones, added to both folds' fits (never measured on, so both folds may use them).
-// cross_fit_candidates (`fold_moments` as there), then measure_cross_fitted.
+// it is measure_global_errors. Progress: "global error", one step per layer (both folds measured together).
+// `shared_moments`: the moments of images beyond the calibration ones, added to both folds' fits (never measured on, so
+// both folds may use them). cross_fit_candidates (`fold_moments` as there), then measure_cross_fitted.
 void measure_cross_fitted_global_errors(Model& model, const Calibration& calib, std::vector<LayerCandidates>& layers,
                                         const GptqSettings& gptq, const GlobalErrorSettings& settings,
                                         const JobControl& job = {},
