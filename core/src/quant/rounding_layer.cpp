@@ -21,6 +21,7 @@ RoundingSettings RoundingSettings::spec_defaults() {
   s.tokens_per_image = 0;
   s.rows_per_step = 32 * 197;
   s.keep_nearest_if_worse = false;
+  s.readout_share = 0;  // the spec's plain MSE over every token
   s.record_every = 20;
   return s;
 }

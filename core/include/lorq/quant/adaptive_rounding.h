@@ -44,7 +44,7 @@ struct RoundingSettings {
   bool keep_nearest_if_worse = true;
   int record_every = 1;  // keep every n-th iteration's losses in the report (the GUI's loss curve)
 
-  // The spec's GPU-scale settings (§12): 20000 iterations, 1024 images, 32 images x all tokens per step.
+  // The spec's GPU-scale settings (§12): 20000 iterations, 1024 images, 32 images x all tokens per step, plain MSE.
   static RoundingSettings spec_defaults();
 };
 
