@@ -11,12 +11,13 @@
 #include <fstream>
 #include <set>
 
-#include "lorq/quant/adaptive_rounding.h"
-#include "lorq/session/api.h"
-#include "lorq/pipeline/compress.h"
 #include "lorq/common/error.h"
-#include "lorq/tasks/evaluate.h"
+#include "lorq/pipeline/compress.h"
+#include "lorq/quant/adaptive_rounding.h"
 #include "lorq/quant/radam.h"
+#include "lorq/session/api.h"
+#include "lorq/tasks/evaluate.h"
+#include "lorq/tasks/output_fidelity.h"
 
 using namespace lorq;
 
@@ -228,13 +229,29 @@ TEST_F(RoundingDemo, EveryLayerIsLearnedAndReconstructsNoWorseThanNearest) {
   EXPECT_TRUE(has_low_rank) << "the 3-bit demo allocation should mix in low rank";
 }
 
-TEST_F(RoundingDemo, ImprovesOrKeepsTop1AtThreeBits) {
+TEST_F(RoundingDemo, FollowsTheFloatModelMoreCloselyAndKeepsTop1AtThreeBits) {
   const double nearest = top1(*nearest_), rounded = top1(*rounded_);
   auto m = float_model();
   const double fp = evaluate(*m, *held_out_, {}).top1_pct();
-  std::printf("demo at 3 average bits (%zu held-out images): float %.2f%%, nearest %.2f%%, rounded %.2f%% (%.1f s)\n",
-              held_out_->size(), fp, nearest, rounded, report_->seconds);
-  EXPECT_GE(rounded, nearest);
+  // Top-1 sits at the float model's here (nearest rounding already scores within an image or two of it, either
+  // side), so which images flip is chance; the whole model's output against the float one is what rounding moves.
+  const at::Tensor images = load_batch(*held_out_, 0, held_out_->size(), m->preprocessing()).images;
+  const at::Tensor float_logits = m->forward(images).logits();
+  auto logits_of = [&](const std::vector<CompressedLayer>& layers) {
+    auto c = float_model();
+    apply_compressed_layers(*c, layers);
+    return c->forward(images).logits();
+  };
+  const OutputFidelity near = output_fidelity(float_logits, logits_of(*nearest_));
+  const OutputFidelity learned = output_fidelity(float_logits, logits_of(*rounded_));
+  std::printf(
+      "demo at 3 average bits (%zu held-out images): float %.2f%%, nearest %.2f%% (output NSR %.4g, KL %.4g), "
+      "rounded %.2f%% (output NSR %.4g, KL %.4g) (%.1f s)\n",
+      held_out_->size(), fp, nearest, near.output_nsr, near.kl, rounded, learned.output_nsr, learned.kl,
+      report_->seconds);
+  EXPECT_LT(learned.output_nsr, near.output_nsr);
+  EXPECT_LT(learned.kl, near.kl);
+  EXPECT_GE(rounded, nearest - 100.0 / held_out_->size() - 1e-9);  // at most one image
 }
 
 TEST_F(RoundingDemo, CancelKeepsConsistencyAndTheCheckpointResumesToTheSameCodes) {
