@@ -322,9 +322,10 @@ std::vector<at::Tensor> LayerMeasurementPlan::to_run() const {
 std::string finish_layer_measurement(const Model& model, const Calibration& calib, LayerCandidates& lc,
                                      const LayerMeasurementPlan& plan, const std::vector<double>& measured,
                                      const std::map<std::string, at::Tensor>* lfh) {
-  if (!plan.estimate && measured.size() != plan.to_run().size())
+  const size_t expected = plan.estimate ? measured.size() : plan.to_run().size();
+  if (measured.size() != expected)
     throw Error("global error of " + lc.layer + ": " + std::to_string(measured.size()) + " measurements for " +
-                std::to_string(plan.to_run().size()) + " options");
+                std::to_string(expected) + " options");
   const std::vector<double> errors =
       plan.calibrated ? calibrated_errors(model, calib, lc, plan.source, plan.W_tildes, measured, lfh->at(lc.layer))
                       : measured;
@@ -349,7 +350,10 @@ std::string finish_layer_measurement(const Model& model, const Calibration& cali
     }
   }
   lc.errors_measured = !plan.estimate;
-  // The range of its measured (or estimated) errors, for the logs.
+  return error_range_detail(lc, plan.estimate ? "estimated" : "measured");
+}
+
+std::string error_range_detail(const LayerCandidates& lc, const std::string& how) {
   double lo = 0, hi = 0;
   int count = 0;
   for (const LayerOption& o : lc.options)
@@ -359,8 +363,7 @@ std::string finish_layer_measurement(const Model& model, const Calibration& cali
       ++count;
     }
   char detail[160];
-  std::snprintf(detail, sizeof detail, "error %.3g .. %.3g over %d %s options", lo, hi, count,
-                plan.estimate ? "estimated" : "measured");
+  std::snprintf(detail, sizeof detail, "error %.3g .. %.3g over %d %s options", lo, hi, count, how.c_str());
   return detail;
 }
 

@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cstdio>
 #include <map>
 #include <vector>
 
@@ -321,18 +320,8 @@ std::string measure_layer_on_both_folds(Model& model, const Calibration& calib, 
     }
     layer.errors_measured = fits[k].errors_measured;  // the same on both folds
   }
-  double lo = 0, hi = 0;
-  int count = 0;
-  for (size_t j = 0; j < layer.options.size(); ++j) {
-    layer.options[j].error = error[j];
-    if (!layer.options[j].measured) continue;
-    lo = count ? std::min(lo, error[j]) : error[j];
-    hi = count ? std::max(hi, error[j]) : error[j];
-    ++count;
-  }
-  char detail[160];
-  std::snprintf(detail, sizeof detail, "error %.3g .. %.3g over %d options measured cross-fitted", lo, hi, count);
-  return detail;
+  for (size_t j = 0; j < layer.options.size(); ++j) layer.options[j].error = error[j];
+  return error_range_detail(layer, "cross-fitted");
 }
 
 }  // namespace

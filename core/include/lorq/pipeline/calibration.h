@@ -127,6 +127,10 @@ std::string finish_layer_measurement(const Model& model, const Calibration& cali
                                      const LayerMeasurementPlan& plan, const std::vector<double>& measured,
                                      const std::map<std::string, at::Tensor>* lfh = nullptr);
 
+// The range of a layer's measured (or estimated: option.measured) errors for the logs: "error LO .. HI over K HOW
+// options".
+std::string error_range_detail(const LayerCandidates& layer, const std::string& how);
+
 // The Gauss-Newton estimate of one option's output error (see GlobalErrorSettings::estimate). The LFH's projections
 // are scaled per output so that it estimates the task's weighted error in the units of its first error output
 // (sensitivity.h); the normalisation here is that output's.
