@@ -443,39 +443,16 @@ CompressRequest parse_compress(int argc_in, char** argv_in) {
     }
   std::vector<char*> argv;
   for (std::string& w : words) argv.push_back(w.data());
-  Args a(static_cast<int>(argv.size()), argv.data(), 2,
-         {"--model",
-          "--calib",
-          "--calib-labels",
-          "--avg-bits",
-          "--images",
-          "--lfh-images",
-          "--projections",
-          "--anchors",
-          "--eval",
-          "--labels",
-          "--limit",
-          "--seed",
-          "--out",
-          "--cache",
-          "--budget-bytes",
-          "--ratio",
-          "--constraints",
-          "--lfh-batch",
-          "--session",
-          "--act-bits",
-          "--round-iters",
-          "--round-images",
-          "--round-checkpoint",
-          "--quantizer",
-          "--gptq-images",
-          "--gptq-damping",
-          "--wads-steps",
-          "--recover",
-          "--recover-lr",
-          "--recover-images"},
-         {"--uniform", "--baseline", "--estimate", "--lfh-as-coded", "--plain-svd", "--mse", "--swapped-size",
-          "--refit", "--round", "--act-mp", "--no-ridge", "--per-token", "--wads", "--measure-all-errors"});
+  Args a(
+      static_cast<int>(argv.size()), argv.data(), 2,
+      {"--model",         "--calib",       "--calib-labels", "--avg-bits",     "--images",      "--lfh-images",
+       "--projections",   "--anchors",     "--eval",         "--labels",       "--limit",       "--seed",
+       "--out",           "--cache",       "--budget-bytes", "--ratio",        "--constraints", "--lfh-batch",
+       "--session",       "--act-bits",    "--round-iters",  "--round-images", "--round-views", "--round-checkpoint",
+       "--quantizer",     "--gptq-images", "--gptq-damping", "--wads-steps",   "--recover",     "--recover-lr",
+       "--recover-images"},
+      {"--uniform", "--baseline", "--estimate", "--lfh-as-coded", "--plain-svd", "--mse", "--swapped-size", "--refit",
+       "--round", "--round-per-layer", "--act-mp", "--no-ridge", "--per-token", "--wads", "--measure-all-errors"});
   if (a.help()) throw HelpRequested();
   r.model = a.require("--model");
   r.calib = a.require("--calib");
@@ -529,6 +506,8 @@ CompressRequest parse_compress(int argc_in, char** argv_in) {
   f.round = a.has("--round");
   f.round_iterations = static_cast<int>(a.get_int("--round-iters", f.round_iterations, 1, 1000000));
   f.round_images = static_cast<int>(a.get_int("--round-images", f.round_images, 1, 100000));
+  f.round_views = static_cast<int>(a.get_int("--round-views", f.round_views, 0, 64));
+  f.round_per_layer = a.has("--round-per-layer");
   f.round_checkpoint = a.get("--round-checkpoint");
   // LRA-QViT's building blocks (issue 12).
   f.per_token_activations = a.has("--per-token");
@@ -556,8 +535,8 @@ const char* kCompressHelp =
     "                     [--anchors K] [--estimate] [--eval DIR [--labels CSV] [--limit N]] [--uniform] [--seed "
     "S]\n"
     "                     [--baseline]\n"
-    "                     [--act-bits 4|6|8 [--act-mp] [--no-ridge]] [--round [--round-iters N] [--round-images "
-    "N]]\n"
+    "                     [--act-bits 4|6|8 [--act-mp] [--no-ridge]]\n"
+    "                     [--round [--round-iters N] [--round-images N] [--round-views N] [--round-per-layer]]\n"
     "                     [--per-token] [--wads [--wads-steps N]] [--recover N [--recover-lr LR] [--recover-images "
     "N]]\n"
     "                     [--session FILE]\n\n"
@@ -594,11 +573,13 @@ const char* kCompressHelp =
     "  correction unless --no-ridge; --act-mp: per-tensor bits under the peak-tensor memory, §8.4). The layers "
     "are\n"
     "  then refitted to the rebuilt weights (§9) and the export carries the activation quantizers.\n"
-    "--round: low-rank-aware adaptive rounding (§10; default 500 iterations per layer on 128 images, ~7 min for\n"
-    "  DeiT-Tiny here); finished layers are checkpointed (--round-checkpoint, default CACHE/rounding.safetensors)\n"
-    "  so an interrupted run resumes. Rounding images are left out of --eval like the calibration images. Half of\n"
-    "  each layer's loss is on the tokens the output reads (a classifier's class token, a detector's detection\n"
-    "  tokens), half on up to 256 other tokens per image.\n"
+    "--round: low-rank-aware adaptive rounding (§10). By default each block's compressed layers learn their rounding\n"
+    "  together against the block's float output (--round-iters 500 steps of 8 images per block; ~5 min for\n"
+    "  DeiT-Tiny here); --round-per-layer learns each layer alone against its own output (the spec's way). The\n"
+    "  images: --round-images 128 and --round-views 3 augmented crops of each. Half of the loss is on the tokens\n"
+    "  the output reads (a classifier's class token, a detector's detection tokens). Finished blocks are\n"
+    "  checkpointed (--round-checkpoint, default CACHE/rounding.safetensors) so an interrupted run resumes.\n"
+    "  Rounding images are left out of --eval like the calibration images.\n"
     "LRA-QViT's building blocks, after the allocation and before --round (bytes and bits stay the allocation's):\n"
     "--per-token: --act-bits as dynamic per-token quantizers (one scale per token row, also at every low-rank\n"
     "  bottleneck) instead of the static per-tensor ones; the export carries them.\n"
@@ -704,7 +685,7 @@ int cmd_compress(int argc, char** argv) {
   for (const auto& [name, sec] : fin.stage_seconds) std::printf("stage %-27s %8.1f s\n", name.c_str(), sec);
   for (const auto& w : fin.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
   if (r.final.round)
-    std::printf("adaptive rounding: %d layers, summed layer reconstruction error %.4g -> %.4g\n", fin.rounded_layers,
+    std::printf("adaptive rounding: %d layers, summed reconstruction error %.4g -> %.4g\n", fin.rounded_layers,
                 fin.nearest_error, fin.learned_error);
   if (fin.wads_points > 0)
     std::printf("WADS: %d points, summed weight-aware error %.4g -> %.4g\n", fin.wads_points, fin.wads_error_before,

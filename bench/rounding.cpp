@@ -2,7 +2,8 @@
 // collection and training), the whole run, peak RSS, and held-out top-1 of the float model, nearest rounding and
 // learned rounding. The analysis is cached (--cache) so that repeated runs time the rounding alone.
 // Usage: bench_rounding [--model DIR] [--calib DIR] [--bits B] [--iterations N] [--images N] [--tokens T]
-//                       [--rows R] [--readout-share S] [--stop-after LAYERS] [--cache DIR] [--no-eval]
+//                       [--rows R] [--readout-share S] [--views V] [--per-layer] [--block-images K]
+//                       [--stop-after LAYERS] [--cache DIR] [--no-eval]
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
@@ -39,6 +40,7 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const bool has_value = i + 1 < argc;
     if (!std::strcmp(argv[i], "--no-eval")) eval = false;
+    if (!std::strcmp(argv[i], "--per-layer")) rs.scope = RoundingScope::Layer;
     if (!has_value) continue;
     if (!std::strcmp(argv[i], "--model")) model_path = argv[i + 1];
     if (!std::strcmp(argv[i], "--calib")) calib_dir = argv[i + 1];
@@ -49,14 +51,18 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--tokens")) rs.tokens_per_image = std::stoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--rows")) rs.rows_per_step = std::stoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--readout-share")) rs.readout_share = std::stod(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--views")) rs.augmented_views = std::stoi(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--block-images")) rs.block_images_per_step = std::stoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--stop-after")) stop_after = std::stoi(argv[i + 1]);
   }
   setvbuf(stdout, nullptr, _IOLBF, 0);  // live lines when redirected to a log
   init_threads();
   std::printf(
-      "threads %d; %.1f average bits; rounding: %d iterations, %d images, %d tokens/image, %d rows/step, readout "
-      "share %.2f\n",
-      at::get_num_threads(), bits, rs.iterations, rs.images, rs.tokens_per_image, rs.rows_per_step, rs.readout_share);
+      "threads %d; %.1f average bits; rounding: %s, %d iterations, %d images + %d augmented views each, %d "
+      "tokens/image, %d rows/step (per layer), %d images/step (per block), readout share %.2f\n",
+      at::get_num_threads(), bits, rs.scope == RoundingScope::Layer ? "each layer alone" : "blocks together",
+      rs.iterations, rs.images, rs.augmented_views, rs.tokens_per_image, rs.rows_per_step, rs.block_images_per_step,
+      rs.readout_share);
   try {
     auto model = load_model(model_path);
     ImageSet set = open_image_set(calib_dir, "", model->label_names());
@@ -94,18 +100,21 @@ int main(int argc, char** argv) {
     }
     std::printf("%-22s %-16s %8s %8s %11s %11s %8s\n", "layer", "choice", "data s", "train s", "nearest", "learned",
                 "flipped");
-    double collect = 0, train = 0;
+    double collect = 0, train = 0, problems = 0;
     for (const auto& r : report.layers) {
       const auto it = std::find_if(rounded.begin(), rounded.end(), [&](const auto& l) { return l.layer == r.layer; });
       std::printf("%-22s %-16s %8.2f %8.2f %11.4g %11.4g %7.1f%%%s\n", r.layer.c_str(), it->option.label().c_str(),
                   r.collect_seconds, r.seconds - r.collect_seconds, r.nearest_error, r.learned_error,
                   100 * r.flipped_fraction, r.kept_nearest ? " (kept nearest)" : "");
-      collect += r.collect_seconds;
-      train += r.seconds - r.collect_seconds;
+      collect += r.collect_seconds / r.group;  // layers learned together carry their block's times and losses
+      train += (r.seconds - r.collect_seconds) / r.group;
+      problems += 1.0 / r.group;
     }
-    const double n = std::max<size_t>(1, report.layers.size());
-    std::printf("rounding: %.1f s for %zu layers (%.2f s/layer: data %.2f, training %.2f; other passes %.1f s)\n",
-                total, report.layers.size(), total / n, collect / n, train / n, total - collect - train);
+    const double n = std::max(1.0, problems);
+    std::printf(
+        "rounding: %.1f s for %zu layers in %.0f problems (%.2f s/problem: data %.2f, training %.2f; other passes "
+        "%.1f s)\n",
+        total, report.layers.size(), problems, total / n, collect / n, train / n, total - collect - train);
     std::printf("peak RSS %.0f MB\n", peak_rss_mb());
     if (eval) {
       const double fp = evaluate(*model, held_out, {}).top1_pct();

@@ -56,6 +56,8 @@ class FinalSettingsDialog : public QDialog {
   QCheckBox* roundBox() const { return round_; }
   QSpinBox* roundIterationsBox() const { return roundIters_; }
   QSpinBox* roundImagesBox() const { return roundImages_; }
+  QSpinBox* roundViewsBox() const { return roundViews_; }
+  QCheckBox* perLayerBox() const { return perLayer_; }
   QCheckBox* keepLearnedBox() const { return keepLearned_; }
 
  private:
@@ -77,6 +79,8 @@ class FinalSettingsDialog : public QDialog {
   QCheckBox* round_;
   QSpinBox* roundIters_;
   QSpinBox* roundImages_;
+  QSpinBox* roundViews_;
+  QCheckBox* perLayer_;
   QCheckBox* keepLearned_;
   QLabel* summary_;
 };

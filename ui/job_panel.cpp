@@ -133,11 +133,10 @@ void JobPanel::onProgress(const QString& stage, qint64 done, qint64 total, doubl
 
 void JobPanel::logPart() {
   if (part_.name.isEmpty()) return;
-  log(QString("%1: loss %2 at its first step → %3 at its last (%4 steps)")
+  log(QString("%1: loss %2 at its first step → %3 at its last")
           .arg(part_.name)
           .arg(part_.firstLoss, 0, 'g', 4)
-          .arg(part_.lastLoss, 0, 'g', 4)
-          .arg(part_.lastStep - part_.firstStep + 1));
+          .arg(part_.lastLoss, 0, 'g', 4));
   part_ = {};
 }
 

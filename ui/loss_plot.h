@@ -20,7 +20,7 @@ class LossPlot : public QWidget {
   double lastLoss() const { return lastLoss_; }
 
   struct Segment {
-    QString name;  // "layer 3/26 blocks.0.mlp.fc1"
+    QString name;  // "layer 3/26 blocks.0.mlp.fc1", or a block learned together: "layers 2-5/26 blocks.0"
     qint64 firstStep = 0, lastStep = 0;
   };
   const std::vector<Segment>& segments() const { return segments_; }

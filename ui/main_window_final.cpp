@@ -23,14 +23,18 @@ lorq::JobControl withRoundingLoss(const lorq::JobControl& job) {
   return {[job, recoverySteps](const lorq::Progress& p) {
             if (p.stage == "distillation") *recoverySteps = p.done;
             if (p.stage != "rounding") return job.report(p);
-            static const QRegularExpression re(R"(^(layer (\d+)/(\d+) \S+) it (\d+)/(\d+) rec (\S+) reg (\S+)$)");
+            // "layer 3/26 NAME it …" or, for a block's layers learned together, "layers 2-5/26 blocks.0 it …".
+            static const QRegularExpression re(
+                R"(^(layers? (\d+)(?:-(\d+))?/(\d+) \S+) it (\d+)/(\d+) rec (\S+) reg (\S+)$)");
             const QRegularExpressionMatch m = re.match(QString::fromStdString(p.detail));
             if (!m.hasMatch()) return;  // its per-layer reports count layers, not steps
-            const int64_t layer = m.captured(2).toLongLong() - 1, layers = m.captured(3).toLongLong();
-            const int64_t step = m.captured(4).toLongLong(), steps = m.captured(5).toLongLong();
-            const double loss = m.captured(6).toDouble() + m.captured(7).toDouble();
-            job.report({"rounding", *recoverySteps + layer * steps + step, *recoverySteps + layers * steps, p.elapsed_s,
-                        QString("%1 loss %2").arg(m.captured(1)).arg(loss, 0, 'g', 6).toStdString()});
+            const int64_t layer = m.captured(2).toLongLong() - 1, layers = m.captured(4).toLongLong();
+            const int64_t group = m.captured(3).isEmpty() ? 1 : m.captured(3).toLongLong() - layer;
+            const int64_t step = m.captured(5).toLongLong(), steps = m.captured(6).toLongLong();
+            const double loss = m.captured(7).toDouble() + m.captured(8).toDouble();
+            // A group's step counts for each of its layers, so the bar ends at layers × steps either way.
+            job.report({"rounding", *recoverySteps + layer * steps + group * step, *recoverySteps + layers * steps,
+                        p.elapsed_s, QString("%1 loss %2").arg(m.captured(1)).arg(loss, 0, 'g', 6).toStdString()});
           },
           job.cancel};
 }

@@ -65,8 +65,8 @@ MethodsView::MethodsView(WorkbenchDocument* document, JobRunner* jobs, QWidget* 
   roundIters_->setRange(1, 1 << 20);
   roundIters_->setValue(500);
   roundIters_->setPrefix("rounding ");
-  roundIters_->setSuffix(" steps/layer");
-  roundIters_->setToolTip("Adaptive rounding's optimizer steps per layer (MLoRQ + adaptive rounding)");
+  roundIters_->setSuffix(" steps/block");
+  roundIters_->setToolTip("Adaptive rounding's optimizer steps per block (MLoRQ + adaptive rounding)");
   controls->addWidget(roundIters_);
   lraSteps_ = new QSpinBox(this);
   lraSteps_->setRange(1, 1 << 20);

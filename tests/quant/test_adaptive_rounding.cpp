@@ -9,6 +9,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <set>
 
 #include "lorq/common/error.h"
@@ -226,6 +227,20 @@ TEST_F(RoundingDemo, EveryLayerIsLearnedAndReconstructsNoWorseThanNearest) {
     EXPECT_EQ(r.reconstruction.size(), static_cast<size_t>(settings_->iterations));
     EXPECT_GT(r.flipped_fraction, 0) << l.layer;
   }
+  // The default learns each block's layers together: consecutive groups that share their loss.
+  size_t groups = 0, largest = 0;
+  for (size_t i = 0; i < report_->layers.size(); i += report_->layers[i].group, ++groups) {
+    const LayerRoundingResult& first = report_->layers[i];
+    ASSERT_GE(first.group, 1);
+    ASSERT_LE(i + first.group, report_->layers.size());
+    largest = std::max(largest, static_cast<size_t>(first.group));
+    for (int k = 1; k < first.group; ++k) {
+      EXPECT_EQ(report_->layers[i + k].group, first.group) << i + k;
+      EXPECT_EQ(report_->layers[i + k].learned_error, first.learned_error) << i + k;
+    }
+  }
+  EXPECT_EQ(largest, 4u);  // a block's qkv, proj, fc1 and fc2
+  EXPECT_LT(groups, 26u);
   EXPECT_TRUE(has_low_rank) << "the 3-bit demo allocation should mix in low rank";
 }
 
@@ -261,31 +276,33 @@ TEST_F(RoundingDemo, CancelKeepsConsistencyAndTheCheckpointResumesToTheSameCodes
   std::filesystem::remove(path);
   RoundingCheckpoint ckpt{path};
   std::vector<CompressedLayer> layers = *nearest_;
+  // The layers of the first two groups learned together (one group per layer with RoundingScope::Layer).
+  const int K = report_->layers.at(0).group + report_->layers.at(report_->layers.at(0).group).group;
   std::atomic<bool> cancel{false};
   JobControl job;
   job.cancel = &cancel;
   job.progress = [&](const Progress& p) {
-    if (p.done == 3 && p.detail.find(" it 51/") != std::string::npos) cancel = true;  // inside the fourth layer
+    if (p.done == K && p.detail.find(" it 51/") != std::string::npos) cancel = true;  // inside the third group
   };
   EXPECT_THROW(round_layers(*model, layers, *images_, *settings_, job, &ckpt), Cancelled);
-  // Three layers rounded, the rest (the interrupted one included) still nearest; the model untouched.
+  // K layers rounded, the rest (the interrupted group included) still nearest; the model untouched.
   for (size_t i = 0; i < layers.size(); ++i) {
-    EXPECT_EQ(layers[i].rounding_learned, i < 3) << layers[i].layer;
+    EXPECT_EQ(layers[i].rounding_learned, static_cast<int>(i) < K) << layers[i].layer;
     const auto now = codes({layers[i]}), learned = codes({(*rounded_)[i]}), before = codes({(*nearest_)[i]});
     for (size_t k = 0; k < now.size(); ++k)
-      EXPECT_TRUE(at::equal(now[k], i < 3 ? learned[k] : before[k])) << layers[i].layer;
+      EXPECT_TRUE(at::equal(now[k], static_cast<int>(i) < K ? learned[k] : before[k])) << layers[i].layer;
   }
   for (const auto& [key, t] : float_weights) EXPECT_TRUE(at::equal(model->tensor(key), t)) << key;
   for (const auto& l : model->linear_layers()) EXPECT_FALSE(model->has_linear_override(l.name));
   ASSERT_TRUE(std::filesystem::exists(path));
 
-  // Resume from the checkpoint with fresh nearest layers: the three come from the file, the result equals the
+  // Resume from the checkpoint with fresh nearest layers: the K come from the file, the result equals the
   // uninterrupted run.
   std::vector<CompressedLayer> resumed = *nearest_;
   const RoundingReport r = round_layers(*model, resumed, *images_, *settings_, {}, &ckpt);
   EXPECT_TRUE(r.warnings.empty());
   ASSERT_EQ(r.layers.size(), 26u);
-  for (size_t i = 0; i < r.layers.size(); ++i) EXPECT_EQ(r.layers[i].from_checkpoint, i < 3) << i;
+  for (size_t i = 0; i < r.layers.size(); ++i) EXPECT_EQ(r.layers[i].from_checkpoint, static_cast<int>(i) < K) << i;
   const auto a = codes(resumed), b = codes(*rounded_);
   ASSERT_EQ(a.size(), b.size());
   for (size_t k = 0; k < a.size(); ++k) EXPECT_TRUE(at::equal(a[k], b[k])) << k;
@@ -322,14 +339,20 @@ TEST_F(RoundingDemo, ReportsProgressAndEveryStep) {
     EXPECT_EQ(p.total, 26);
     ++reports;
   };
+  std::set<int> groups;  // first layer of each group learned together
   round_layers(*model, layers, *images_, s, job, nullptr, [&](const RoundingStep& st) {
     EXPECT_EQ(st.iterations, 3);
     EXPECT_GE(st.reconstruction, 0);
     EXPECT_GT(st.beta, 0);
-    ++steps;
+    // A group's common name prefix ("blocks.0" for blocks.0.attn.qkv ... blocks.0.mlp.fc2).
+    EXPECT_EQ(layers[st.layer_index].layer.rfind(st.layer + (st.group > 1 ? "." : ""), 0), 0u) << st.layer;
+    groups.insert(st.layer_index);
+    steps += st.group;
   });
-  EXPECT_EQ(steps, 26 * 3);
-  EXPECT_GE(reports, 26 * 2);
+  EXPECT_EQ(steps, 26 * 3);  // every layer's iterations, counted once
+  EXPECT_GT(groups.size(), 1u);
+  EXPECT_LT(groups.size(), 26u);
+  EXPECT_GE(reports, static_cast<int>(groups.size()) * 2);
 }
 
 TEST_F(RoundingDemo, RejectsACompressedModelAndLayersOutOfOrder) {
@@ -340,4 +363,61 @@ TEST_F(RoundingDemo, RejectsACompressedModelAndLayersOutOfOrder) {
   auto fresh = float_model();
   std::swap(layers[0], layers[1]);
   EXPECT_THROW(round_layers(*fresh, layers, *images_, *settings_), Error);
+}
+
+// segment_loss against the stage run on a model that holds the codes, the error summed in double.
+TEST_F(RoundingDemo, SegmentLossIsTheStageOutputErrorOfTheAppliedCodes) {
+  auto model = float_model();
+  const at::Tensor images = images_->slice(0, 0, 13);  // not a multiple of the batch
+  const StageState x = model->embed(images);
+  const StageState target = model->run_stage(1, model->run_stage(0, x));
+  at::Generator g = at::detail::createCPUGenerator(4);
+  const StageState input{model->run_stage(0, x).at(0) + 0.05 * at::randn(x.at(0).sizes(), g, at::kFloat)};
+  std::vector<CompressedLayer> layers = *nearest_;
+  std::vector<CompressedLayer*> stage1;
+  for (size_t i = 0; i < layers.size(); ++i)
+    if (model->linear_layers()[i].stage == 1 && layers[i].form != LayerForm::Float) stage1.push_back(&layers[i]);
+  ASSERT_GE(stage1.size(), 2u);
+  auto reference = float_model();
+  apply_compressed_layers(*reference, layers);
+  const at::Tensor d = (reference->run_stage(1, input).at(0) - target.at(0)).to(at::kDouble);
+  const double all = d.pow(2).mean().item<double>(), first = d.select(1, 0).pow(2).mean().item<double>();
+  RoundingSettings s = *settings_;
+  s.batch = 4;
+  s.readout_share = 0.3;
+  auto run = [&](const StageState& in) { return model->run_stage(1, in); };
+  const double plain = rounding::segment_loss(*model, run, stage1, {input, target, {}}, s);
+  const double weighted = rounding::segment_loss(*model, run, stage1, {input, target, {0}}, s);
+  EXPECT_NEAR(plain, all, 1e-5 * all);
+  EXPECT_NEAR(weighted, 0.7 * all + 0.3 * first, 1e-5 * all);
+  EXPECT_FALSE(model->has_linear_override(stage1[0]->layer));  // the overrides are gone
+}
+
+// The spec's layer-by-layer rounding: each layer's loss ends below nearest rounding's, and the whole model follows the
+// float model more closely than nearest rounding on held-out images.
+TEST_F(RoundingDemo, LayerByLayerLowersEveryLayersLossAndTheOutputError) {
+  auto model = float_model();
+  std::vector<CompressedLayer> layers = *nearest_;
+  RoundingSettings s = *settings_;
+  s.scope = RoundingScope::Layer;
+  const RoundingReport report = round_layers(*model, layers, *images_, s);
+  ASSERT_EQ(report.layers.size(), 26u);
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const LayerRoundingResult& r = report.layers[i];
+    EXPECT_EQ(r.layer, layers[i].layer);
+    EXPECT_EQ(r.group, 1);
+    EXPECT_TRUE(layers[i].rounding_learned) << r.layer;
+    EXPECT_LE(r.learned_error, r.nearest_error) << r.layer;
+  }
+  const at::Tensor images = load_batch(*held_out_, 0, held_out_->size(), model->preprocessing()).images;
+  const at::Tensor float_logits = model->forward(images).logits();
+  auto fidelity = [&](const std::vector<CompressedLayer>& ls) {
+    auto c = float_model();
+    apply_compressed_layers(*c, ls);
+    return output_fidelity(float_logits, c->forward(images).logits());
+  };
+  const OutputFidelity near = fidelity(*nearest_), learned = fidelity(layers);
+  std::printf("demo at 3 average bits, layer by layer: output NSR %.4g (nearest %.4g), KL %.4g (%.4g)\n",
+              learned.output_nsr, near.output_nsr, learned.kl, near.kl);
+  EXPECT_LT(learned.output_nsr, near.output_nsr);
 }

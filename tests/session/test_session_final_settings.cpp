@@ -32,6 +32,8 @@ api::FinalSettings unusual_settings() {
   s.round = true;
   s.round_iterations = 37;
   s.round_images = 19;
+  s.round_views = 6;
+  s.round_per_layer = true;
   s.round_checkpoint = "/tmp/rounding checkpoint.safetensors";
   s.keep_learned_on_cancel = true;
   s.per_token_activations = true;
@@ -51,6 +53,8 @@ void expect_same(const api::FinalSettings& a, const api::FinalSettings& b) {
   EXPECT_EQ(a.round, b.round);
   EXPECT_EQ(a.round_iterations, b.round_iterations);
   EXPECT_EQ(a.round_images, b.round_images);
+  EXPECT_EQ(a.round_views, b.round_views);
+  EXPECT_EQ(a.round_per_layer, b.round_per_layer);
   EXPECT_EQ(a.round_checkpoint, b.round_checkpoint);
   EXPECT_EQ(a.keep_learned_on_cancel, b.keep_learned_on_cancel);
   EXPECT_EQ(a.per_token_activations, b.per_token_activations);

@@ -147,6 +147,20 @@ void check_float_reference(const Model& model, const std::vector<CompressedLayer
     throw Error("adaptive rounding: the model holds the compressed weights; pass the float model they came from");
 }
 
+// A group's name in progress and step reports: the layers' common dotted prefix ("blocks.3"), else "first..last".
+std::string group_label(const std::vector<std::string>& names) {
+  if (names.size() == 1) return names[0];
+  std::string prefix = names[0];
+  for (const std::string& n : names) {
+    size_t k = 0;
+    while (k < prefix.size() && k < n.size() && prefix[k] == n[k]) ++k;
+    prefix.resize(k);
+  }
+  const size_t dot = prefix.rfind('.');
+  const std::string whole = dot == std::string::npos ? "" : prefix.substr(0, dot);
+  return whole.empty() ? names.front() + ".." + names.back() : whole;
+}
+
 struct LayerData {
   rounding::LayerRoundingData rows;
   TokenSample tokens;
@@ -165,11 +179,13 @@ RoundingReport round_layers(Model& model, std::vector<CompressedLayer>& layers, 
   if (images.dim() != 4 || images.size(0) == 0) throw Error("adaptive rounding: expected [N, C, H, W] images");
   if (s.images < 1 || s.batch < 1) throw Error("adaptive rounding: images and batch must be at least 1");
   check_float_reference(model, layers);
-  const int64_t N = std::min<int64_t>(images.size(0), s.images);
-  if (N < s.images)
-    report.warnings.push_back("adaptive rounding uses " + std::to_string(N) + " images (" + std::to_string(s.images) +
-                              " requested)");
-  const at::Tensor calib = images.slice(0, 0, N).to(at::kFloat).contiguous();
+  const int64_t originals = std::min<int64_t>(images.size(0), s.images);
+  if (originals < s.images)
+    report.warnings.push_back("adaptive rounding uses " + std::to_string(originals) + " images (" +
+                              std::to_string(s.images) + " requested)");
+  const at::Tensor calib = with_augmented_views(images.slice(0, 0, originals).to(at::kFloat).contiguous(),
+                                                s.augmented_views, s.seed + 0x5eed, s.augment);
+  const int64_t N = calib.size(0);
 
   std::vector<size_t> todo;  // layers to learn in this run
   std::map<std::string, size_t> index_of;
@@ -248,10 +264,12 @@ RoundingReport round_layers(Model& model, std::vector<CompressedLayer>& layers, 
     for (size_t i : segment_layers[segment])
       if (pending_set.count(i)) learn.push_back(i);
 
-    // Float pass: every learned layer's target rows, and the next segment's float input.
+    const bool joint = s.scope == RoundingScope::Segment && !learn.empty();
+    // Float pass: every learned layer's target rows (the segment's output when learned jointly), and the next
+    // segment's float input.
     std::map<size_t, LayerData> data;
     std::vector<std::string> watched;
-    for (size_t i : learn) {
+    for (size_t i : joint ? std::vector<size_t>() : learn) {
       const std::string name = layers[i].layer;
       auto readout = [&model, name](int64_t length) { return model.readout_tokens(name, length); };
       data.emplace(i, LayerData{{}, TokenSample(N, s.tokens_per_image, s.seed + 7919 * i, readout)});
@@ -265,8 +283,47 @@ RoundingReport round_layers(Model& model, std::vector<CompressedLayer>& layers, 
       d.tokens.capture(out, batch_start, d.rows.Y, d.rows.readout_Y);
     });
     StageState float_next;
-    run_over(segment, float_in, segment < last_segment ? &float_next : nullptr);
+    run_over(segment, float_in, segment < last_segment || joint ? &float_next : nullptr);
     model.clear_observer();
+
+    if (joint) {
+      std::vector<CompressedLayer*> ls;
+      std::vector<std::string> names;
+      for (size_t i : learn) {
+        ls.push_back(&layers[i]);
+        names.push_back(layers[i].layer);
+      }
+      const std::string label = group_label(names);
+      char head[200];
+      std::snprintf(head, sizeof head, "layers %d-%d/%d %s", done + 1, done + static_cast<int>(learn.size()), n_round,
+                    label.c_str());
+      job.report({"rounding", done, n_round, seconds_since(start), std::string(head) + ": learning together"});
+      rounding::SegmentRoundingData sd{comp_in, float_next, {}};
+      const at::Tensor& out0 = float_next.at(0);
+      if (out0.dim() == 3) sd.readout = model.readout_tokens(layers[learn.back()].layer, out0.size(1));
+      hooks.clear();
+      use_compressed(segment);  // the segment's layers finished earlier keep their codes
+      const int iterations = s.iterations;
+      auto step = [&](int it, double rec, double reg, double beta) {
+        if (on_step) on_step({done, n_round, static_cast<int>(learn.size()), label, it, iterations, rec, reg, beta});
+        if (it % 10 == 0 || it + 1 == iterations) {
+          char detail[400];
+          std::snprintf(detail, sizeof detail, "%s it %d/%d rec %.4g reg %.4g", head, it + 1, iterations, rec, reg);
+          job.report({"rounding", done, n_round, seconds_since(start), detail});
+        }
+      };
+      std::vector<LayerRoundingResult> rs;
+      rs = rounding::learn_segment(
+          model, [&](const StageState& x) { return run_segment(model, segment, x); }, ls, sd, s, job, step);
+      for (LayerRoundingResult& r : rs) {
+        finished[r.layer] = r;
+        report.layers.push_back(r);
+      }
+      done += static_cast<int>(rs.size());
+      if (checkpoint) save_rounding_checkpoint(checkpoint->path, key, layers, finished);
+      job.report({"rounding", done, n_round, seconds_since(start), std::string(head) + ": done"});
+      learn.clear();
+    }
 
     for (size_t k = 0; k < learn.size(); ++k) {
       const size_t i = learn[k];
@@ -289,7 +346,7 @@ RoundingReport round_layers(Model& model, std::vector<CompressedLayer>& layers, 
 
       const int iterations = s.iterations;
       auto step = [&](int it, double rec, double reg, double beta) {
-        if (on_step) on_step({done, n_round, layer.layer, it, iterations, rec, reg, beta});
+        if (on_step) on_step({done, n_round, 1, layer.layer, it, iterations, rec, reg, beta});
         if (it % 10 == 0 || it + 1 == iterations) {
           char detail[320];
           std::snprintf(detail, sizeof detail, "%s it %d/%d rec %.4g reg %.4g", head, it + 1, iterations, rec, reg);

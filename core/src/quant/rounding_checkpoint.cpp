@@ -70,7 +70,9 @@ std::string rounding_checkpoint_key(const Model& model, const std::vector<Compre
                      s.early_stop_loss,
                      s.seed,
                      s.keep_nearest_if_worse,
-                     s.readout_share};
+                     s.readout_share,
+                     static_cast<int>(s.scope),
+                     s.block_images_per_step};
   const std::string text = key.dump();
   return fnv1a64_hex(text.data(), text.size());
 }
@@ -92,6 +94,7 @@ void save_rounding_checkpoint(const std::string& path, const std::string& key,
                        {"learned_error", r.learned_error},
                        {"flipped", r.flipped_fraction},
                        {"kept_nearest", r.kept_nearest},
+                       {"group", r.group},
                        {"seconds", r.seconds}});
   }
   write_tensors(path, tensors, {{"lorq_rounding_key", key}, {"layers", records.dump()}});
@@ -120,6 +123,8 @@ std::vector<LayerRoundingResult> load_rounding_checkpoint(const std::string& pat
       r.learned_error = rec.at("learned_error").get<double>();
       r.flipped_fraction = rec.at("flipped").get<double>();
       r.kept_nearest = rec.at("kept_nearest").get<bool>();
+      r.group = rec.value("group", 1);
+      if (r.group < 1) throw Error(path, "layer '" + r.layer + "' has a group below 1");
       r.seconds = rec.at("seconds").get<double>();
       CompressedLayer* layer = nullptr;
       for (CompressedLayer& l : layers)

@@ -6,10 +6,11 @@
 #include <chrono>
 #include <cmath>
 
-#include "lorq/quant/adaptive_rounding.h"
 #include "lorq/common/error.h"
 #include "lorq/common/file_util.h"
+#include "lorq/quant/adaptive_rounding.h"
 #include "lorq/quant/radam.h"
+#include "rounding_variable.h"
 
 namespace lorq {
 
@@ -22,52 +23,13 @@ RoundingSettings RoundingSettings::spec_defaults() {
   s.rows_per_step = 32 * 197;
   s.keep_nearest_if_worse = false;
   s.readout_share = 0;  // the spec's plain MSE over every token
+  s.augmented_views = 0;
+  s.scope = RoundingScope::Layer;  // the spec's 1024 images are augmented copies alone; see RoundingSettings
   s.record_every = 20;
   return s;
 }
 
 namespace rounding {
-
-namespace {
-
-// The constant parts of one quantized tensor's soft quantizer, computed once per layer.
-struct RoundingVariable {
-  at::Tensor floor_codes;        // ⌊V/(Δ+ε)⌋ as float
-  at::Tensor scale, zero;        // [rows, 1]
-  at::Tensor base, scaled_zero;  // ⌊V/(Δ+ε)⌋ + z and Δ·z: two fewer ops per step
-  double qmax = 255;
-  at::Tensor alpha;  // the learned variable, requires_grad
-
-  explicit RoundingVariable(const QuantizedTensor& q) {
-    c10::NoGradGuard no_grad;
-    scale = q.params.scale.to(at::kFloat).reshape({-1, 1});
-    zero = q.params.zero_point.to(at::kFloat).reshape({-1, 1});
-    floor_codes = at::floor(q.values / (scale + kEpsilon));
-    base = floor_codes + zero;
-    scaled_zero = scale * zero;
-    qmax = std::pow(2.0, q.params.bits) - 1;
-    alpha = initial_alpha(q).requires_grad_(true);
-  }
-  // Δ·(clipSTE(⌊V/(Δ+ε)⌋ + h + z) − z) for a given h = h(α).
-  at::Tensor soft(const at::Tensor& h) const {
-    const at::Tensor x = base + h;
-    // Straight-through clip: forward clipped, gradient passed unchanged even where clipped (spec §10.1).
-    const at::Tensor clipped = x + (at::clamp(x, 0, qmax) - x).detach();
-    return scale * clipped - scaled_zero;
-  }
-};
-
-void check_tensor(const QuantizedTensor& q, const std::string& what) {
-  if (!q.values.defined() || q.values.dim() != 2 || !q.codes.defined() || q.codes.sizes() != q.values.sizes() ||
-      q.params.scale.numel() != q.values.size(0) || q.params.zero_point.numel() != q.values.size(0))
-    throw Error(what + ": inconsistent quantized tensor (values, codes and per-row parameters must match)");
-}
-
-at::Tensor codes_from(const at::Tensor& floor_codes, const at::Tensor& up, const at::Tensor& zero, double qmax) {
-  return at::clamp(floor_codes + up + zero, 0, qmax).to(at::kByte);
-}
-
-}  // namespace
 
 at::Tensor rectified_sigmoid(const at::Tensor& alpha) {
   return at::clamp(at::sigmoid(alpha) * (kZeta - kGamma) + kGamma, 0, 1);

@@ -821,6 +821,8 @@ FinalSummary CompressionSession::finalize(const Allocation& allocation, const Fi
   fs.on_rounding_step = impl_->on_rounding_step;
   fs.rounding.iterations = std::max(1, o.round_iterations);
   fs.rounding.images = std::max(1, o.round_images);
+  fs.rounding.augmented_views = std::max(0, o.round_views);
+  fs.rounding.scope = o.round_per_layer ? RoundingScope::Layer : RoundingScope::Segment;
   if (o.round)
     fs.rounding_checkpoint = !o.round_checkpoint.empty() ? o.round_checkpoint
                              : impl_->cache_dir.empty()  ? ""
@@ -851,8 +853,8 @@ FinalSummary CompressionSession::finalize(const Allocation& allocation, const Fi
   out.compressed_layers = final_model->compressed_layers;
   for (const auto& l : final_model->rounding.layers) {
     ++out.rounded_layers;
-    out.nearest_error += l.nearest_error;
-    out.learned_error += l.learned_error;
+    out.nearest_error += l.nearest_error / l.group;  // a group's loss once
+    out.learned_error += l.learned_error / l.group;
   }
   out.warnings.insert(out.warnings.end(), final_model->rounding.warnings.begin(), final_model->rounding.warnings.end());
   for (const auto& w : final_model->blocks_report.wads) {
@@ -930,11 +932,17 @@ RoundingSummary CompressionSession::round(const AllocationResult& allocation, co
                    },
                    job.cancel};
   impl_->on_rounding_step = [&](const RoundingStep& st) {
-    ++steps;
+    // Steps of layers learned together count for each of them.
+    steps = static_cast<int64_t>(st.layer_index) * std::max(1, o.iterations) +
+            static_cast<int64_t>(st.group) * (st.iteration + 1);
     const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    char detail[160];
-    std::snprintf(detail, sizeof detail, "layer %d/%d %s loss %.6g", st.layer_index + 1, st.layers, st.layer.c_str(),
-                  st.reconstruction + st.regularizer);
+    char detail[200];
+    if (st.group > 1)
+      std::snprintf(detail, sizeof detail, "layers %d-%d/%d %s loss %.6g", st.layer_index + 1,
+                    st.layer_index + st.group, st.layers, st.layer.c_str(), st.reconstruction + st.regularizer);
+    else
+      std::snprintf(detail, sizeof detail, "layer %d/%d %s loss %.6g", st.layer_index + 1, st.layers, st.layer.c_str(),
+                    st.reconstruction + st.regularizer);
     job.report({"rounding", steps, total_steps, elapsed, detail});
   };
   FinalSummary f;

@@ -22,6 +22,8 @@ json final_settings_to_json(const FinalSettings& s) {
           {"round", s.round},
           {"round_iterations", s.round_iterations},
           {"round_images", s.round_images},
+          {"round_views", s.round_views},
+          {"round_per_layer", s.round_per_layer},
           {"round_checkpoint", s.round_checkpoint},
           {"keep_learned_on_cancel", s.keep_learned_on_cancel}};
 }
@@ -97,6 +99,8 @@ FinalSettings final_settings_from_json(const json& j, const std::string& path) {
   r.boolean("round", &s.round);
   r.integer("round_iterations", 1, 1000000, &s.round_iterations);
   r.integer("round_images", 1, 1000000, &s.round_images);
+  r.integer("round_views", 0, 64, &s.round_views);
+  r.boolean("round_per_layer", &s.round_per_layer);
   r.text("round_checkpoint", &s.round_checkpoint);
   r.boolean("keep_learned_on_cancel", &s.keep_learned_on_cancel);
   // What finalize() refuses is refused here, where the file can still be named.

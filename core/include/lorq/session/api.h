@@ -224,13 +224,13 @@ struct ComparisonResult {
 
 // Adaptive rounding of one allocation (spec §10), optionally with activation quantization (spec §8).
 struct RoundingOptions {
-  int iterations = 500;     // optimizer steps per layer (the CPU default; the spec uses 20000)
+  int iterations = 500;     // optimizer steps per block, or per layer alone (the spec: 20000 per layer)
   int images = 128;         // calibration images first, then more of the calibration set
   int activation_bits = 0;  // 0: weights only; 4, 6 or 8: activations quantized too
 };
 struct RoundingSummary {
   int layers = 0;                               // layers rounded in this run
-  double nearest_error = 0, learned_error = 0;  // summed layer reconstruction errors
+  double nearest_error = 0, learned_error = 0;  // summed reconstruction errors (each block's once)
   double seconds = 0;
   std::vector<std::string> warnings;
   // A cancelled rounding keeps what it learned: learned_layers of compressed_layers have learned codes, the rest
@@ -247,8 +247,10 @@ struct FinalSettings {
   bool activation_mp = false;           // §8.4 mixed-precision activations
   bool ridge = true;                    // §8.6 ridge-regression correction
   bool round = false;                   // §10 adaptive rounding
-  int round_iterations = 500;           // optimizer steps per layer (the CPU default; the spec uses 20000)
+  int round_iterations = 500;           // optimizer steps per block, or per layer (the spec: 20000 per layer)
   int round_images = 128;               // calibration images first, then more of the calibration set
+  int round_views = 3;                  // augmented copies of each rounding image (crops and flips)
+  bool round_per_layer = false;         // the spec's layer-by-layer rounding instead of each block's layers together
   std::string round_checkpoint;         // finished layers' file ("" = <cache>/rounding.safetensors, none without cache)
   bool keep_learned_on_cancel = false;  // a cancelled rounding keeps the layers learned so far (see RoundingSummary)
   // LRA-QViT's building blocks as MLoRQ options (issue 12; lorq/pipeline/lraqvit_blocks.h says what each changes),
@@ -268,7 +270,7 @@ struct FinalSummary {
   int rounded_layers = 0;
   bool rounding_cancelled = false;  // FinalSettings::keep_learned_on_cancel and the job was cancelled
   int learned_layers = 0, compressed_layers = 0;
-  double nearest_error = 0, learned_error = 0;  // summed layer reconstruction errors (rounding)
+  double nearest_error = 0, learned_error = 0;  // summed reconstruction errors (rounding; each block's once)
   std::vector<std::string> warnings;
   int wads_points = 0;                                       // FinalSettings::wads: the points scaled
   double wads_error_before = 0, wads_error_after = 0;        // their summed weight-aware errors (identity, folded)

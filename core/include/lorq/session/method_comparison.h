@@ -38,7 +38,7 @@ struct MethodComparisonSettings {
   std::vector<MethodKind> methods;     // empty: all_methods()
   std::string mlorq_constraints_json;  // the MLoRQ rows' constraints (schema of `--constraints FILE`), "" for none
   std::string mlorq_constraints_source = "the MLoRQ constraints";  // what their errors name (the file)
-  int round_iterations = 500;                                      // adaptive rounding's optimizer steps per layer
+  int round_iterations = 500;                                      // adaptive rounding's optimizer steps per block
   int lraqvit_steps = -1;       // LRA-QViT distillation steps (-1: its default, lorq/lraqvit/distill.h)
   int lraqvit_wads_steps = -1;  // LRA-QViT WADS steps per point (-1: its default, lorq/lraqvit/wads.h)
 };

@@ -1,0 +1,54 @@
+#pragma once
+// The per-tensor pieces of learned rounding shared by one layer's training (rounding_layer.cpp) and a segment's
+// joint training (rounding_segment.cpp). Internal to core/src/quant.
+#include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
+
+#include <cmath>
+#include <string>
+
+#include "lorq/common/error.h"
+#include "lorq/quant/adaptive_rounding.h"
+
+namespace lorq {
+namespace rounding {
+
+// The constant parts of one quantized tensor's soft quantizer, computed once per layer.
+struct RoundingVariable {
+  at::Tensor floor_codes;        // ⌊V/(Δ+ε)⌋ as float
+  at::Tensor scale, zero;        // [rows, 1]
+  at::Tensor base, scaled_zero;  // ⌊V/(Δ+ε)⌋ + z and Δ·z: two fewer ops per step
+  double qmax = 255;
+  at::Tensor alpha;  // the learned variable, requires_grad
+
+  explicit RoundingVariable(const QuantizedTensor& q) {
+    c10::NoGradGuard no_grad;
+    scale = q.params.scale.to(at::kFloat).reshape({-1, 1});
+    zero = q.params.zero_point.to(at::kFloat).reshape({-1, 1});
+    floor_codes = at::floor(q.values / (scale + kEpsilon));
+    base = floor_codes + zero;
+    scaled_zero = scale * zero;
+    qmax = std::pow(2.0, q.params.bits) - 1;
+    alpha = initial_alpha(q).requires_grad_(true);
+  }
+  // Δ·(clipSTE(⌊V/(Δ+ε)⌋ + h + z) − z) for a given h = h(α).
+  at::Tensor soft(const at::Tensor& h) const {
+    const at::Tensor x = base + h;
+    // Straight-through clip: forward clipped, gradient passed unchanged even where clipped (spec §10.1).
+    const at::Tensor clipped = x + (at::clamp(x, 0, qmax) - x).detach();
+    return scale * clipped - scaled_zero;
+  }
+};
+
+inline void check_tensor(const QuantizedTensor& q, const std::string& what) {
+  if (!q.values.defined() || q.values.dim() != 2 || !q.codes.defined() || q.codes.sizes() != q.values.sizes() ||
+      q.params.scale.numel() != q.values.size(0) || q.params.zero_point.numel() != q.values.size(0))
+    throw Error(what + ": inconsistent quantized tensor (values, codes and per-row parameters must match)");
+}
+
+inline at::Tensor codes_from(const at::Tensor& floor_codes, const at::Tensor& up, const at::Tensor& zero, double qmax) {
+  return at::clamp(floor_codes + up + zero, 0, qmax).to(at::kByte);
+}
+
+}  // namespace rounding
+}  // namespace lorq
