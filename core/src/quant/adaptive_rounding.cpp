@@ -295,8 +295,11 @@ RoundingReport round_layers(Model& model, std::vector<CompressedLayer>& layers, 
       }
       const std::string label = group_label(names);
       char head[200];
-      std::snprintf(head, sizeof head, "layers %d-%d/%d %s", done + 1, done + static_cast<int>(learn.size()), n_round,
-                    label.c_str());
+      if (learn.size() == 1)
+        std::snprintf(head, sizeof head, "layer %d/%d %s", done + 1, n_round, label.c_str());
+      else
+        std::snprintf(head, sizeof head, "layers %d-%d/%d %s", done + 1, done + static_cast<int>(learn.size()), n_round,
+                      label.c_str());
       job.report({"rounding", done, n_round, seconds_since(start), std::string(head) + ": learning together"});
       rounding::SegmentRoundingData sd{comp_in, float_next, {}};
       const at::Tensor& out0 = float_next.at(0);
@@ -312,17 +315,16 @@ RoundingReport round_layers(Model& model, std::vector<CompressedLayer>& layers, 
           job.report({"rounding", done, n_round, seconds_since(start), detail});
         }
       };
-      std::vector<LayerRoundingResult> rs;
-      rs = rounding::learn_segment(
+      const std::vector<LayerRoundingResult> rs = rounding::learn_segment(
           model, [&](const StageState& x) { return run_segment(model, segment, x); }, ls, sd, s, job, step);
-      for (LayerRoundingResult& r : rs) {
+      for (const LayerRoundingResult& r : rs) {
         finished[r.layer] = r;
         report.layers.push_back(r);
       }
       done += static_cast<int>(rs.size());
       if (checkpoint) save_rounding_checkpoint(checkpoint->path, key, layers, finished);
       job.report({"rounding", done, n_round, seconds_since(start), std::string(head) + ": done"});
-      learn.clear();
+      learn.clear();  // learned: nothing left for the layer-by-layer loop below
     }
 
     for (size_t k = 0; k < learn.size(); ++k) {

@@ -24,11 +24,12 @@ struct RoundingSettings {
   int iterations = 500;       // optimizer steps per rounding problem: a block or a layer (spec: 20000 per layer)
   int images = 128;           // images whose activations train each layer (spec: 1024), the first of the tensor
   int batch = 32;             // images per forward pass while collecting a layer's data (memory, not learning)
-  // Tokens kept per image and layer besides the readout tokens, drawn at random (0: all; spec: all 197). 256 keeps
-  // all of DeiT's 196 patches and bounds a detector's long sequences. 48 overfitted: DeiT-Tiny W3 (gptq, readout
-  // share 0.5, 372 held-out images) ended at output NSR 0.469 with 48 and 0.417 with all (0.454 without rounding).
+  // Layer scope: tokens kept per image and layer besides the readout tokens, drawn at random (0: all; spec: all 197).
+  // 256 keeps all of DeiT's 196 patches and bounds a detector's long sequences. 48 overfitted: DeiT-Tiny W3 (gptq,
+  // readout share 0.5, 372 held-out images) ended at output NSR 0.469 with 48 and 0.417 with all (0.454 without
+  // rounding).
   int tokens_per_image = 256;
-  int rows_per_step = 1024;   // token rows drawn per optimizer step (spec: 32 images x 197 tokens = 6304)
+  int rows_per_step = 1024;   // layer scope: token rows per optimizer step (spec: 32 images x 197 tokens = 6304)
   double lr = 0.3;            // RAdam learning rate (spec §10.3)
   double reg_factor = 0.3;    // λ_r, applied to each tensor's mean regularizer
   double warmup = 0.2;        // fraction of iterations at β_start (the regularizer stays on, spec §10.3)
@@ -116,10 +117,13 @@ struct RoundingCheckpoint {
 // the current and later layers keep nearest rounding, and the checkpoint holds every finished layer. Layers that
 // already have rounding_learned on entry are kept as they are (calling again after a cancel continues the run).
 // The first `settings.images` images are used, followed by their augmented copies (augmented_views).
-// Deviations from the spec, for the CPU: the original images kept beside their augmented copies, token rows
-// subsampled (settings), the readout tokens' rows weighted (readout_share), and learned codes that reconstruct
+// With RoundingScope::Segment (the default) the layers of one segment (embedding, block, head) are learned and
+// checkpointed together (learn_segment); a segment's layers that are already learned keep their codes meanwhile.
+// Deviations from the spec: the segment scope, the original images kept beside their augmented copies, token rows
+// subsampled (layer scope), the readout tokens' rows weighted (readout_share), and learned codes that reconstruct
 // worse than nearest are not taken (keep_nearest_if_worse).
-// Progress: stage "rounding", done/total in layers, detail "layer i/n NAME it k/K rec … reg …".
+// Progress: stage "rounding", done/total in layers, detail "layer i/n NAME it k/K rec … reg …", or for a segment's
+// layers together "layers i-j/n PREFIX it k/K rec … reg …" (PREFIX: their common name prefix, "blocks.3").
 RoundingReport round_layers(Model& model, std::vector<CompressedLayer>& layers, const at::Tensor& images,
                             const RoundingSettings& settings, const JobControl& job = {},
                             RoundingCheckpoint* checkpoint = nullptr, const RoundingStepFn& on_step = {});
