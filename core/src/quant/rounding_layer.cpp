@@ -118,15 +118,7 @@ LayerRoundingResult learn_layer(CompressedLayer& layer, const at::Tensor& bias, 
     throw Error(layer.layer + ": readout rows must be [rows, in] and [rows, out] like the others");
   const double share = readout ? s.readout_share : 0.0;
   const bool low_rank = layer.form == LayerForm::LowRank;
-  std::vector<QuantizedTensor*> tensors;
-  if (low_rank) {
-    check_tensor(layer.a, layer.layer + " (A)");
-    check_tensor(layer.b, layer.layer + " (B)");
-    tensors = {&layer.a, &layer.b};
-  } else {
-    check_tensor(layer.weight, layer.layer);
-    tensors = {&layer.weight};
-  }
+  const std::vector<QuantizedTensor*> tensors = tensors_of(layer);
   std::vector<RoundingVariable> vars;
   std::vector<at::Tensor> params;
   for (const QuantizedTensor* q : tensors) {
@@ -194,19 +186,11 @@ LayerRoundingResult learn_layer(CompressedLayer& layer, const at::Tensor& bias, 
 
   // Hard rounding: the learned codes replace nearest rounding (unless they reconstruct worse and the guard is on).
   c10::NoGradGuard no_grad;
-  std::vector<at::Tensor> nearest;
-  int64_t flipped = 0, total = 0;
-  for (size_t i = 0; i < tensors.size(); ++i) {
-    nearest.push_back(tensors[i]->codes);
-    const at::Tensor up = (vars[i].alpha.detach() >= 0).to(at::kFloat);
-    tensors[i]->codes = codes_from(vars[i].floor_codes, up, vars[i].zero, vars[i].qmax);
-    flipped += tensors[i]->codes.ne(nearest[i]).sum().item<int64_t>();
-    total += nearest[i].numel();
-  }
+  const HardRounding hard = take_hard_codes(tensors, vars);
   result.learned_error = reconstruction_loss(layer, bias, data, share);
-  result.flipped_fraction = total ? double(flipped) / double(total) : 0.0;
+  result.flipped_fraction = hard.flipped_fraction();
   if (s.keep_nearest_if_worse && result.learned_error > result.nearest_error) {
-    for (size_t i = 0; i < tensors.size(); ++i) tensors[i]->codes = nearest[i];
+    hard.restore(tensors);
     result.kept_nearest = true;
   } else {
     layer.rounding_learned = true;

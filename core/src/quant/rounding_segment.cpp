@@ -35,17 +35,6 @@ class SegmentOverrides {
   std::vector<std::string> names_;
 };
 
-std::vector<QuantizedTensor*> tensors_of(CompressedLayer& l) {
-  if (l.form == LayerForm::Float) throw Error(l.layer + ": a float layer has no rounding to learn");
-  if (l.form == LayerForm::LowRank) {
-    check_tensor(l.a, l.layer + " (A)");
-    check_tensor(l.b, l.layer + " (B)");
-    return {&l.a, &l.b};
-  }
-  check_tensor(l.weight, l.layer);
-  return {&l.weight};
-}
-
 // (1 − share)·mean((y − t)²) + share·mean over the readout rows, summed over the output's floating-point tensors.
 at::Tensor output_loss(const StageState& y, const StageState& t, const std::vector<int64_t>& readout, double share) {
   if (y.size() != t.size()) throw Error("segment rounding: the segment's output does not match its target");
@@ -184,18 +173,8 @@ std::vector<LayerRoundingResult> learn_segment(Model& model, const SegmentFn& ru
 
   // Hard rounding for every layer; all of them keep nearest if the segment reconstructs worse (and the guard holds).
   c10::NoGradGuard no_grad;
-  std::vector<std::vector<at::Tensor>> before(learned.size());
-  std::vector<int64_t> flipped(learned.size(), 0), total(learned.size(), 0);
-  for (size_t k = 0; k < learned.size(); ++k) {
-    Learned& e = learned[k];
-    for (size_t i = 0; i < e.tensors.size(); ++i) {
-      before[k].push_back(e.tensors[i]->codes);
-      const at::Tensor up = (e.vars[i].alpha.detach() >= 0).to(at::kFloat);
-      e.tensors[i]->codes = codes_from(e.vars[i].floor_codes, up, e.vars[i].zero, e.vars[i].qmax);
-      flipped[k] += e.tensors[i]->codes.ne(before[k][i]).sum().item<int64_t>();
-      total[k] += before[k][i].numel();
-    }
-  }
+  std::vector<HardRounding> hard;
+  for (const Learned& e : learned) hard.push_back(take_hard_codes(e.tensors, e.vars));
   const double learned_loss = segment_loss(model, run, layers, data, s);
   const bool keep = s.keep_nearest_if_worse && learned_loss > nearest;
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -206,13 +185,13 @@ std::vector<LayerRoundingResult> learn_segment(Model& model, const SegmentFn& ru
     r.group = static_cast<int>(learned.size());
     r.nearest_error = nearest;
     r.learned_error = learned_loss;
-    r.flipped_fraction = total[k] ? double(flipped[k]) / double(total[k]) : 0.0;
+    r.flipped_fraction = hard[k].flipped_fraction();
     r.kept_nearest = keep;
     r.seconds = seconds;
     r.reconstruction = rec_curve;
     r.regularizer = reg_curve;
     if (keep)
-      for (size_t i = 0; i < learned[k].tensors.size(); ++i) learned[k].tensors[i]->codes = before[k][i];
+      hard[k].restore(learned[k].tensors);
     else
       learned[k].layer->rounding_learned = true;
   }

@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <string>
+#include <vector>
 
 #include "lorq/common/error.h"
 #include "lorq/quant/adaptive_rounding.h"
@@ -48,6 +49,42 @@ inline void check_tensor(const QuantizedTensor& q, const std::string& what) {
 
 inline at::Tensor codes_from(const at::Tensor& floor_codes, const at::Tensor& up, const at::Tensor& zero, double qmax) {
   return at::clamp(floor_codes + up + zero, 0, qmax).to(at::kByte);
+}
+
+// The layer's quantized tensors, checked: W, or the factors A and B of a low-rank layer.
+inline std::vector<QuantizedTensor*> tensors_of(CompressedLayer& l) {
+  if (l.form == LayerForm::Float) throw Error(l.layer + ": a float layer has no rounding to learn");
+  if (l.form == LayerForm::LowRank) {
+    check_tensor(l.a, l.layer + " (A)");
+    check_tensor(l.b, l.layer + " (B)");
+    return {&l.a, &l.b};
+  }
+  check_tensor(l.weight, l.layer);
+  return {&l.weight};
+}
+
+// The hard rounding of learned variables put into their tensors; the codes they replace are kept for a step back.
+struct HardRounding {
+  std::vector<at::Tensor> before;  // per tensor
+  int64_t flipped = 0, total = 0;  // codes changed, codes in all
+  double flipped_fraction() const { return total ? double(flipped) / double(total) : 0.0; }
+  void restore(const std::vector<QuantizedTensor*>& tensors) const {
+    for (size_t i = 0; i < tensors.size(); ++i) tensors[i]->codes = before[i];
+  }
+};
+
+inline HardRounding take_hard_codes(const std::vector<QuantizedTensor*>& tensors,
+                                    const std::vector<RoundingVariable>& vars) {
+  c10::NoGradGuard no_grad;
+  HardRounding h;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    h.before.push_back(tensors[i]->codes);
+    const at::Tensor up = (vars[i].alpha.detach() >= 0).to(at::kFloat);
+    tensors[i]->codes = codes_from(vars[i].floor_codes, up, vars[i].zero, vars[i].qmax);
+    h.flipped += tensors[i]->codes.ne(h.before[i]).sum().item<int64_t>();
+    h.total += h.before[i].numel();
+  }
+  return h;
 }
 
 }  // namespace rounding
